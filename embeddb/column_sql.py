@@ -1,0 +1,250 @@
+"""Every SQL statement that names a user's table or column, composed with psycopg.sql.
+
+Each embedded column (catalog id N) owns these database objects, all visible with psql:
+
+* ``embeddb.render_N(row)``: the column's text for a row (NULL when there is nothing to embed);
+* ``embeddb.enqueue_N()``: the trigger function that marks a row pending and NOTIFYs;
+* triggers ``embeddb_<column>_ins|upd|del|trunc`` on the table;
+* the HNSW index ``<table>_<column>_hnsw``;
+* the vector column and ``<column>_source_hash``, the md5 of the text its vector was made from.
+
+Statements for the worker use psycopg's ``%(name)s`` placeholders and run through
+``exec_driver_sql``; DDL carries no parameters.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from .spec import EmbeddingSpec
+
+NOTIFY_CHANNEL = "embeddb"
+_ROW = "src"
+
+
+def _text(composable: sql.Composable) -> str:
+    return composable.as_string(None)
+
+
+def table(spec: EmbeddingSpec) -> sql.Identifier:
+    return sql.Identifier(spec.schema, spec.table)
+
+
+def render_function(column_id: int) -> sql.Identifier:
+    return sql.Identifier("embeddb", f"render_{column_id}")
+
+
+def enqueue_function(column_id: int) -> sql.Identifier:
+    return sql.Identifier("embeddb", f"enqueue_{column_id}")
+
+
+def _key_object(spec: EmbeddingSpec, row: str) -> sql.Composable:
+    """``jsonb_build_object('id', row.id, ...)``: how a row is named in embeddb.pending."""
+    pairs = [
+        sql.SQL("{}, {}").format(sql.Literal(key), sql.Identifier(row, key))
+        for key in spec.key_columns
+    ]
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
+
+
+def _key_matches(spec: EmbeddingSpec, row: str, key_json: sql.Composable) -> sql.Composable:
+    """The condition that ``row`` is the row named by the jsonb ``key_json``, index-friendly."""
+    record = sql.SQL("(jsonb_populate_record(NULL::{}, {}))").format(table(spec), key_json)
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}.{}").format(sql.Identifier(row, key), record, sql.Identifier(key))
+        for key in spec.key_columns
+    )
+
+
+def _source_hash(column_id: int, row: sql.Composable) -> sql.Composable:
+    return sql.SQL("md5({}({}))::uuid").format(render_function(column_id), row)
+
+
+# --- install -------------------------------------------------------------------------------
+
+
+def add_columns(spec: EmbeddingSpec) -> list[str]:
+    """Add the vector and hash columns to an existing table (a no-op when they exist)."""
+    vector_type = sql.SQL(f"{spec.vector_type}({int(spec.dimensions)})")
+    return [
+        _text(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            table(spec), sql.Identifier(spec.column), vector_type)),
+        _text(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} uuid").format(
+            table(spec), sql.Identifier(spec.hash_column))),
+    ]
+
+
+def create_render_function(spec: EmbeddingSpec, column_id: int) -> str:
+    body = sql.SQL("SELECT {}").format(spec.template.sql_expression("r"))
+    return _text(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}(r {}) RETURNS text"
+        " LANGUAGE sql STABLE PARALLEL SAFE AS {}"
+    ).format(render_function(column_id), table(spec), sql.Literal(_text(body))))
+
+
+def create_enqueue_function(spec: EmbeddingSpec, column_id: int) -> str:
+    key_changed = sql.SQL(" OR ").join(
+        sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(key))
+        for key in spec.key_columns
+    )
+    body = sql.SQL("""
+BEGIN
+    -- A deleted row, or the old key of a row whose key changed, has nothing left to embed.
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ({key_changed})) THEN
+        DELETE FROM embeddb.pending
+        WHERE column_id = {column_id} AND row_key = {old_key};
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN NULL;
+    END IF;
+    -- The stored vector already belongs to this text (a row copied with its vector, or a
+    -- change undone before the worker got to it): nothing to do.
+    IF NEW.{hash_column} IS NOT DISTINCT FROM {new_hash} THEN
+        DELETE FROM embeddb.pending
+        WHERE column_id = {column_id} AND row_key = {new_key} AND claim_token IS NULL;
+        RETURN NULL;
+    END IF;
+    -- One entry per row however many updates; new text earns a failed row a fresh start.
+    INSERT INTO embeddb.pending AS p (column_id, row_key)
+    VALUES ({column_id}, {new_key})
+    ON CONFLICT (column_id, row_key) DO UPDATE
+        SET attempts = 0, run_after = now(), last_error = NULL, parked_at = NULL
+        WHERE p.attempts > 0 OR p.parked_at IS NOT NULL;
+    PERFORM pg_notify({channel}, {column_text});
+    RETURN NULL;
+END
+""").format(
+        key_changed=key_changed,
+        column_id=sql.Literal(column_id),
+        column_text=sql.Literal(str(column_id)),
+        channel=sql.Literal(NOTIFY_CHANNEL),
+        old_key=_key_object(spec, "old"),
+        new_key=_key_object(spec, "new"),
+        hash_column=sql.Identifier(spec.hash_column),
+        new_hash=_source_hash(column_id, sql.SQL("NEW")),
+    )
+    return _text(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}"
+    ).format(enqueue_function(column_id), sql.Literal(_text(body))))
+
+
+def trigger_names(spec: EmbeddingSpec) -> dict[str, str]:
+    return {event: f"{spec.trigger_prefix}_{event}" for event in ("ins", "upd", "del", "trunc")}
+
+
+def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
+    names = trigger_names(spec)
+    watched = list(dict.fromkeys([*spec.template.columns, *spec.key_columns]))
+    changed = sql.SQL(" OR ").join(
+        sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(c)) for c in watched
+    )
+    function = enqueue_function(column_id)
+    statements = [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))
+        for name in names.values()
+    ]
+    statements += [
+        sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+            sql.Identifier(names["ins"]), table(spec), function),
+        # Only an update of a column the text is made of (or of the key) can need a new vector.
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER UPDATE OF {} ON {} FOR EACH ROW WHEN ({})"
+            " EXECUTE FUNCTION {}()"
+        ).format(
+            sql.Identifier(names["upd"]), sql.SQL(", ").join(map(sql.Identifier, watched)),
+            table(spec), changed, function),
+        sql.SQL("CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+            sql.Identifier(names["del"]), table(spec), function),
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT"
+            " EXECUTE FUNCTION embeddb.forget_truncated({})"
+        ).format(sql.Identifier(names["trunc"]), table(spec), sql.Literal(str(column_id))),
+    ]
+    return [_text(s) for s in statements]
+
+
+def create_index(spec: EmbeddingSpec) -> str | None:
+    if spec.index is None:
+        return None
+    return _text(sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})"
+        " WITH (m = {}, ef_construction = {})"
+    ).format(
+        sql.Identifier(spec.index_name), table(spec), sql.Identifier(spec.column),
+        sql.SQL(spec.distance.opclass(spec.vector_type)),
+        sql.Literal(spec.index.m), sql.Literal(spec.index.ef_construction),
+    ))
+
+
+def drop_index(spec: EmbeddingSpec) -> str:
+    return _text(sql.SQL("DROP INDEX IF EXISTS {}").format(
+        sql.Identifier(spec.schema, spec.index_name)))
+
+
+def enqueue_stale_rows(spec: EmbeddingSpec, column_id: int) -> str:
+    """Mark pending every row whose stored vector is missing or was made from other text.
+
+    This rebuilds the pending set from table state: how ``reconcile`` heals a lost entry.
+    """
+    return _text(sql.SQL(
+        "INSERT INTO embeddb.pending (column_id, row_key) SELECT {}, {} FROM {} AS {}"
+        " WHERE {} IS DISTINCT FROM {} ON CONFLICT DO NOTHING"
+    ).format(
+        sql.Literal(column_id), _key_object(spec, _ROW), table(spec), sql.Identifier(_ROW),
+        sql.Identifier(_ROW, spec.hash_column), _source_hash(column_id, sql.Identifier(_ROW)),
+    ))
+
+
+def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> list[str]:
+    statements = [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))
+        for name in trigger_names(spec).values()
+    ]
+    statements += [
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(enqueue_function(column_id)),
+        sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(render_function(column_id), table(spec)),
+    ]
+    statements.append(sql.SQL(drop_index(spec)))
+    if drop_columns:
+        statements += [
+            sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(
+                table(spec), sql.Identifier(spec.column), sql.Identifier(spec.hash_column)),
+        ]
+    return [_text(s) for s in statements]
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+def fetch_texts(spec: EmbeddingSpec, column_id: int) -> str:
+    """Text and its hash for each claimed key that still exists. Params: keys (JSON array)."""
+    return _text(sql.SQL(
+        "SELECT k.row_key, {render}({row}) AS text, {hash} AS hash"
+        " FROM jsonb_array_elements(%(keys)s::jsonb) AS k(row_key)"
+        " JOIN {table} AS {row} ON {match}"
+    ).format(
+        render=render_function(column_id), row=sql.Identifier(_ROW),
+        hash=_source_hash(column_id, sql.Identifier(_ROW)), table=table(spec),
+        match=_key_matches(spec, _ROW, sql.SQL("k.row_key")),
+    ))
+
+
+def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
+    """Write vectors, guarded: a row whose text changed since it was read is left alone.
+
+    Params: keys (jsonb[] as text), vectors (vector[] as text), hashes (uuid[]).
+    Returns the keys that were written.
+    """
+    return _text(sql.SQL(
+        "UPDATE {table} AS {row} SET {column} = v.vector, {hash_column} = v.hash"
+        " FROM unnest(%(keys)s::jsonb[], %(vectors)s::{vector_type}[], %(hashes)s::uuid[])"
+        " AS v(row_key, vector, hash)"
+        " WHERE {match} AND {current_hash} IS NOT DISTINCT FROM v.hash"
+        " RETURNING v.row_key"
+    ).format(
+        table=table(spec), row=sql.Identifier(_ROW), column=sql.Identifier(spec.column),
+        hash_column=sql.Identifier(spec.hash_column),
+        vector_type=sql.SQL(spec.vector_type),
+        match=_key_matches(spec, _ROW, sql.SQL("v.row_key")),
+        current_hash=_source_hash(column_id, sql.Identifier(_ROW)),
+    ))

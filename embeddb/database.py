@@ -1,0 +1,118 @@
+"""Connecting to PostgreSQL: which URL, which driver, and whether pgvector is there."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from .errors import DatabaseError, PgvectorMissing
+from .sql import queries
+
+URL_VARIABLE = "EMBEDDB_DATABASE_URL"
+MIN_PGVECTOR = (0, 8, 0)
+MIN_POSTGRES = 140000
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The database to use: ``explicit``, else ``$EMBEDDB_DATABASE_URL``, else the embedded server.
+
+    The embedded server is started (or reused) on demand; see :mod:`embeddb.server`.
+    """
+    if explicit:
+        return explicit
+    if os.environ.get(URL_VARIABLE):
+        return os.environ[URL_VARIABLE]
+    from .server import EmbeddedServer
+
+    return EmbeddedServer.default().start()
+
+
+def sqlalchemy_url(url: str | URL) -> URL:
+    """``url`` with the psycopg 3 driver, which embeddb's worker and helpers are written for."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def libpq_conninfo(url: str | URL) -> str:
+    """The same URL as libpq (and so psycopg.connect) understands it."""
+    parsed = make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redacted(url: str | URL) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine on psycopg 3 with keepalives, so a dead peer is noticed."""
+    connect_args = {
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "connect_timeout": 10,
+        **kwargs.pop("connect_args", {}),
+    }
+    return sa.create_engine(sqlalchemy_url(url), connect_args=connect_args, **kwargs)
+
+
+def connect_check(engine: Engine) -> None:
+    """Fail early, with the URL (minus password) and a fix, if the database is unreachable."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = _first_line(exc.orig) if exc.orig is not None else str(exc)
+        raise DatabaseError(
+            f"cannot connect to {redacted(engine.url)}: {reason}. Check that the server is running"
+            f" and the URL is right (set {URL_VARIABLE} or pass --database-url)."
+        ) from exc
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def ensure_pgvector(conn: Connection) -> tuple[int, ...]:
+    """Make sure pgvector >= 0.8 is installed in this database, creating it if it is available."""
+    server = conn.execute(sa.text(queries["server_version"])).one()
+    if server.version_num < MIN_POSTGRES:
+        raise DatabaseError(f"PostgreSQL {server.version} is too old; embeddb needs 14 or newer")
+    installed = conn.execute(sa.text(queries["pgvector_installed"])).scalar()
+    if installed is None:
+        available = conn.execute(sa.text(queries["pgvector_available"])).scalar()
+        if available is None:
+            raise PgvectorMissing(
+                f"the pgvector extension is not available on PostgreSQL {server.version}"
+                f" ({database_name(conn)}); install pgvector 0.8 or newer on the server"
+                " (https://github.com/pgvector/pgvector#installation), or unset"
+                f" {URL_VARIABLE} to use embeddb's embedded PostgreSQL"
+            )
+        _require(parse_version(available), available, "available", conn)
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        installed = available
+    return _require(parse_version(installed), installed, "installed", conn)
+
+
+def _require(version: tuple[int, ...], text: str, state: str, conn: Connection) -> tuple[int, ...]:
+    if version < MIN_PGVECTOR:
+        raise PgvectorMissing(
+            f"pgvector {text} is {state} in database {database_name(conn)}, but embeddb needs 0.8"
+            " or newer (for iterative index scans); upgrade the package on the server, then run"
+            " ALTER EXTENSION vector UPDATE"
+        )
+    return version
+
+
+def database_name(conn: Connection) -> str:
+    return str(conn.engine.url.database or "(default)")

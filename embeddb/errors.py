@@ -1,0 +1,44 @@
+"""The exceptions embeddb raises.
+
+::
+
+    EmbeddbError                 every error embeddb raises on purpose
+    ├── SpecError                an Embedding declaration that cannot work (bad template, column, option)
+    ├── SchemaError              the database does not have what a declaration needs (table, column, catalog row)
+    ├── DatabaseError            the database cannot be reached or lacks pgvector
+    │   └── PgvectorMissing      pgvector is absent or older than embeddb needs
+    ├── ModelError               a model cannot be found or loaded
+    └── ModelMismatch            the model at hand is not the one a column was embedded with
+
+Messages name the table, column and model involved and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class EmbeddbError(Exception):
+    """embeddb could not do what was asked."""
+
+
+class SpecError(EmbeddbError, ValueError):
+    """An Embedding declaration is invalid."""
+
+
+class SchemaError(EmbeddbError):
+    """The database schema does not match what embeddb needs."""
+
+
+class DatabaseError(EmbeddbError):
+    """The database cannot be used."""
+
+
+class PgvectorMissing(DatabaseError):
+    """pgvector is not installed, or is too old."""
+
+
+class ModelError(EmbeddbError):
+    """An embedding model cannot be found or loaded."""
+
+
+class ModelMismatch(EmbeddbError):
+    """The model at hand differs from the one recorded for a column."""

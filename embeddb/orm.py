@@ -1,0 +1,168 @@
+"""The declarative side: ``Embedding(...)`` on an ordinary SQLAlchemy 2 model.
+
+``Embedding`` returns a ``mapped_column`` of pgvector's ``VECTOR`` type that carries the
+declaration in ``Column.info``. When the column joins its table, embeddb adds the companion
+``<column>_source_hash`` column and hooks the table's DDL events, so ``create_all`` installs
+the trigger, index and catalog row and ``drop_all`` removes them. For a table that already
+exists, call :func:`embeddb.install`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
+
+from . import catalog
+from .errors import SpecError
+from .models import model_dimensions
+from .spec import (
+    DEFAULT_MODEL,
+    Distance,
+    EmbeddingSpec,
+    EncodeOptions,
+    HnswIndex,
+    hash_column_name,
+)
+from .sql import queries
+from .template import Template
+
+INFO_KEY = "embeddb"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What an ``Embedding(...)`` call declared, before it knows its table and column name."""
+
+    template: Template
+    model: str
+    dimensions: int
+    distance: Distance
+    index: HnswIndex | None
+    encode: EncodeOptions
+
+
+def Embedding(  # noqa: N802 - reads like a column type in a model body
+    template: str,
+    *,
+    model: str = DEFAULT_MODEL,
+    distance: str | Distance = Distance.COSINE,
+    dimensions: int | None = None,
+    index: bool = True,
+    m: int = 16,
+    ef_construction: int = 64,
+    normalize: bool = True,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    deferred: bool = True,
+) -> MappedColumn[Any]:
+    """Declare a vector column kept in step with ``template`` by embeddb's worker.
+
+    ``template`` is a format string over the row's columns, e.g. ``"{subject}\\n\\n{body}"``.
+    The column's dimension comes from ``model`` (read from its files; pass ``dimensions`` for a
+    model that is not on this machine). ``deferred`` keeps the vector out of ordinary loads.
+
+    Example::
+
+        class Ticket(Base):
+            __tablename__ = "tickets"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            subject: Mapped[str]
+            body: Mapped[str]
+            embedding = Embedding("{subject}\\n\\n{body}")
+    """
+    declaration = Declaration(
+        template=Template.parse(template),
+        model=model,
+        dimensions=dimensions if dimensions is not None else model_dimensions(model),
+        distance=Distance.parse(distance),
+        index=HnswIndex(m, ef_construction) if index else None,
+        encode=EncodeOptions(normalize, query_prompt, document_prompt),
+    )
+    return mapped_column(
+        VECTOR(declaration.dimensions),
+        nullable=True,
+        deferred=deferred,
+        info={INFO_KEY: declaration},
+    )
+
+
+def embedded_column(target: Any) -> sa.Column[Any]:
+    """The ``Column`` behind ``Ticket.embedding`` (or the column itself), checked to be embedded."""
+    column = target
+    if isinstance(target, QueryableAttribute):
+        column = target.property.columns[0]  # type: ignore[attr-defined]
+    if not isinstance(column, sa.Column) or INFO_KEY not in column.info:
+        raise SpecError(f"{target!r} is not a column declared with embeddb.Embedding(...)")
+    return column
+
+
+def spec_for(column: sa.Column[Any], default_schema: str) -> EmbeddingSpec:
+    """The full spec of an embedded column, once its table is known."""
+    declaration: Declaration = column.info[INFO_KEY]
+    table = column.table
+    if not isinstance(table, sa.Table):
+        raise SpecError(f"column {column.name!r} is not attached to a table")
+    known = set(table.columns.keys())
+    unknown = [name for name in declaration.template.columns if name not in known]
+    if unknown:
+        raise SpecError(
+            f"the template of {table.name}.{column.name} names column"
+            f" {', '.join(map(repr, unknown))}, which {table.name} does not have"
+            f" (its columns: {', '.join(sorted(known))})"
+        )
+    return EmbeddingSpec(
+        schema=table.schema or default_schema,
+        table=table.name,
+        column=column.name,
+        key_columns=tuple(c.name for c in table.primary_key.columns),
+        template=declaration.template,
+        model=declaration.model,
+        dimensions=declaration.dimensions,
+        distance=declaration.distance,
+        index=declaration.index,
+        encode=declaration.encode,
+    )
+
+
+def embedded_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    return [column for column in table.columns if INFO_KEY in column.info]
+
+
+def current_schema(conn: Connection) -> str:
+    return str(conn.execute(sa.text(queries["current_schema"])).scalar_one())
+
+
+@event.listens_for(sa.Column, "after_parent_attach")
+def _on_attach(column: sa.Column[Any], table: Any) -> None:
+    if INFO_KEY not in column.info or not isinstance(table, sa.Table):
+        return
+    hash_name = hash_column_name(column.name)
+    if hash_name not in table.columns:
+        table.append_column(sa.Column(hash_name, UUID(as_uuid=True), nullable=True))
+    if not event.contains(table, "before_create", _before_create):
+        event.listen(table, "before_create", _before_create)
+        event.listen(table, "after_create", _after_create)
+        event.listen(table, "before_drop", _before_drop)
+
+
+def _before_create(table: sa.Table, connection: Connection, **_: Any) -> None:
+    catalog.ensure_catalog(connection)
+
+
+def _after_create(table: sa.Table, connection: Connection, **_: Any) -> None:
+    schema = current_schema(connection)
+    for column in embedded_columns(table):
+        catalog.install(connection, spec_for(column, schema))
+
+
+def _before_drop(table: sa.Table, connection: Connection, **_: Any) -> None:
+    schema = current_schema(connection)
+    for column in embedded_columns(table):
+        catalog.uninstall(connection, spec_for(column, schema))

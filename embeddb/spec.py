@@ -1,0 +1,140 @@
+"""What is embedded how: the full description of one embedded column.
+
+An :class:`EmbeddingSpec` is what the ORM declaration produces, what ``install`` writes to the
+catalog, and what the worker and the query helpers read back. Everything the database objects
+are named after is derived here, in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import SpecError
+from .template import Template
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+
+
+class Distance(str, Enum):
+    """How similarity is measured; each maps to a pgvector operator and operator class."""
+
+    COSINE = "cosine"
+    INNER_PRODUCT = "inner_product"
+    L2 = "l2"
+
+    @property
+    def operator(self) -> str:
+        return {"cosine": "<=>", "inner_product": "<#>", "l2": "<->"}[self.value]
+
+    def opclass(self, vector_type: str) -> str:
+        suffix = {"cosine": "cosine_ops", "inner_product": "ip_ops", "l2": "l2_ops"}[self.value]
+        return f"{vector_type}_{suffix}"
+
+    @classmethod
+    def parse(cls, value: str | Distance) -> Distance:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(d.value for d in cls)
+            raise SpecError(f"unknown distance {value!r}; choose one of {choices}") from None
+
+
+@dataclass(frozen=True)
+class HnswIndex:
+    """Parameters of the HNSW index built on the vector column (pgvector's defaults)."""
+
+    m: int = 16
+    ef_construction: int = 64
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.m <= 100:
+            raise SpecError(f"HNSW m must be between 2 and 100, got {self.m}")
+        if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
+            raise SpecError(
+                f"HNSW ef_construction must be between 4 and 1000 and at least 2*m ({2 * self.m}),"
+                f" got {self.ef_construction}"
+            )
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How texts are turned into vectors: part of a column's model identity."""
+
+    normalize: bool = True
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """One embedded column: where it lives, what text it is made of, and which model makes it."""
+
+    schema: str
+    table: str
+    column: str
+    key_columns: tuple[str, ...]
+    template: Template
+    model: str
+    dimensions: int
+    distance: Distance = Distance.COSINE
+    index: HnswIndex | None = field(default_factory=HnswIndex)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+    def __post_init__(self) -> None:
+        if not self.key_columns:
+            raise SpecError(
+                f"table {self.qualified_table} has no primary key; embeddb identifies rows by it,"
+                " so add one"
+            )
+        if self.column in self.template.columns:
+            raise SpecError(
+                f"{self.qualified_column}: the template cannot read the embedding column itself"
+            )
+        if not 1 <= self.dimensions <= 16000:
+            raise SpecError(f"{self.qualified_column}: dimensions must be 1..16000")
+        if self.index is not None and self.dimensions > 2000:
+            raise SpecError(
+                f"{self.qualified_column}: pgvector's HNSW index on vector supports at most"
+                f" 2,000 dimensions and {self.model} has {self.dimensions}; pass index=None"
+            )
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def qualified_column(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+    @property
+    def hash_column(self) -> str:
+        """The column that holds md5 of the text the stored vector was computed from."""
+        return hash_column_name(self.column)
+
+    @property
+    def index_name(self) -> str:
+        return _identifier(f"{self.table}_{self.column}_hnsw")
+
+    @property
+    def trigger_prefix(self) -> str:
+        return _identifier(f"embeddb_{self.column}", reserve=7)
+
+    @property
+    def vector_type(self) -> str:
+        return "vector"
+
+
+def hash_column_name(column: str) -> str:
+    return _identifier(f"{column}_source_hash")
+
+
+def _identifier(name: str, reserve: int = 0) -> str:
+    """Shorten ``name`` to fit PostgreSQL's identifier limit, keeping it unique with a hash."""
+    limit = _MAX_IDENTIFIER - reserve
+    if len(name) <= limit:
+        return name
+    digest = hashlib.md5(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}_{digest}"

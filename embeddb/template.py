@@ -1,0 +1,79 @@
+"""Text templates: which columns of a row make the text that is embedded, and how.
+
+A template is a Python format string over column names, such as ``"{title}\\n\\n{body}"``.
+It is compiled to one SQL expression, so the database renders the text: the trigger,
+the worker and ``reconcile`` all see exactly the same text, and a user can look at it with
+``SELECT embeddb.render_<id>(t) FROM t``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from .errors import SpecError
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template: literal text interleaved with column references."""
+
+    source: str
+    parts: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def parse(cls, source: str) -> Template:
+        if not isinstance(source, str) or not source:
+            raise SpecError("an Embedding template must be a non-empty string such as '{body}'")
+        parts: list[tuple[str, str | None]] = []
+        try:
+            parsed = list(string.Formatter().parse(source))
+        except ValueError as exc:
+            raise SpecError(f"template {source!r} is not a valid format string: {exc}") from exc
+        for literal, field, spec, conversion in parsed:
+            if field is not None:
+                if not field or "." in field or "[" in field or field.isdigit():
+                    raise SpecError(
+                        f"template {source!r} refers to {{{field}}}; "
+                        "only plain column names are allowed, such as {title}"
+                    )
+                if spec or conversion:
+                    raise SpecError(
+                        f"template {source!r} formats {{{field}}}; format specs and conversions "
+                        "are not supported, because the database renders the text"
+                    )
+            parts.append((literal, field))
+        if not any(field for _, field in parts):
+            raise SpecError(f"template {source!r} names no column; write e.g. '{{body}}'")
+        return cls(source, tuple(parts))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The column names the template reads, in order of first use."""
+        seen: dict[str, None] = {}
+        for _, field in self.parts:
+            if field is not None:
+                seen.setdefault(field)
+        return tuple(seen)
+
+    def sql_expression(self, row: str) -> sql.Composable:
+        """The SQL that renders this template for the row variable ``row``.
+
+        Values are cast to text and NULL renders as the empty string. When every column is
+        NULL or empty the result is NULL: such a row has nothing to embed and its vector is NULL.
+        """
+        pieces: list[sql.Composable] = []
+        for literal, field in self.parts:
+            if literal:
+                pieces.append(sql.Literal(literal))
+            if field is not None:
+                pieces.append(sql.SQL("{}::text").format(sql.Identifier(row, field)))
+        all_empty = sql.SQL(" AND ").join(
+            sql.SQL("coalesce({}::text, '') = ''").format(sql.Identifier(row, column))
+            for column in self.columns
+        )
+        return sql.SQL("CASE WHEN {} THEN NULL ELSE concat({}) END").format(
+            all_empty, sql.SQL(", ").join(pieces)
+        )

@@ -1,0 +1,376 @@
+"""The sync worker: claims pending rows, embeds them, and stores the vectors, guarded.
+
+One batch is three short steps, and no transaction is open while the model runs:
+
+1. claim up to ``batch_size`` ready rows of a column under a lease and read their text
+   (one transaction);
+2. embed the distinct texts;
+3. store the vectors only where the row's text is still the text that was embedded, then
+   forget those rows, hand back the ones that changed, and count failures (one transaction).
+
+A crashed worker's claims expire after ``lease_seconds`` and are taken by another. A row the
+model fails on is retried with backoff and parked after ``max_attempts``; when the model fails
+for everything, the worker backs off as a whole and no row's attempts are spent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import catalog, column_sql
+from .catalog import CatalogEntry
+from .database import create_engine, libpq_conninfo
+from .errors import EmbeddbError, ModelError
+from .models import Embedder, Vectors, load_embedder
+from .sql import queries
+
+log = logging.getLogger(__name__)
+
+_PROBE_TEXT = "embeddb model health check"
+_MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Tuning knobs; the defaults suit a CPU running a small model."""
+
+    batch_size: int = 32
+    lease_seconds: float = 120.0
+    poll_seconds: float = 5.0
+    max_attempts: int = 5
+    backoff_seconds: float = 2.0
+    backoff_max_seconds: float = 600.0
+    threads: int | None = None
+
+
+@dataclass
+class WorkerStats:
+    embedded: int = 0
+    cleared: int = 0
+    failed: int = 0
+    superseded: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.embedded / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claimed: int
+    stored: int
+    superseded: int
+    failed: int
+
+
+class ModelUnavailable(EmbeddbError):
+    """The model failed for every input, including a known-good probe."""
+
+
+class Worker:
+    """Keeps every embedded column of one database in step with its rows.
+
+    ``run_once()`` drains what is ready and returns (scripts, tests); ``run()`` keeps going,
+    woken by NOTIFY and polling as a fallback, until ``stop()`` is called.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        config: WorkerConfig | None = None,
+        *,
+        engine: Engine | None = None,
+        embedder_for: Callable[[CatalogEntry], Embedder] | None = None,
+    ) -> None:
+        self.config = config or WorkerConfig()
+        self.url = database_url
+        self.engine = engine or create_engine(database_url, pool_size=2, pool_pre_ping=True)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stats = WorkerStats()
+        self._embedder_for = embedder_for or _load_checked_embedder
+        self._stopping = threading.Event()
+        self._last_heartbeat = 0.0
+        if self.config.threads:
+            _set_torch_threads(self.config.threads)
+
+    # --- loops ---------------------------------------------------------------------------
+
+    def run_once(self, on_batch: Callable[[BatchResult], None] | None = None) -> WorkerStats:
+        """Embed everything that is ready now, then return. Raises if a column's model is wrong."""
+        refused: list[EmbeddbError] = []
+        for entry in self._entries():
+            try:
+                embedder = self._embedder_for(entry)
+            except EmbeddbError as exc:
+                log.error("%s: %s", entry.spec.qualified_column, exc)
+                refused.append(exc)
+                continue
+            while not self._stopping.is_set():
+                result = self.process_batch(entry, embedder)
+                if on_batch is not None:
+                    on_batch(result)
+                if result.claimed == 0:
+                    break
+        self._heartbeat(force=True, state="idle")
+        if refused:
+            raise refused[0]
+        return self.stats
+
+    def run(self) -> None:
+        """Work until ``stop()``: wake on NOTIFY, poll every ``poll_seconds`` as a safety net."""
+        delay = 0.0
+        listener: psycopg.Connection[Any] | None = None
+        while not self._stopping.is_set():
+            try:
+                if listener is None:
+                    listener = self._listen()
+                busy = self._drain_ready()
+                delay = 0.0
+                if not busy:
+                    self._heartbeat()
+                    self._wait_for_notify(listener)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError,
+                    ModelUnavailable) as exc:
+                delay = min(max(delay * 2, 1.0), 30.0)
+                log.warning("worker paused %.0fs: %s", delay, _first_line(exc))
+                if listener is not None and not isinstance(exc, ModelUnavailable):
+                    listener.close()
+                    listener = None
+                self._stopping.wait(delay)
+        if listener is not None:
+            listener.close()
+        self._release_claims()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from ``run()``."""
+        self._stopping.set()
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def process_batch(self, entry: CatalogEntry, embedder: Embedder) -> BatchResult:
+        token = uuid.uuid4()
+        claimed, rows = self._claim(entry, token)
+        if not claimed:
+            return BatchResult(0, 0, 0, 0)
+        found = {json.dumps(row.row_key, sort_keys=True) for row in rows}
+        gone = [row_key for row_key in claimed if json.dumps(row_key, sort_keys=True) not in found]
+
+        texts = [row.text for row in rows if row.text is not None]
+        try:
+            vectors, failures = self._embed(embedder, texts)
+        except ModelUnavailable:
+            with self.engine.begin() as conn:
+                _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(claimed))
+            raise
+        to_store: list[tuple[Any, Vectors | None, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for row in rows:
+            if row.text is None:
+                to_store.append((row.row_key, None, None))
+            elif row.text in failures:
+                failed.append({"row_key": row.row_key, "error": failures[row.text]})
+            else:
+                to_store.append((row.row_key, vectors[row.text], row.hash))
+
+        with self.engine.begin() as conn:
+            stored = self._store(conn, entry, to_store)
+            done = stored + gone
+            _run(conn, "complete", column_id=entry.id, token=token, keys=_keys_json(done))
+            written = {json.dumps(k, sort_keys=True) for k in stored}
+            superseded = [k for k, _, _ in to_store if json.dumps(k, sort_keys=True) not in written]
+            if superseded:
+                _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(superseded))
+            if failed:
+                _run(conn, "fail", column_id=entry.id, token=token, failures=json.dumps(failed),
+                     max_attempts=self.config.max_attempts,
+                     backoff_seconds=self.config.backoff_seconds,
+                     backoff_max_seconds=self.config.backoff_max_seconds)
+
+        cleared = sum(1 for _, vector, _ in to_store if vector is None)
+        self.stats.embedded += len(stored) - cleared
+        self.stats.cleared += cleared
+        self.stats.failed += len(failed)
+        self.stats.superseded += len(superseded)
+        self.stats.batches += 1
+        if failed:
+            log.warning("%s: %d of %d rows failed and will be retried", entry.spec.qualified_column,
+                        len(failed), len(claimed))
+        self._heartbeat()
+        return BatchResult(len(claimed), len(stored), len(superseded), len(failed))
+
+    def _claim(self, entry: CatalogEntry, token: uuid.UUID) -> tuple[list[Any], list[Any]]:
+        with self.engine.begin() as conn:
+            claimed = [
+                row.row_key
+                for row in _run(conn, "claim", column_id=entry.id, limit=self.config.batch_size,
+                                token=token, worker_id=self.worker_id,
+                                lease_seconds=self.config.lease_seconds)
+            ]
+            if not claimed:
+                return [], []
+            rows = conn.exec_driver_sql(
+                column_sql.fetch_texts(entry.spec, entry.id), {"keys": json.dumps(claimed)}
+            ).all()
+        return claimed, list(rows)
+
+    def _embed(
+        self, embedder: Embedder, texts: Sequence[str]
+    ) -> tuple[dict[str, Vectors], dict[str, str]]:
+        """Vectors for the distinct texts, and an error for each text the model failed on."""
+        distinct = list(dict.fromkeys(texts))
+        if not distinct:
+            return {}, {}
+        try:
+            return _checked(distinct, embedder.embed_documents(distinct)), {}
+        except Exception as exc:
+            if len(distinct) == 1:
+                self._probe(embedder, exc)
+                return {}, {distinct[0]: _describe(exc)}
+        # Something in the batch breaks the model: find it text by text, so the rest flow.
+        vectors: dict[str, Vectors] = {}
+        failures: dict[str, str] = {}
+        for text in distinct:
+            try:
+                vectors.update(_checked([text], embedder.embed_documents([text])))
+            except Exception as exc:
+                failures[text] = _describe(exc)
+        if not vectors:
+            self._probe(embedder, ModelError(next(iter(failures.values()))))
+        return vectors, failures
+
+    def _probe(self, embedder: Embedder, original: Exception) -> None:
+        """Raise ModelUnavailable if the model fails on a known-good text too."""
+        try:
+            _checked([_PROBE_TEXT], embedder.embed_documents([_PROBE_TEXT]))
+        except Exception as exc:
+            raise ModelUnavailable(f"the model fails on every input: {_describe(exc)}") from original
+
+    def _store(
+        self, conn: sa.Connection, entry: CatalogEntry, items: list[tuple[Any, Vectors | None, Any]]
+    ) -> list[Any]:
+        if not items:
+            return []
+        params = {
+            "keys": [json.dumps(key) for key, _, _ in items],
+            "vectors": [_vector_text(vector) for _, vector, _ in items],
+            "hashes": [text_hash for _, _, text_hash in items],
+        }
+        result = conn.exec_driver_sql(column_sql.store_vectors(entry.spec, entry.id), params)
+        return [row.row_key for row in result]
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _entries(self) -> list[CatalogEntry]:
+        with self.engine.connect() as conn:
+            return catalog.list_entries(conn)
+
+    def _drain_ready(self) -> bool:
+        """One pass over every column until nothing is ready; True if any row was claimed."""
+        busy = False
+        for entry in self._entries():
+            try:
+                embedder = self._embedder_for(entry)
+            except EmbeddbError as exc:
+                log.error("%s: skipped: %s", entry.spec.qualified_column, exc)
+                continue
+            while not self._stopping.is_set():
+                result = self.process_batch(entry, embedder)
+                if result.claimed == 0:
+                    break
+                busy = True
+                log.info("%s: %d stored, %d superseded, %d failed (%.1f rows/s overall)",
+                         entry.spec.qualified_column, result.stored, result.superseded,
+                         result.failed, self.stats.rate)
+        return busy
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        listener = psycopg.connect(libpq_conninfo(self.url), autocommit=True)
+        listener.execute(f"LISTEN {column_sql.NOTIFY_CHANNEL}")
+        return listener
+
+    def _wait_for_notify(self, listener: psycopg.Connection[Any]) -> None:
+        for _ in listener.notifies(timeout=self.config.poll_seconds, stop_after=1):
+            pass
+
+    def _heartbeat(self, force: bool = False, state: str = "running") -> None:
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < 5.0:
+            return
+        self._last_heartbeat = now
+        with self.engine.begin() as conn:
+            _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
+                 pid=os.getpid(), rows_embedded=self.stats.embedded, state=state)
+
+    def _release_claims(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                _run(conn, "release_worker_claims", worker_id=self.worker_id)
+            self._heartbeat(force=True, state="stopped")
+        except sa.exc.OperationalError as exc:
+            log.warning("could not release claims on exit (leases will expire): %s", exc)
+
+
+def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
+    embedder = load_embedder(entry.spec.model, entry.spec.encode)
+    catalog.check_model(entry, embedder.identity)
+    return embedder
+
+
+def _run(conn: sa.Connection, name: str, **params: Any) -> sa.CursorResult[Any]:
+    return conn.execute(sa.text(queries[name]), params)
+
+
+def _keys_json(keys: Sequence[Any]) -> str:
+    return json.dumps(list(keys))
+
+
+def _checked(texts: Sequence[str], vectors: Vectors) -> dict[str, Vectors]:
+    if len(vectors) != len(texts):
+        raise ModelError(f"the model returned {len(vectors)} vectors for {len(texts)} texts")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise ModelError("the model returned non-finite values (NaN or infinity)")
+    return dict(zip(texts, vectors, strict=True))
+
+
+def _vector_text(vector: Vectors | None) -> str | None:
+    if vector is None:
+        return None
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+__all__ = ["BatchResult", "ModelUnavailable", "Worker", "WorkerConfig", "WorkerStats"]
