@@ -248,3 +248,14 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
         match=_key_matches(spec, _ROW, sql.SQL("v.row_key")),
         current_hash=_source_hash(column_id, sql.Identifier(_ROW)),
     ))
+
+
+def sample_texts(spec: EmbeddingSpec, column_id: int) -> str:
+    """A random sample of the column's texts, for measuring the model. Params: limit."""
+    return _text(sql.SQL(
+        "SELECT {}({}) AS text FROM {} AS {} WHERE {}({}) IS NOT NULL"
+        " ORDER BY random() LIMIT %(limit)s"
+    ).format(
+        render_function(column_id), sql.Identifier(_ROW), table(spec), sql.Identifier(_ROW),
+        render_function(column_id), sql.Identifier(_ROW),
+    ))

@@ -201,6 +201,7 @@ class SentenceTransformerEmbedder:
         self._identity = expected_identity(name, options)
         self._options = options
         self.batch_size = batch_size
+        _quiet_transformers()
         try:
             self._model: Any = SentenceTransformer(str(path), device=_device())
         except Exception as exc:
@@ -234,6 +235,16 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars in a worker's log."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 def _device() -> str:

