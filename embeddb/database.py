@@ -70,7 +70,7 @@ def connect_check(engine: Engine) -> None:
     except sa.exc.OperationalError as exc:
         reason = _first_line(exc.orig) if exc.orig is not None else str(exc)
         raise DatabaseError(
-            f"cannot connect to {redacted(engine.url)}: {reason}. Check that the server is running"
+            f"cannot connect to {redacted(engine.url.set(drivername='postgresql'))}: {reason}. Check that the server is running"
             f" and the URL is right (set {URL_VARIABLE} or pass --database-url)."
         ) from exc
 
@@ -88,30 +88,32 @@ def ensure_pgvector(conn: Connection) -> tuple[int, ...]:
     server = conn.execute(sa.text(queries["server_version"])).one()
     if server.version_num < MIN_POSTGRES:
         raise DatabaseError(f"PostgreSQL {server.version} is too old; embeddb needs 14 or newer")
+    where = f"PostgreSQL {server.version}, database {database_name(conn)}"
     installed = conn.execute(sa.text(queries["pgvector_installed"])).scalar()
     if installed is None:
         available = conn.execute(sa.text(queries["pgvector_available"])).scalar()
-        if available is None:
-            raise PgvectorMissing(
-                f"the pgvector extension is not available on PostgreSQL {server.version}"
-                f" ({database_name(conn)}); install pgvector 0.8 or newer on the server"
-                " (https://github.com/pgvector/pgvector#installation), or unset"
-                f" {URL_VARIABLE} to use embeddb's embedded PostgreSQL"
-            )
-        _require(parse_version(available), available, "available", conn)
+        require_pgvector(available, "available", where)
         conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
         installed = available
-    return _require(parse_version(installed), installed, "installed", conn)
+    return require_pgvector(installed, "installed", where)
 
 
-def _require(version: tuple[int, ...], text: str, state: str, conn: Connection) -> tuple[int, ...]:
-    if version < MIN_PGVECTOR:
+def require_pgvector(version: str | None, state: str, where: str) -> tuple[int, ...]:
+    """The parsed version, or PgvectorMissing saying what was found and what to do."""
+    if version is None:
         raise PgvectorMissing(
-            f"pgvector {text} is {state} in database {database_name(conn)}, but embeddb needs 0.8"
-            " or newer (for iterative index scans); upgrade the package on the server, then run"
+            f"the pgvector extension is not available on {where}; install pgvector 0.8 or newer"
+            " on the server (https://github.com/pgvector/pgvector#installation), or unset"
+            f" {URL_VARIABLE} to use embeddb's embedded PostgreSQL"
+        )
+    parsed = parse_version(version)
+    if parsed < MIN_PGVECTOR:
+        raise PgvectorMissing(
+            f"pgvector {version} is {state} on {where}, but embeddb needs 0.8 or newer (for"
+            " iterative index scans); upgrade the package on the server, then run"
             " ALTER EXTENSION vector UPDATE"
         )
-    return version
+    return parsed
 
 
 def database_name(conn: Connection) -> str:

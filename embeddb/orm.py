@@ -166,3 +166,36 @@ def _before_drop(table: sa.Table, connection: Connection, **_: Any) -> None:
     schema = current_schema(connection)
     for column in embedded_columns(table):
         catalog.uninstall(connection, spec_for(column, schema))
+
+
+def install(
+    bind: sa.Engine | Connection, *targets: Any, enqueue_existing: bool = True
+) -> list[catalog.CatalogEntry]:
+    """Install the embedded columns of existing tables: columns, index, trigger, catalog row.
+
+    ``targets`` are mapped classes, tables or embedded columns (``Ticket.embedding``). Rows
+    already in the table are queued for the worker unless ``enqueue_existing`` is false.
+    Everything happens in one transaction: on error the database is left as it was.
+
+    Example::
+
+        embeddb.install(engine, Ticket)
+    """
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            return install(conn, *targets, enqueue_existing=enqueue_existing)
+    schema = current_schema(bind)
+    columns = [column for target in targets for column in _columns_of(target)]
+    return [
+        catalog.install(bind, spec_for(column, schema), enqueue_existing=enqueue_existing)
+        for column in columns
+    ]
+
+
+def _columns_of(target: Any) -> list[sa.Column[Any]]:
+    if isinstance(target, sa.Table):
+        return embedded_columns(target)
+    table = getattr(target, "__table__", None)
+    if isinstance(table, sa.Table):
+        return embedded_columns(table)
+    return [embedded_column(target)]

@@ -44,6 +44,8 @@ class Template:
                         f"template {source!r} formats {{{field}}}; format specs and conversions "
                         "are not supported, because the database renders the text"
                     )
+            if parts and parts[-1][1] is None:  # Formatter splits literal text at {{ and }}
+                literal = parts.pop()[0] + literal
             parts.append((literal, field))
         if not any(field for _, field in parts):
             raise SpecError(f"template {source!r} names no column; write e.g. '{{body}}'")

@@ -103,6 +103,7 @@ class Worker:
     ) -> None:
         self.config = config or WorkerConfig()
         self.url = database_url
+        self._owns_engine = engine is None
         self.engine = engine or create_engine(database_url, pool_size=2, pool_pre_ping=True)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
@@ -111,6 +112,17 @@ class Worker:
         self._last_heartbeat = 0.0
         if self.config.threads:
             _set_torch_threads(self.config.threads)
+
+    def close(self) -> None:
+        """Close the worker's connections (those of an engine it was given stay open)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     # --- loops ---------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+import pytest
+
+from embeddb.errors import SpecError
+from embeddb.spec import Distance, EmbeddingSpec, HnswIndex, hash_column_name
+from embeddb.template import Template
+
+
+def make_spec(**overrides: object) -> EmbeddingSpec:
+    fields: dict[str, object] = {
+        "schema": "public",
+        "table": "tickets",
+        "column": "embedding",
+        "key_columns": ("id",),
+        "template": Template.parse("{subject}\n\n{body}"),
+        "model": "m",
+        "dimensions": 384,
+    }
+    fields.update(overrides)
+    return EmbeddingSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_defaults_are_cosine_with_pgvector_hnsw_defaults() -> None:
+    spec = make_spec()
+    assert spec.distance is Distance.COSINE
+    assert spec.index == HnswIndex(m=16, ef_construction=64)
+    assert spec.encode.normalize is True
+    assert spec.hash_column == "embedding_source_hash"
+    assert spec.index_name == "tickets_embedding_hnsw"
+
+
+@pytest.mark.parametrize(
+    ("distance", "operator", "opclass"),
+    [("cosine", "<=>", "vector_cosine_ops"), ("inner_product", "<#>", "vector_ip_ops"),
+     ("l2", "<->", "vector_l2_ops")],
+)
+def test_distance_maps_to_operator_and_opclass(distance: str, operator: str, opclass: str) -> None:
+    parsed = Distance.parse(distance)
+    assert parsed.operator == operator
+    assert parsed.opclass("vector") == opclass
+
+
+def test_unknown_distance_lists_the_choices() -> None:
+    with pytest.raises(SpecError, match="cosine, inner_product, l2"):
+        Distance.parse("manhattan")
+
+
+def test_a_table_without_primary_key_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"public\.tickets has no primary key"):
+        make_spec(key_columns=())
+
+
+def test_the_template_cannot_read_the_vector_column() -> None:
+    with pytest.raises(SpecError, match="cannot read the embedding column"):
+        make_spec(template=Template.parse("{embedding}"))
+
+
+@pytest.mark.parametrize(("m", "ef"), [(1, 64), (101, 400), (16, 20), (16, 1001)])
+def test_hnsw_parameters_are_checked(m: int, ef: int) -> None:
+    with pytest.raises(SpecError, match="HNSW"):
+        HnswIndex(m=m, ef_construction=ef)
+
+
+def test_hnsw_is_refused_beyond_2000_dimensions_but_exact_search_is_allowed() -> None:
+    with pytest.raises(SpecError, match="2,000 dimensions"):
+        make_spec(dimensions=3072)
+    assert make_spec(dimensions=3072, index=None).index is None
+
+
+def test_long_names_are_shortened_to_a_unique_postgres_identifier() -> None:
+    long_a = hash_column_name("a" * 80)
+    long_b = hash_column_name("a" * 79 + "b")
+    assert len(long_a) <= 63 and len(long_b) <= 63
+    assert long_a != long_b
+    spec = make_spec(table="t" * 60, column="c" * 60)
+    assert len(spec.index_name) <= 63
+    assert len(spec.trigger_prefix) + len("_trunc") <= 63
