@@ -83,7 +83,9 @@ def list_entries(conn: Connection) -> list[CatalogEntry]:
     return [CatalogEntry.from_row(row) for row in conn.execute(sa.text(queries["list_columns"]))]
 
 
-def install(conn: Connection, spec: EmbeddingSpec, *, enqueue_existing: bool = True) -> CatalogEntry:
+def install(
+    conn: Connection, spec: EmbeddingSpec, *, enqueue_existing: bool = True
+) -> CatalogEntry:
     """Create (or bring up to date) everything ``spec`` needs, in the caller's transaction.
 
     Adds the vector and hash columns if the table lacks them, the render and trigger functions,

@@ -8,8 +8,9 @@ import logging
 import signal
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -19,6 +20,9 @@ from .database import connect_check, create_engine, database_url, redacted
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 log = logging.getLogger("embeddb")
 
@@ -84,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="failed attempts before a row is parked")
 
     search = command("search", _search, "Answer a query against an embedded column.",
-                     "embeddb search stdlib_docs.embedding 'parse a date' -k 5 --where \"kind = 'function'\"")
+                     "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
+                     " --where \"kind = 'function'\"")
     with_url(search)
     search.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
     search.add_argument("query", help="the text to search for")
@@ -136,10 +141,14 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine(args: argparse.Namespace) -> sa.Engine:
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[sa.Engine]:
     engine = create_engine(database_url(args.database_url))
-    connect_check(engine)
-    return engine
+    try:
+        connect_check(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -150,11 +159,14 @@ def _worker(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
     )
-    engine = create_engine(url, pool_size=2, pool_pre_ping=True)
-    connect_check(engine)
-    worker = Worker(url, config, engine=engine)
-    log.info("worker %s on %s", worker.worker_id, redacted(url))
-    if args.once:
+    with Worker(url, config) as worker:
+        connect_check(worker.engine)
+        return _run_worker(worker, once=args.once)
+
+
+def _run_worker(worker: Worker, *, once: bool) -> int:
+    log.info("worker %s on %s", worker.worker_id, redacted(worker.url))
+    if once:
         stats = worker.run_once()
         log.info("embedded %d rows (%d cleared, %d failed, %d superseded) at %.1f rows/s",
                  stats.embedded, stats.cleared, stats.failed, stats.superseded, stats.rate)
@@ -189,8 +201,7 @@ def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
 def _search(args: argparse.Namespace) -> int:
     from .search import reflect_column, search
 
-    engine = _engine(args)
-    with engine.connect() as conn:
+    with _engine(args) as engine, engine.connect() as conn:
         entry = _entry(conn, args.column)
         column = reflect_column(conn, entry)
         where = sa.text(args.where) if args.where else None
@@ -212,8 +223,7 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    with engine.connect() as conn:
+    with _engine(args) as engine, engine.connect() as conn:
         if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
             rows = []
         else:
@@ -233,8 +243,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    with engine.begin() as conn:
+    with _engine(args) as engine, engine.begin() as conn:
         column_id = _entry(conn, args.column).id if args.column else None
         count = conn.execute(sa.text(queries["retry_parked"]), {"column_id": column_id}).rowcount
         conn.execute(sa.text("SELECT pg_notify('embeddb', 'retry')"))
@@ -243,8 +252,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    with engine.begin() as conn:
+    with _engine(args) as engine, engine.begin() as conn:
         for entry in catalog.list_entries(conn):
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
     return 0

@@ -204,7 +204,7 @@ def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> lis
         sql.SQL("DROP FUNCTION IF EXISTS {}()").format(enqueue_function(column_id)),
         sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(render_function(column_id), table(spec)),
     ]
-    statements.append(sql.SQL(drop_index(spec)))
+    statements.append(sql.Composed([sql.SQL(drop_index(spec))]))
     if drop_columns:
         statements += [
             sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(

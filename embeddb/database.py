@@ -70,7 +70,8 @@ def connect_check(engine: Engine) -> None:
     except sa.exc.OperationalError as exc:
         reason = _first_line(exc.orig) if exc.orig is not None else str(exc)
         raise DatabaseError(
-            f"cannot connect to {redacted(engine.url.set(drivername='postgresql'))}: {reason}. Check that the server is running"
+            f"cannot connect to {redacted(engine.url.set(drivername='postgresql'))}: {reason}."
+            " Check that the server is running"
             f" and the URL is right (set {URL_VARIABLE} or pass --database-url)."
         ) from exc
 

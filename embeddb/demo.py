@@ -121,6 +121,7 @@ def _module_docs(module_name: str, module: object) -> Iterator[DocRecord]:
 def load_docs(engine: sa.Engine, records: list[DocRecord]) -> int:
     """Upsert the records; unchanged rows are left alone, so their vectors stay valid."""
     table = StdlibDoc.__table__
+    assert isinstance(table, sa.Table)
     insert = sa.dialects.postgresql.insert(table)
     stmt = insert.on_conflict_do_update(
         index_elements=[table.c.qualname],

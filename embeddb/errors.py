@@ -3,8 +3,8 @@
 ::
 
     EmbeddbError                 every error embeddb raises on purpose
-    ├── SpecError                an Embedding declaration that cannot work (bad template, column, option)
-    ├── SchemaError              the database does not have what a declaration needs (table, column, catalog row)
+    ├── SpecError                an Embedding declaration that cannot work (template, option)
+    ├── SchemaError              the database lacks what a declaration needs (table, column)
     ├── DatabaseError            the database cannot be reached or lacks pgvector
     │   └── PgvectorMissing      pgvector is absent or older than embeddb needs
     ├── ModelError               a model cannot be found or loaded

@@ -47,7 +47,8 @@ class ModelIdentity:
     def differences(self, other: ModelIdentity) -> list[str]:
         """Human-readable field differences, ``self`` first; empty when the two match."""
         mine, theirs = asdict(self), asdict(other)
-        return [f"{key} {mine[key]!r} vs {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
+        return [f"{key} {mine[key]!r} vs {theirs[key]!r}"
+                for key in mine if mine[key] != theirs[key]]
 
     def describe(self) -> str:
         norm = "normalized" if self.normalize else "not normalized"
@@ -206,7 +207,7 @@ class SentenceTransformerEmbedder:
             self._model: Any = SentenceTransformer(str(path), device=_device())
         except Exception as exc:
             raise ModelError(f"model {name!r} failed to load from {path}: {exc}") from exc
-        loaded_dims = int(self._model.get_embedding_dimension())
+        loaded_dims = self._model.get_embedding_dimension()
         if loaded_dims != self._identity.dimensions:
             raise ModelError(f"model {name!r} produces {loaded_dims} dims, its files say "
                              f"{self._identity.dimensions}")
@@ -223,7 +224,8 @@ class SentenceTransformerEmbedder:
         return self._encode(list(texts), self._options.document_prompt)
 
     def embed_query(self, text: str) -> Vectors:
-        return self._encode([text], self._options.query_prompt)[0]
+        vectors: Vectors = self._encode([text], self._options.query_prompt)[0]
+        return vectors
 
     def _encode(self, texts: list[str], prompt: str | None) -> Vectors:
         vectors = self._model.encode(

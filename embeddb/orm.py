@@ -48,7 +48,7 @@ class Declaration:
     encode: EncodeOptions
 
 
-def Embedding(  # noqa: N802 - reads like a column type in a model body
+def Embedding(
     template: str,
     *,
     model: str = DEFAULT_MODEL,
@@ -97,7 +97,7 @@ def embedded_column(target: Any) -> sa.Column[Any]:
     """The ``Column`` behind ``Ticket.embedding`` (or the column itself), checked to be embedded."""
     column = target
     if isinstance(target, QueryableAttribute):
-        column = target.property.columns[0]  # type: ignore[attr-defined]
+        column = target.property.columns[0]
     if not isinstance(column, sa.Column) or INFO_KEY not in column.info:
         raise SpecError(f"{target!r} is not a column declared with embeddb.Embedding(...)")
     return column

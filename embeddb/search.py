@@ -29,9 +29,9 @@ from sqlalchemy.orm import QueryableAttribute, Session
 from . import catalog
 from .catalog import CatalogEntry
 from .errors import ModelMismatch, SchemaError
-from .models import load_embedder
+from .models import ModelIdentity, load_embedder
 from .orm import INFO_KEY, Declaration, current_schema, embedded_column
-from .spec import Distance
+from .spec import Distance, EncodeOptions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -159,13 +159,15 @@ def query_vector(entry: CatalogEntry, text: str) -> list[float]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_query_vector(model: str, encode: Any, identity: Any, text: str) -> tuple[float, ...]:
+def _cached_query_vector(
+    model: str, encode: EncodeOptions, identity: ModelIdentity, text: str
+) -> tuple[float, ...]:
     embedder = load_embedder(model, encode)
-    entry_identity = identity
-    if embedder.identity != entry_identity:
+    differences = identity.differences(embedder.identity)
+    if differences:
         raise ModelMismatch(
-            f"the column was embedded with {entry_identity.describe()}, but the model here is"
-            f" {embedder.identity.describe()} ({'; '.join(entry_identity.differences(embedder.identity))})"
+            f"the column was embedded with {identity.describe()}, but the model here is"
+            f" {embedder.identity.describe()} ({'; '.join(differences)})"
         )
     return tuple(float(x) for x in embedder.embed_query(text))
 
@@ -198,13 +200,14 @@ def search(
     vector = _resolve_query(conn, column, query)
     chosen, estimate = _choose_plan(conn, column, where, plan)
     hits = _run(session, column, vector, k, where, chosen)
+    ran: str = chosen
     if chosen == "index" and len(hits) < k:
-        chosen = "index+exact"  # the approximate pass came back short: answer exactly
+        ran = "index+exact"  # the approximate pass came back short: answer exactly
         hits = _run(session, column, vector, k, where, "exact")
     if min_similarity is not None:
         hits = [hit for hit in hits if hit.similarity >= min_similarity]
     elapsed = (time.perf_counter() - started) * 1000
-    return SearchResult(hits, chosen, estimate, elapsed)
+    return SearchResult(hits, ran, estimate, elapsed)
 
 
 async def asearch(

@@ -112,7 +112,9 @@ def _database_url(server_uri: str, database: str) -> str:
 
 def _ensure_database(server_uri: str, database: str) -> None:
     with psycopg.connect(server_uri, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             log.info("created database %s", database)

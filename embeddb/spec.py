@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .errors import SpecError
 from .template import Template
@@ -18,7 +18,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
-class Distance(str, Enum):
+class Distance(StrEnum):
     """How similarity is measured; each maps to a pgvector operator and operator class."""
 
     COSINE = "cosine"

@@ -278,7 +278,9 @@ class Worker:
         try:
             _checked([_PROBE_TEXT], embedder.embed_documents([_PROBE_TEXT]))
         except Exception as exc:
-            raise ModelUnavailable(f"the model fails on every input: {_describe(exc)}") from original
+            raise ModelUnavailable(
+                f"the model fails on every input: {_describe(exc)}"
+            ) from original
 
     def _store(
         self, conn: sa.Connection, entry: CatalogEntry, items: list[tuple[Any, Vectors | None, Any]]

@@ -80,7 +80,7 @@ def test_install_on_an_existing_table_adds_columns_and_queues_its_rows(engine: s
 
 def test_template_naming_a_missing_column_is_refused_before_touching_the_database(
         engine: sa.Engine) -> None:
-    Base, Ticket = ticket_model(model=HASH_MODEL, template="{subject} {bdy}")
+    Base, _ = ticket_model(model=HASH_MODEL, template="{subject} {bdy}")
     with pytest.raises(SpecError, match=r"names column 'bdy', which tickets does not have"):
         Base.metadata.create_all(engine)
     with engine.connect() as conn:
@@ -120,7 +120,7 @@ def test_dimension_mismatch_with_an_existing_vector_column(engine: sa.Engine) ->
 
 def test_declared_dimensions_must_match_the_model(engine: sa.Engine) -> None:
     Base, _ = ticket_model(dimensions=512)
-    with pytest.raises(SpecError, match="declared with 512 dimensions but model .* makes 384"):
+    with pytest.raises(SpecError, match=r"declared with 512 dimensions but model .* makes 384"):
         Base.metadata.create_all(engine)
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("tickets")

@@ -34,9 +34,9 @@ def test_raw_sql_rows_are_embedded_by_a_worker_process(engine, database_url, min
             " (1, 'Locked out', 'I cannot log in since the password reset', 'open'),"
             " (2, 'Invoice', 'Please send last month''s invoice again', 'closed')"))
     # COPY, as a bulk loader or another service would write
-    with psycopg.connect(libpq_conninfo(database_url)) as conn, conn.cursor() as cursor:
-        with cursor.copy("COPY tickets (id, subject, body, status) FROM STDIN") as copy:
-            copy.write_row((3, "Crash", "The app crashes when I upload a photo", "open"))
+    with psycopg.connect(libpq_conninfo(database_url)) as conn, conn.cursor() as cursor, \
+            cursor.copy("COPY tickets (id, subject, body, status) FROM STDIN") as copy:
+        copy.write_row((3, "Crash", "The app crashes when I upload a photo", "open"))
     finished = run_worker(database_url)
     assert finished.returncode == 0, finished.stderr
     assert "embedded 3 rows" in finished.stderr

