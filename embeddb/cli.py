@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="poll interval when no NOTIFY arrives")
     worker.add_argument("--max-attempts", type=int, default=5,
                         help="failed attempts before a row is parked")
+    worker.add_argument("--backoff-seconds", type=float, default=2.0,
+                        help="first retry delay of a failed row; doubles per attempt")
+    worker.add_argument("--max-batch-tokens", type=int, default=32_768,
+                        help="cut a claim at about this many tokens (characters / 4)")
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
@@ -158,6 +162,7 @@ def _worker(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         batch_size=args.batch_size, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
+        backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)

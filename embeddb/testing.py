@@ -7,7 +7,7 @@ buckets, so texts that share words are similar; no weights, no torch, microsecon
 Two behaviours exist for failure tests:
 
 * a text containing :data:`POISON` makes ``embed_documents`` raise, like a model that chokes on
-  one input;
+  one input, and one containing :data:`NONFINITE` gets a vector of NaN;
 * ``embeddb-testing/hash-<dims>?delay=<seconds>`` sleeps that long per batch, so a test can kill
   or stop a worker while "the model runs".
 """
@@ -28,6 +28,7 @@ from .models import TESTING_PREFIX, ModelIdentity, Vectors
 from .spec import EncodeOptions
 
 POISON = "<<embeddb-poison>>"
+NONFINITE = "<<embeddb-nan>>"
 _NAME = re.compile(r"^embeddb-testing/hash-(\d+)(?:\?(.*))?$")
 _WORD = re.compile(r"\w+")
 
@@ -77,7 +78,9 @@ class HashEmbedder:
             if POISON in text:
                 raise ValueError("the testing model refuses poisoned text")
         prompt = self._options.document_prompt or ""
-        return np.stack([self._vector(prompt + text) for text in texts])
+        vectors = np.stack([self._vector(prompt + text) for text in texts])
+        vectors[[NONFINITE in text for text in texts]] = np.nan
+        return vectors
 
     def embed_query(self, text: str) -> Vectors:
         return self._vector((self._options.query_prompt or "") + text)

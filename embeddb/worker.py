@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 
 _PROBE_TEXT = "embeddb model health check"
 _MAX_ERROR_LENGTH = 2000
+_CHARS_PER_TOKEN = 4
+# Seen in pg_stat_activity; a statement that hangs (a dead peer, a lock) fails instead of
+# stalling the worker, and a transaction left idle cannot hold claims' row locks for long.
+_WORKER_CONNECT_ARGS: dict[str, Any] = {
+    "application_name": "embeddb-worker",
+    "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=60000",
+}
+FAILPOINT_VARIABLE = "EMBEDDB_FAILPOINT"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class WorkerConfig:
     # Rows claimed per round. The model encodes them in sub-batches of 32 sorted by length, so
     # a large claim wastes far less on padding than 32 rows in arrival order (3x on docstrings).
     batch_size: int = 256
+    # A claim is also cut at about this many tokens (estimated as characters / 4), so a batch
+    # of long texts stays well inside its lease and bounded in memory.
+    max_batch_tokens: int = 32_768
     lease_seconds: float = 120.0
     poll_seconds: float = 5.0
     max_attempts: int = 5
@@ -86,6 +98,11 @@ class ModelUnavailable(EmbeddbError):
     """The model failed for every input, including a known-good probe."""
 
 
+_TRANSIENT_ERRORS = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError, ModelUnavailable,
+)
+
+
 class Worker:
     """Keeps every embedded column of one database in step with its rows.
 
@@ -104,7 +121,9 @@ class Worker:
         self.config = config or WorkerConfig()
         self.url = database_url
         self._owns_engine = engine is None
-        self.engine = engine or create_engine(database_url, pool_size=2, pool_pre_ping=True)
+        self.engine = engine or create_engine(
+            database_url, pool_size=2, pool_pre_ping=True, connect_args=_WORKER_CONNECT_ARGS
+        )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
         self._embedder_for = embedder_for or _load_checked_embedder
@@ -148,29 +167,34 @@ class Worker:
         return self.stats
 
     def run(self) -> None:
-        """Work until ``stop()``: wake on NOTIFY, poll every ``poll_seconds`` as a safety net."""
-        delay = 0.0
+        """Work until ``stop()``: wake on NOTIFY, poll every ``poll_seconds`` as a safety net.
+
+        Lost connections (a database restart, a terminated backend) and a model that fails for
+        everything pause the worker with exponential backoff; it then reconnects and re-LISTENs.
+        On the way out, however it ends, the worker hands back whatever it still holds.
+        """
         listener: psycopg.Connection[Any] | None = None
-        while not self._stopping.is_set():
-            try:
-                if listener is None:
-                    listener = self._listen()
-                busy = self._drain_ready()
-                delay = 0.0
-                if not busy:
-                    self._heartbeat()
-                    self._wait_for_notify(listener)
-            except (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError,
-                    ModelUnavailable) as exc:
-                delay = min(max(delay * 2, 1.0), 30.0)
-                log.warning("worker paused %.0fs: %s", delay, _first_line(exc))
-                if listener is not None and not isinstance(exc, ModelUnavailable):
-                    listener.close()
-                    listener = None
-                self._stopping.wait(delay)
-        if listener is not None:
-            listener.close()
-        self._release_claims()
+        delay = 0.0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if listener is None:
+                        listener = self._listen()
+                    if not self._drain_ready():
+                        self._heartbeat()
+                        self._wait_for_notify(listener)
+                    delay = 0.0
+                except _TRANSIENT_ERRORS as exc:
+                    delay = min(max(delay * 2, 1.0), 30.0)
+                    log.warning("worker paused %.0fs: %s", delay, _first_line(exc))
+                    if listener is not None and not isinstance(exc, ModelUnavailable):
+                        listener.close()
+                        listener = None
+                    self._stopping.wait(delay)
+        finally:
+            if listener is not None:
+                listener.close()
+            self._release_claims()
 
     @property
     def stopping(self) -> bool:
@@ -187,8 +211,10 @@ class Worker:
         claimed, rows = self._claim(entry, token)
         if not claimed:
             return BatchResult(0, 0, 0, 0)
-        found = {json.dumps(row.row_key, sort_keys=True) for row in rows}
-        gone = [row_key for row_key in claimed if json.dumps(row_key, sort_keys=True) not in found]
+        _failpoint("claimed")
+        rows, claimed = self._within_token_budget(entry, token, rows, claimed)
+        found = {_key_id(row.row_key) for row in rows}
+        gone = [row_key for row_key in claimed if _key_id(row_key) not in found]
 
         texts = [row.text for row in rows if row.text is not None]
         try:
@@ -207,12 +233,13 @@ class Worker:
             else:
                 to_store.append((row.row_key, vectors[row.text], row.hash))
 
+        _failpoint("embedded")
         with self.engine.begin() as conn:
             stored = self._store(conn, entry, to_store)
             done = stored + gone
             _run(conn, "complete", column_id=entry.id, token=token, keys=_keys_json(done))
-            written = {json.dumps(k, sort_keys=True) for k in stored}
-            superseded = [k for k, _, _ in to_store if json.dumps(k, sort_keys=True) not in written]
+            written = {_key_id(k) for k in stored}
+            superseded = [k for k, _, _ in to_store if _key_id(k) not in written]
             if superseded:
                 _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(superseded))
             if failed:
@@ -220,6 +247,7 @@ class Worker:
                      max_attempts=self.config.max_attempts,
                      backoff_seconds=self.config.backoff_seconds,
                      backoff_max_seconds=self.config.backoff_max_seconds)
+            _failpoint("stored")  # written, not yet committed
 
         cleared = sum(1 for _, vector, _ in to_store if vector is None)
         self.stats.embedded += len(stored) - cleared
@@ -247,6 +275,26 @@ class Worker:
                 column_sql.fetch_texts(entry.spec, entry.id), {"keys": json.dumps(claimed)}
             ).all()
         return claimed, list(rows)
+
+    def _within_token_budget(
+        self, entry: CatalogEntry, token: uuid.UUID, rows: list[Any], claimed: list[Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """Keep the rows that fit ``max_batch_tokens`` (at least one); hand back the rest."""
+        budget = self.config.max_batch_tokens * _CHARS_PER_TOKEN
+        kept: list[Any] = []
+        for row in rows:
+            budget -= len(row.text or "")
+            if budget < 0 and kept:
+                break
+            kept.append(row)
+        if len(kept) == len(rows):
+            return rows, claimed
+        surplus = rows[len(kept):]
+        with self.engine.begin() as conn:
+            _run(conn, "release", column_id=entry.id, token=token,
+                 keys=_keys_json([row.row_key for row in surplus]))
+        surplus_keys = {_key_id(row.row_key) for row in surplus}
+        return kept, [k for k in claimed if _key_id(k) not in surplus_keys]
 
     def _embed(
         self, embedder: Embedder, texts: Sequence[str]
@@ -321,7 +369,10 @@ class Worker:
         return busy
 
     def _listen(self) -> psycopg.Connection[Any]:
-        listener = psycopg.connect(libpq_conninfo(self.url), autocommit=True)
+        listener = psycopg.connect(
+            libpq_conninfo(self.url), autocommit=True, keepalives=1, keepalives_idle=30,
+            keepalives_interval=10, keepalives_count=3, **_WORKER_CONNECT_ARGS,
+        )
         listener.execute(f"LISTEN {column_sql.NOTIFY_CHANNEL}")
         return listener
 
@@ -357,6 +408,11 @@ def _run(conn: sa.Connection, name: str, **params: Any) -> sa.CursorResult[Any]:
     return conn.execute(sa.text(queries[name]), params)
 
 
+def _key_id(key: Any) -> str:
+    """A row key as a hashable, order-independent string, to match keys across statements."""
+    return json.dumps(key, sort_keys=True)
+
+
 def _keys_json(keys: Sequence[Any]) -> str:
     return json.dumps(list(keys))
 
@@ -383,6 +439,12 @@ def _describe(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _failpoint(name: str) -> None:
+    """Die here, as ``kill -9`` would, when a fault-injection test asks for it."""
+    if os.environ.get(FAILPOINT_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _set_torch_threads(threads: int) -> None:
