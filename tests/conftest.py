@@ -29,15 +29,22 @@ HASH_MODEL = "embeddb-testing/hash-32"
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    explicit = os.environ.get("EMBEDDB_TEST_DATABASE_URL")
-    if explicit:
-        yield explicit
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
+    """The embedded server the tests run against, or None when they use an external one."""
+    if os.environ.get("EMBEDDB_TEST_DATABASE_URL"):
+        yield None
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("embeddb-home"))
-    url = server.start()
-    yield url
+    server.start()
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_url(embedded_server: EmbeddedServer | None) -> str:
+    if embedded_server is None:
+        return os.environ["EMBEDDB_TEST_DATABASE_URL"]
+    return embedded_server.start()  # already running: returns its URL
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:

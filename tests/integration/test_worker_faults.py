@@ -1,0 +1,241 @@
+"""The worker keeps every promise under faults: each scenario runs real `embeddb worker`
+processes, kills, stops or starves them, and checks the invariant once things are quiet:
+every row's vector is the model's embedding of its current text, nothing is left behind,
+nothing is pending or parked that should not be."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from embeddb.server import EmbeddedServer
+from embeddb.testing import NONFINITE, POISON
+from embeddb.worker import FAILPOINT_VARIABLE
+
+from .models import HASH_MODEL, pending, run_worker, ticket_model
+from .workers import (
+    WorkerProcess,
+    assert_in_step,
+    claims,
+    nothing_pending,
+    scalar,
+    wait_until,
+)
+
+
+def delayed(seconds: float) -> str:
+    return f"{HASH_MODEL}?delay={seconds}"
+
+
+def make_tickets(engine: sa.Engine, count: int, model: str = HASH_MODEL, **options: Any) -> Any:
+    Base, Ticket = ticket_model(model=model, **options)
+    Base.metadata.create_all(engine)
+    if count:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Ticket), [
+                {"id": i, "subject": f"ticket {i}", "body": f"body of ticket {i}"}
+                for i in range(1, count + 1)])
+    return Ticket
+
+
+def execute(engine: sa.Engine, statement: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+
+
+@pytest.mark.parametrize("point", ["claimed", "embedded", "stored"])
+def test_kill_9_at_any_point_is_completed_by_another_worker_after_the_lease(
+        point: str, engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 40)
+    doomed = WorkerProcess(database_url, tmp_path, "--lease-seconds", "2",
+                           env={FAILPOINT_VARIABLE: point})
+    assert doomed.wait() == -signal.SIGKILL
+    assert claims(engine) == 40  # it died holding its claims
+    assert scalar(engine, "SELECT count(embedding) FROM tickets") == 0  # nothing half-written
+    rescuer = WorkerProcess(database_url, tmp_path, "--lease-seconds", "2")
+    wait_until(lambda: nothing_pending(engine), 30, "the rescuer to finish")
+    assert rescuer.stop() == 0
+    assert assert_in_step(engine, HASH_MODEL) == 40
+
+
+def test_sigterm_finishes_the_batch_in_hand_then_exits(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 10, model=delayed(2))
+    worker = WorkerProcess(database_url, tmp_path)
+    wait_until(lambda: claims(engine) == 10, 30, "a claim")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert assert_in_step(engine, HASH_MODEL) == 10
+
+
+def test_second_sigterm_exits_at_once_and_hands_back_its_claims(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 10, model=delayed(20))
+    worker = WorkerProcess(database_url, tmp_path)
+    wait_until(lambda: claims(engine) == 10, 30, "a claim")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert worker.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+    assert claims(engine) == 0  # claimable at once by the next worker, not orphaned
+    assert len(pending_rows(engine)) == 10
+
+
+def pending_rows(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return pending(conn)
+
+
+def test_a_worker_stopped_past_its_lease_cannot_overwrite_newer_work(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 5, model=delayed(1))
+    late = WorkerProcess(database_url, tmp_path, "--lease-seconds", "1")
+    wait_until(lambda: claims(engine) == 5, 30, "a claim")
+    late.signal(signal.SIGSTOP)  # while "the model runs"
+    execute(engine, "UPDATE tickets SET body = 'newer text' WHERE id = 1")
+    other = WorkerProcess(database_url, tmp_path, "--lease-seconds", "1")
+    wait_until(lambda: nothing_pending(engine), 30, "the other worker")
+    late.signal(signal.SIGCONT)
+    time.sleep(2.5)  # the late worker wakes, tries to write and to complete its claims
+    assert other.stop() == 0 and late.stop() == 0
+    assert assert_in_step(engine, HASH_MODEL) == 5
+
+
+def test_worker_survives_terminated_connections_and_a_database_restart(
+        engine: sa.Engine, database_url: str, tmp_path: Path,
+        embedded_server: EmbeddedServer | None) -> None:
+    Ticket = make_tickets(engine, 0)
+    worker = WorkerProcess(database_url, tmp_path)
+
+    def add(ids: range) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Ticket), [{"id": i, "subject": "s", "body": f"b{i}"}
+                                             for i in ids])
+        wait_until(lambda: nothing_pending(engine), 45, f"rows {ids} to be embedded")
+
+    add(range(1, 4))
+    terminated = scalar(engine, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE application_name = 'embeddb-worker'")
+    assert terminated >= 1
+    add(range(4, 7))
+    if embedded_server is not None:  # an external test server is not ours to restart
+        embedded_server.stop()
+        embedded_server.start()
+        add(range(7, 10))
+    assert worker.stop() == 0
+    assert "paused" in worker.log
+    assert claims(engine) == 0
+    assert_in_step(engine, HASH_MODEL)
+
+
+def test_bad_rows_are_retried_then_parked_while_the_rest_are_stored(
+        engine: sa.Engine, database_url: str) -> None:
+    Ticket = make_tickets(engine, 0)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [
+            {"id": 1, "subject": "fine", "body": "one"},
+            {"id": 2, "subject": "poison", "body": POISON},
+            {"id": 3, "subject": "nan", "body": NONFINITE},
+            {"id": 4, "subject": None, "body": ""},
+            {"id": 5, "subject": "long", "body": "word " * 50_000},
+            {"id": 6, "subject": "fine", "body": "six"},
+        ])
+    finished = run_worker(database_url, "--max-attempts", "2", "--backoff-seconds", "0")
+    assert finished.returncode == 0, finished.stderr
+    with engine.connect() as conn:
+        parked = {row.row_key["id"]: row for row in pending(conn)}
+    assert set(parked) == {2, 3}
+    assert all(row.attempts == 2 and row.parked_at is not None for row in parked.values())
+    assert "poison" in parked[2].last_error and "non-finite" in parked[3].last_error
+    assert scalar(engine, "SELECT array_agg(id ORDER BY id) FROM tickets"
+                          " WHERE embedding IS NOT NULL") == [1, 5, 6]
+    status = run_cli(database_url, "status")
+    assert "2 parked" in status
+    assert "requeued 2 parked rows" in run_cli(database_url, "retry")
+    assert len(pending_rows(engine)) == 2 and claims(engine) == 0
+
+
+def run_cli(database_url: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "embeddb.cli", *args,
+                             "--database-url", database_url],
+                            capture_output=True, text=True, timeout=60, check=True)
+    return result.stdout
+
+
+def test_a_model_that_cannot_load_spends_no_attempts(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 5)
+    execute(engine, "UPDATE embeddb.columns SET model_name = 'nobody/missing-model'")
+    worker = WorkerProcess(database_url, tmp_path)
+    time.sleep(3)
+    assert worker.process.poll() is None  # still running, waiting for the model
+    assert all(row.attempts == 0 and row.parked_at is None for row in pending_rows(engine))
+    assert "nobody/missing-model" in worker.log
+    execute(engine, f"UPDATE embeddb.columns SET model_name = '{HASH_MODEL}'")
+    execute(engine, "SELECT pg_notify('embeddb', 'model fixed')")
+    wait_until(lambda: nothing_pending(engine), 30, "the rows, once the model is back")
+    assert worker.stop() == 0
+    assert_in_step(engine, HASH_MODEL)
+
+
+def test_rows_updated_many_times_or_deleted_while_being_embedded(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    make_tickets(engine, 3, model=delayed(0.5))
+    worker = WorkerProcess(database_url, tmp_path)
+    wait_until(lambda: claims(engine) > 0, 30, "a claim")
+    for version in range(20):
+        execute(engine, "UPDATE tickets SET body = :body WHERE id = 1", body=f"version {version}")
+        if version == 5:
+            execute(engine, "DELETE FROM tickets WHERE id = 2")
+        time.sleep(0.05)
+    wait_until(lambda: nothing_pending(engine), 30, "the last version")
+    assert worker.stop() == 0
+    assert assert_in_step(engine, HASH_MODEL) == 2
+    assert scalar(engine, "SELECT body FROM tickets WHERE id = 1") == "version 19"
+
+
+def test_four_workers_race_without_deadlocks_lost_rows_or_duplicate_work(
+        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+    rows = 3000
+    make_tickets(engine, rows)
+    workers = [WorkerProcess(database_url, tmp_path, "--batch-size", "50") for _ in range(4)]
+    for start in range(1, 301, 50):  # other clients keep writing during the race
+        execute(engine, "UPDATE tickets SET body = body || ' edited' WHERE id BETWEEN :a AND :b",
+                a=start, b=start + 49)
+    wait_until(lambda: nothing_pending(engine), 120, "four workers to drain")
+    assert all(worker.stop() == 0 for worker in workers)
+    logs = "\n".join(worker.log for worker in workers)
+    assert "deadlock" not in logs.lower()
+    stored = sum(int(n) for n in re.findall(r": (\d+) stored", logs))
+    assert rows <= stored <= rows + 300  # each row once, edited rows at most twice
+    assert sum(": 0 stored" not in w.log and "stored" in w.log for w in workers) >= 2
+    assert assert_in_step(engine, HASH_MODEL) == rows
+
+
+def test_bulk_update_keeps_one_entry_per_row_and_drains_in_bounded_memory(
+        engine: sa.Engine, database_url: str) -> None:
+    rows = 100_000
+    make_tickets(engine, 0, index=False)  # the queue is under test here, not HNSW upkeep
+    execute(engine, "INSERT INTO tickets (id, subject, body, status) SELECT g, 'ticket ' || g,"
+                    " 'body ' || g, 'open' FROM generate_series(1, :n) g", n=rows)
+    execute(engine, "UPDATE tickets SET body = body || ' edited'")
+    assert scalar(engine, "SELECT count(*) FROM embeddb.pending") == rows
+    finished = run_worker(database_url, "--batch-size", "1000", timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert f"embedded {rows} rows" in finished.stderr
+    peak = re.search(r"peak memory (\d+) MiB", finished.stderr)
+    assert peak is not None and int(peak.group(1)) < 400  # batches, not the backlog, in memory
+    assert nothing_pending(engine)
+    assert scalar(engine, "SELECT count(*) FROM tickets WHERE embedding_source_hash"
+                          " = md5(concat(subject, E'\\n\\n', body))::uuid") == rows
