@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,9 @@ from embeddb.server import EmbeddedServer
 from embeddb.testing import NONFINITE, POISON
 from embeddb.worker import FAILPOINT_VARIABLE
 
+from .conftest import SpawnWorker
 from .models import HASH_MODEL, pending, run_worker, ticket_model
 from .workers import (
-    WorkerProcess,
     assert_in_step,
     claims,
     nothing_pending,
@@ -51,23 +50,23 @@ def execute(engine: sa.Engine, statement: str, **params: Any) -> None:
 
 @pytest.mark.parametrize("point", ["claimed", "embedded", "stored"])
 def test_kill_9_at_any_point_is_completed_by_another_worker_after_the_lease(
-        point: str, engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        point: str, engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 40)
-    doomed = WorkerProcess(database_url, tmp_path, "--lease-seconds", "2",
+    doomed = spawn_worker("--lease-seconds", "2",
                            env={FAILPOINT_VARIABLE: point})
     assert doomed.wait() == -signal.SIGKILL
     assert claims(engine) == 40  # it died holding its claims
     assert scalar(engine, "SELECT count(embedding) FROM tickets") == 0  # nothing half-written
-    rescuer = WorkerProcess(database_url, tmp_path, "--lease-seconds", "2")
+    rescuer = spawn_worker("--lease-seconds", "2")
     wait_until(lambda: nothing_pending(engine), 30, "the rescuer to finish")
     assert rescuer.stop() == 0
     assert assert_in_step(engine, HASH_MODEL) == 40
 
 
 def test_sigterm_finishes_the_batch_in_hand_then_exits(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 10, model=delayed(2))
-    worker = WorkerProcess(database_url, tmp_path)
+    worker = spawn_worker()
     wait_until(lambda: claims(engine) == 10, 30, "a claim")
     worker.signal(signal.SIGTERM)
     assert worker.wait(15) == 0
@@ -75,9 +74,9 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits(
 
 
 def test_second_sigterm_exits_at_once_and_hands_back_its_claims(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 10, model=delayed(20))
-    worker = WorkerProcess(database_url, tmp_path)
+    worker = spawn_worker()
     wait_until(lambda: claims(engine) == 10, 30, "a claim")
     worker.signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -95,13 +94,13 @@ def pending_rows(engine: sa.Engine) -> list[Any]:
 
 
 def test_a_worker_stopped_past_its_lease_cannot_overwrite_newer_work(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 5, model=delayed(1))
-    late = WorkerProcess(database_url, tmp_path, "--lease-seconds", "1")
+    late = spawn_worker("--lease-seconds", "1")
     wait_until(lambda: claims(engine) == 5, 30, "a claim")
     late.signal(signal.SIGSTOP)  # while "the model runs"
     execute(engine, "UPDATE tickets SET body = 'newer text' WHERE id = 1")
-    other = WorkerProcess(database_url, tmp_path, "--lease-seconds", "1")
+    other = spawn_worker("--lease-seconds", "1")
     wait_until(lambda: nothing_pending(engine), 30, "the other worker")
     late.signal(signal.SIGCONT)
     time.sleep(2.5)  # the late worker wakes, tries to write and to complete its claims
@@ -110,10 +109,10 @@ def test_a_worker_stopped_past_its_lease_cannot_overwrite_newer_work(
 
 
 def test_worker_survives_terminated_connections_and_a_database_restart(
-        engine: sa.Engine, database_url: str, tmp_path: Path,
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker,
         embedded_server: EmbeddedServer | None) -> None:
     Ticket = make_tickets(engine, 0)
-    worker = WorkerProcess(database_url, tmp_path)
+    worker = spawn_worker()
 
     def add(ids: range) -> None:
         with engine.begin() as conn:
@@ -174,10 +173,10 @@ def run_cli(database_url: str, *args: str) -> str:
 
 
 def test_a_model_that_cannot_load_spends_no_attempts(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 5)
     execute(engine, "UPDATE embeddb.columns SET model_name = 'nobody/missing-model'")
-    worker = WorkerProcess(database_url, tmp_path)
+    worker = spawn_worker()
     time.sleep(3)
     assert worker.process.poll() is None  # still running, waiting for the model
     assert all(row.attempts == 0 and row.parked_at is None for row in pending_rows(engine))
@@ -190,9 +189,9 @@ def test_a_model_that_cannot_load_spends_no_attempts(
 
 
 def test_rows_updated_many_times_or_deleted_while_being_embedded(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 3, model=delayed(0.5))
-    worker = WorkerProcess(database_url, tmp_path)
+    worker = spawn_worker()
     wait_until(lambda: claims(engine) > 0, 30, "a claim")
     for version in range(20):
         execute(engine, "UPDATE tickets SET body = :body WHERE id = 1", body=f"version {version}")
@@ -206,10 +205,10 @@ def test_rows_updated_many_times_or_deleted_while_being_embedded(
 
 
 def test_four_workers_race_without_deadlocks_lost_rows_or_duplicate_work(
-        engine: sa.Engine, database_url: str, tmp_path: Path) -> None:
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     rows = 3000
     make_tickets(engine, rows)
-    workers = [WorkerProcess(database_url, tmp_path, "--batch-size", "50") for _ in range(4)]
+    workers = [spawn_worker("--batch-size", "50") for _ in range(4)]
     for start in range(1, 301, 50):  # other clients keep writing during the race
         execute(engine, "UPDATE tickets SET body = body || ' edited' WHERE id BETWEEN :a AND :b",
                 a=start, b=start + 49)

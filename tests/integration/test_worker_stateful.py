@@ -48,7 +48,7 @@ class CrashingModel(HashEmbedder):
 
 def test_any_interleaving_of_writes_and_worker_faults_ends_in_step(
         engine: sa.Engine, database_url: str) -> None:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     config = WorkerConfig(batch_size=3, lease_seconds=LEASE, backoff_seconds=0)
 

@@ -52,6 +52,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped process cannot die
             self.process.kill()
         self.wait()
 
