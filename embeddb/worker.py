@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,18 @@ class BatchResult:
     failed: int
 
 
+@dataclass
+class _EmbeddedBatch:
+    """A claimed batch after the model ran: what to store, what failed, what vanished."""
+
+    entry: CatalogEntry
+    token: uuid.UUID
+    claimed: int
+    gone: list[Any]
+    to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
 class ModelUnavailable(EmbeddbError):
     """The model failed for every input, including a known-good probe."""
 
@@ -155,12 +168,7 @@ class Worker:
                 log.error("%s: %s", entry.spec.qualified_column, exc)
                 refused.append(exc)
                 continue
-            while not self._stopping.is_set():
-                result = self.process_batch(entry, embedder)
-                if on_batch is not None:
-                    on_batch(result)
-                if result.claimed == 0:
-                    break
+            self._drain_column(entry, embedder, on_batch)
         self._heartbeat(force=True, state="idle")
         if refused:
             raise refused[0]
@@ -207,15 +215,53 @@ class Worker:
     # --- one batch -----------------------------------------------------------------------
 
     def process_batch(self, entry: CatalogEntry, embedder: Embedder) -> BatchResult:
+        """Claim, embed and store one batch of ``entry``'s pending rows."""
+        batch = self._prepare(entry, embedder)
+        return self._write(batch) if batch is not None else BatchResult(0, 0, 0, 0)
+
+    def _drain_column(
+        self, entry: CatalogEntry, embedder: Embedder,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> int:
+        """Batches until nothing of ``entry`` is ready; returns how many rows were claimed.
+
+        Batch N is written by a second thread while the model embeds batch N+1, so the
+        database's time per batch hides behind the model's instead of adding to it.
+        """
+        claimed = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="embeddb-writer") as writer:
+            writing: Future[BatchResult] | None = None
+            while True:
+                batch = None if self._stopping.is_set() else self._prepare(entry, embedder)
+                if writing is not None:
+                    result, writing = writing.result(), None
+                    claimed += result.claimed
+                    self._report(entry, result, on_batch)
+                    if batch is None and (result.superseded or result.failed):
+                        continue  # rows that write handed back may be ready again
+                if batch is None:
+                    return claimed
+                writing = writer.submit(self._write, batch)
+
+    def _report(self, entry: CatalogEntry, result: BatchResult,
+                on_batch: Callable[[BatchResult], None] | None) -> None:
+        if on_batch is not None:
+            on_batch(result)
+        log.info("%s: %d stored, %d superseded, %d failed (%.1f rows/s overall)",
+                  entry.spec.qualified_column, result.stored, result.superseded, result.failed,
+                  self.stats.rate)
+
+    def _prepare(self, entry: CatalogEntry, embedder: Embedder) -> _EmbeddedBatch | None:
+        """Claim a batch and run the model on it (no transaction is open while it runs)."""
         token = uuid.uuid4()
         claimed, rows = self._claim(entry, token)
         if not claimed:
-            return BatchResult(0, 0, 0, 0)
+            return None
         _failpoint("claimed")
         rows, claimed = self._within_token_budget(entry, token, rows, claimed)
         found = {_key_id(row.row_key) for row in rows}
-        gone = [row_key for row_key in claimed if _key_id(row_key) not in found]
-
+        batch = _EmbeddedBatch(entry, token, len(claimed),
+                               gone=[key for key in claimed if _key_id(key) not in found])
         texts = [row.text for row in rows if row.text is not None]
         try:
             vectors, failures = self._embed(embedder, texts)
@@ -223,43 +269,45 @@ class Worker:
             with self.engine.begin() as conn:
                 _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(claimed))
             raise
-        to_store: list[tuple[Any, Vectors | None, Any]] = []
-        failed: list[dict[str, Any]] = []
         for row in rows:
             if row.text is None:
-                to_store.append((row.row_key, None, None))
+                batch.to_store.append((row.row_key, None, None))
             elif row.text in failures:
-                failed.append({"row_key": row.row_key, "error": failures[row.text]})
+                batch.failed.append({"row_key": row.row_key, "error": failures[row.text]})
             else:
-                to_store.append((row.row_key, vectors[row.text], row.hash))
-
+                batch.to_store.append((row.row_key, vectors[row.text], row.hash))
         _failpoint("embedded")
+        return batch
+
+    def _write(self, batch: _EmbeddedBatch) -> BatchResult:
+        """Store the vectors (guarded), forget stored rows, hand back the rest; one transaction."""
+        entry, token = batch.entry, batch.token
         with self.engine.begin() as conn:
-            stored = self._store(conn, entry, to_store)
-            done = stored + gone
-            _run(conn, "complete", column_id=entry.id, token=token, keys=_keys_json(done))
+            stored = self._store(conn, entry, batch.to_store)
+            _run(conn, "complete", column_id=entry.id, token=token,
+                 keys=_keys_json(stored + batch.gone))
             written = {_key_id(k) for k in stored}
-            superseded = [k for k, _, _ in to_store if _key_id(k) not in written]
+            superseded = [k for k, _, _ in batch.to_store if _key_id(k) not in written]
             if superseded:
                 _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(superseded))
-            if failed:
-                _run(conn, "fail", column_id=entry.id, token=token, failures=json.dumps(failed),
-                     max_attempts=self.config.max_attempts,
+            if batch.failed:
+                _run(conn, "fail", column_id=entry.id, token=token,
+                     failures=json.dumps(batch.failed), max_attempts=self.config.max_attempts,
                      backoff_seconds=self.config.backoff_seconds,
                      backoff_max_seconds=self.config.backoff_max_seconds)
             _failpoint("stored")  # written, not yet committed
 
-        cleared = sum(1 for _, vector, _ in to_store if vector is None)
+        cleared = sum(1 for _, vector, _ in batch.to_store if vector is None)
         self.stats.embedded += len(stored) - cleared
         self.stats.cleared += cleared
-        self.stats.failed += len(failed)
+        self.stats.failed += len(batch.failed)
         self.stats.superseded += len(superseded)
         self.stats.batches += 1
-        if failed:
-            log.warning("%s: %d of %d rows failed and will be retried", entry.spec.qualified_column,
-                        len(failed), len(claimed))
+        if batch.failed:
+            log.warning("%s: %d of %d rows failed and will be retried",
+                        entry.spec.qualified_column, len(batch.failed), batch.claimed)
         self._heartbeat()
-        return BatchResult(len(claimed), len(stored), len(superseded), len(failed))
+        return BatchResult(batch.claimed, len(stored), len(superseded), len(batch.failed))
 
     def _claim(self, entry: CatalogEntry, token: uuid.UUID) -> tuple[list[Any], list[Any]]:
         with self.engine.begin() as conn:
@@ -358,14 +406,7 @@ class Worker:
             except EmbeddbError as exc:
                 log.error("%s: skipped: %s", entry.spec.qualified_column, exc)
                 continue
-            while not self._stopping.is_set():
-                result = self.process_batch(entry, embedder)
-                if result.claimed == 0:
-                    break
-                busy = True
-                log.info("%s: %d stored, %d superseded, %d failed (%.1f rows/s overall)",
-                         entry.spec.qualified_column, result.stored, result.superseded,
-                         result.failed, self.stats.rate)
+            busy = self._drain_column(entry, embedder) > 0 or busy
         return busy
 
     def _listen(self) -> psycopg.Connection[Any]:
