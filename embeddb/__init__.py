@@ -1,7 +1,8 @@
 """embeddb: embeddings that live in PostgreSQL, next to the rows they describe.
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
-with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`.
+with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`.
 """
 
 from .catalog import CatalogEntry
@@ -14,8 +15,17 @@ from .errors import (
     SchemaError,
     SpecError,
 )
+from .hybrid import HybridHit, ahybrid_search, hybrid_search
 from .orm import Embedding, install
-from .search import Hit, SearchResult, asearch, nearest, search
+from .search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
+from .similar import (
+    DuplicatePair,
+    amore_like_this,
+    anear_duplicates,
+    duplicate_groups,
+    more_like_this,
+    near_duplicates,
+)
 from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig
 
@@ -24,10 +34,13 @@ __all__ = [
     "CatalogEntry",
     "DatabaseError",
     "Distance",
+    "DuplicatePair",
     "EmbeddbError",
     "Embedding",
     "EmbeddingSpec",
+    "Explanation",
     "Hit",
+    "HybridHit",
     "ModelError",
     "ModelMismatch",
     "PgvectorMissing",
@@ -36,8 +49,16 @@ __all__ = [
     "SpecError",
     "Worker",
     "WorkerConfig",
+    "ahybrid_search",
+    "amore_like_this",
+    "anear_duplicates",
     "asearch",
+    "duplicate_groups",
+    "explain",
+    "hybrid_search",
     "install",
+    "more_like_this",
+    "near_duplicates",
     "nearest",
     "search",
 ]

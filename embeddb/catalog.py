@@ -1,26 +1,27 @@
-"""The catalog in embeddb's schema: installing embedded columns and reading them back.
+"""The catalog in embeddb's schema: installing, altering and removing embedded columns.
 
 The catalog row of a column is the single source of truth for what is embedded how; the worker
-needs nothing else. ``install`` is idempotent and runs in the caller's transaction, so a failure
-leaves the database as it was.
+needs nothing else. ``install``, ``alter`` and ``uninstall`` run in the caller's transaction,
+so a failure leaves the database as it was. The schema itself comes from embeddb's migrations
+(:mod:`embeddb.migrate`), applied on first use by :func:`ensure_catalog`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import column_sql
+from . import alter_sql, column_sql, migrate
 from .database import ensure_pgvector
 from .errors import ModelMismatch, SchemaError, SpecError
 from .models import ModelIdentity, expected_identity
 from .spec import Distance, EmbeddingSpec, EncodeOptions, HnswIndex
-from .sql import queries, schema
+from .sql import queries
 from .template import Template
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,15 @@ class CatalogEntry:
 
 
 def ensure_catalog(conn: Connection) -> None:
-    """pgvector and embeddb's schema, created if missing. Serialised by an advisory lock."""
+    """pgvector and embeddb's schema at this embeddb's revision, migrated if missing or older.
+
+    Serialised by an advisory lock held until the transaction ends, so concurrent callers
+    migrate once and the others find it done; a database already at head costs a few queries.
+    """
     conn.execute(sa.text(queries["lock_catalog"]))
     ensure_pgvector(conn)
-    if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
-        conn.exec_driver_sql(schema)
+    if migrate.current(conn) != migrate.head():
+        migrate.upgrade(conn)
 
 
 def get_entry(conn: Connection, schema_name: str, table: str, column: str) -> CatalogEntry | None:
@@ -96,12 +101,7 @@ def install(
     with conn.begin_nested():
         ensure_catalog(conn)
         _check_table(conn, spec)
-        identity = expected_identity(spec.model, spec.encode)
-        if identity.dimensions != spec.dimensions:
-            raise SpecError(
-                f"{spec.qualified_column} is declared with {spec.dimensions} dimensions but model"
-                f" {spec.model} makes {identity.dimensions}-dim vectors; drop dimensions= or fix it"
-            )
+        identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
         if existing is None:
             column_id = _insert_entry(conn, spec, identity)
@@ -132,10 +132,67 @@ def _install_statements(spec: EmbeddingSpec, column_id: int) -> list[str]:
     ]
 
 
+def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False) -> CatalogEntry:
+    """Change an installed column to ``spec``, in the caller's transaction; the worker catches up.
+
+    * A new template or key: the render and trigger functions are replaced and every row whose
+      text changed is queued. Its old vector stays until the worker replaces it.
+    * A new model identity (name, weights, normalisation, document prompt) or dimension: the
+      stored vectors come from another model and cannot be compared with the new model's
+      queries, so they are cleared (NULL, with their hashes) and every row with text is queued.
+      A new dimension changes the column type (``vector(n) USING NULL``). Until the worker is
+      done, search finds the rows already re-embedded. A new query prompt alone changes nothing
+      stored.
+    * A new distance or index parameters, or ``rebuild_index``: the HNSW index is rebuilt.
+    """
+    with conn.begin_nested():
+        ensure_catalog(conn)
+        existing = get_entry(conn, spec.schema, spec.table, spec.column)
+        if existing is None:
+            raise SchemaError(
+                f"{spec.qualified_column} is not an embedded column, so it cannot be altered;"
+                " create it first (op.create_embedding or embeddb.install)"
+            )
+        _check_table(conn, spec, check_vector_type=False)
+        identity = _identity(spec)
+        old = existing.spec
+        resize = old.dimensions != spec.dimensions
+        reembed = _vectors_differ(existing.identity, identity)
+        if rebuild_index or resize or (old.index, old.distance) != (spec.index, spec.distance):
+            conn.exec_driver_sql(column_sql.drop_index(old))
+        if resize:
+            conn.exec_driver_sql(alter_sql.resize_vector(spec))
+        if reembed:
+            cleared = conn.exec_driver_sql(alter_sql.clear_vectors(spec)).rowcount
+            log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
+                        spec.qualified_column, "; ".join(existing.identity.differences(identity)),
+                        cleared)
+        requeue = reembed or (old.template, old.key_columns) != (spec.template, spec.key_columns)
+        if requeue:
+            # A fresh pending set: claims made for the old text or model must not complete it.
+            conn.execute(sa.text(queries["forget_pending"]), {"id": existing.id})
+        _update_entry(conn, spec, existing.id)
+        _update_model(conn, spec, identity, existing.id)
+        for statement in _install_statements(spec, existing.id):
+            conn.exec_driver_sql(statement)
+        entry = CatalogEntry(existing.id, spec, identity)
+        if requeue:
+            queued = reconcile(conn, entry)
+            log.info("%s: %d rows queued for embedding", spec.qualified_column, queued)
+        return entry
+
+
 def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = False) -> bool:
-    """Remove the triggers, functions, index and catalog row (and the columns if asked)."""
+    """Remove the triggers, functions, index and catalog row (and the columns if asked).
+
+    Returns False when ``spec`` was not in the catalog; with ``drop_columns``, its index and
+    columns are dropped all the same.
+    """
     entry = get_entry(conn, spec.schema, spec.table, spec.column)
     if entry is None:
+        if drop_columns:
+            conn.exec_driver_sql(column_sql.drop_index(spec))
+            conn.exec_driver_sql(alter_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
@@ -169,7 +226,24 @@ def _check_same_model(entry: CatalogEntry, identity: ModelIdentity) -> None:
         )
 
 
-def _check_table(conn: Connection, spec: EmbeddingSpec) -> None:
+def _identity(spec: EmbeddingSpec) -> ModelIdentity:
+    identity = expected_identity(spec.model, spec.encode)
+    if identity.dimensions != spec.dimensions:
+        raise SpecError(
+            f"{spec.qualified_column} is declared with {spec.dimensions} dimensions but model"
+            f" {spec.model} makes {identity.dimensions}-dim vectors; drop dimensions= or fix it"
+        )
+    return identity
+
+
+def _vectors_differ(old: ModelIdentity, new: ModelIdentity) -> bool:
+    """Whether vectors made by ``old`` are not what ``new`` makes (the query prompt is no part)."""
+    return replace(old, query_prompt=None) != replace(new, query_prompt=None)
+
+
+def _check_table(
+    conn: Connection, spec: EmbeddingSpec, *, check_vector_type: bool = True
+) -> None:
     columns = {
         row.name: row.type
         for row in conn.execute(
@@ -191,7 +265,7 @@ def _check_table(conn: Connection, spec: EmbeddingSpec) -> None:
         )
     wanted = f"{spec.vector_type}({spec.dimensions})"
     actual = columns.get(spec.column)
-    if actual is not None and actual != wanted:
+    if check_vector_type and actual is not None and actual != wanted:
         raise SchemaError(
             f"column {spec.qualified_column} is {actual}, but model {spec.model} needs {wanted};"
             " a dimension change needs a migration that re-embeds the column"
@@ -236,3 +310,18 @@ def _insert_entry(conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity
 
 def _update_entry(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
     conn.execute(sa.text(queries["update_column"]), {**_entry_params(spec), "id": column_id})
+
+
+def _update_model(
+    conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity, column_id: int
+) -> None:
+    conn.execute(sa.text(queries["update_column_model"]), {
+        "id": column_id,
+        "model_name": identity.name,
+        "model_fingerprint": identity.fingerprint,
+        "dimensions": identity.dimensions,
+        "normalize": identity.normalize,
+        "query_prompt": identity.query_prompt,
+        "document_prompt": identity.document_prompt,
+        "distance": spec.distance.value,
+    })

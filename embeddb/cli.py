@@ -116,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
                         "embeddb reconcile")
     with_url(reconcile)
 
+    migrate = command(
+        "migrate", _migrate,
+        "Create or upgrade embeddb's own schema (the catalog); --downgrade base removes"
+        " everything embeddb made.",
+        "embeddb migrate --database-url postgresql://app@db/app\n"
+        "embeddb migrate --downgrade base   # every embedded column's vectors too")
+    with_url(migrate)
+    migrate.add_argument("--revision", default="head",
+                         help="the revision to upgrade to (default: head)")
+    migrate.add_argument("--downgrade", metavar="REVISION",
+                         help="downgrade to REVISION instead; 'base' drops embeddb's schema and"
+                              " every embedded column's vector and hash columns, index and"
+                              " triggers")
+
     demo = command("demo", _demo, "Index the Python standard library's docs, then search them.",
                    "embeddb demo")
     with_url(demo)
@@ -192,9 +206,18 @@ def _run_worker(worker: Worker, *, once: bool) -> int:
 
 
 def _peak_memory_mib() -> int:
+    """This process's peak resident memory. VmHWM, because getrusage's maxrss survives exec
+    and so reports the parent's peak for a process started from a big one."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
@@ -267,6 +290,20 @@ def _reconcile(args: argparse.Namespace) -> int:
     with _engine(args) as engine, engine.begin() as conn:
         for entry in catalog.list_entries(conn):
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import head, migrate
+
+    with _engine(args) as engine:
+        done = migrate(engine, revision=args.revision, downgrade_to=args.downgrade)
+    if args.downgrade:
+        print(f"embeddb schema downgraded to {args.downgrade}"
+              f" ({', '.join(done) or 'nothing to undo'})")
+    else:
+        target = head() if args.revision == "head" else args.revision
+        print(f"embeddb schema at {target} ({', '.join(done) or 'already there'})")
     return 0
 
 

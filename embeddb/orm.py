@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.engine import Connection
@@ -24,6 +24,7 @@ from .errors import SpecError
 from .models import model_dimensions
 from .spec import (
     DEFAULT_MODEL,
+    VECTOR_TYPES,
     Distance,
     EmbeddingSpec,
     EncodeOptions,
@@ -46,6 +47,7 @@ class Declaration:
     distance: Distance
     index: HnswIndex | None
     encode: EncodeOptions
+    vector_type: str = "vector"
 
 
 def Embedding(
@@ -61,12 +63,15 @@ def Embedding(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     deferred: bool = True,
+    vector_type: str = "vector",
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
     ``template`` is a format string over the row's columns, e.g. ``"{subject}\\n\\n{body}"``.
     The column's dimension comes from ``model`` (read from its files; pass ``dimensions`` for a
     model that is not on this machine). ``deferred`` keeps the vector out of ordinary loads.
+    ``vector_type="halfvec"`` stores half-precision floats: half the space, and HNSW indexes up
+    to 4,000 dimensions instead of 2,000; queries are cast to match the index.
 
     Example::
 
@@ -77,6 +82,9 @@ def Embedding(
             body: Mapped[str]
             embedding = Embedding("{subject}\\n\\n{body}")
     """
+    if vector_type not in VECTOR_TYPES:
+        choices = ", ".join(VECTOR_TYPES)
+        raise SpecError(f"vector_type must be one of {choices}, got {vector_type!r}")
     declaration = Declaration(
         template=Template.parse(template),
         model=model,
@@ -84,9 +92,11 @@ def Embedding(
         distance=Distance.parse(distance),
         index=HnswIndex(m, ef_construction) if index else None,
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
+        vector_type=vector_type,
     )
+    column_type = HALFVEC if vector_type == "halfvec" else VECTOR
     return mapped_column(
-        VECTOR(declaration.dimensions),
+        column_type(declaration.dimensions),
         nullable=True,
         deferred=deferred,
         info={INFO_KEY: declaration},
@@ -128,6 +138,7 @@ def spec_for(column: sa.Column[Any], default_schema: str) -> EmbeddingSpec:
         distance=declaration.distance,
         index=declaration.index,
         encode=declaration.encode,
+        vector_type=declaration.vector_type,
     )
 
 

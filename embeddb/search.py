@@ -1,191 +1,153 @@
-"""Query helpers: the k nearest rows to a text or vector, combined with any SQL filter.
+"""Query helpers: the k rows nearest to a text or a vector, combined with any SQL filter.
 
-``search()`` returns k rows whenever at least k embedded rows match the filter. It picks a plan
-from the planner's estimate of how many rows match:
-
-* ``exact``: few rows match, so the filtered rows are scanned and sorted exactly (index scans
-  are switched off for this query only, so the HNSW index cannot cut the result short);
-* ``index``: the HNSW index with pgvector 0.8's iterative scan (relaxed order, re-sorted here)
-  and ``ef_search`` derived from k; if it still comes back short, the query is re-run exactly.
-
-Planner settings are made with ``SET LOCAL`` inside a savepoint that is rolled back after the
-query, so nothing leaks into the caller's transaction or a pooled connection. Each plan's SQL
-carries its own comment, so a driver's prepared-statement cache never reuses one plan for another.
+``search()`` returns k rows whenever at least k embedded rows match the filter, at the recall of
+an exact scan: :mod:`embeddb.planner` picks an exact scan of the matching rows when few match
+and pgvector's iterative HNSW scan otherwise, and an index pass that comes back short is re-run
+exactly. ``result.plan`` says which plan ran; ``explain()`` shows the SQL, the settings and
+PostgreSQL's plan; ``nearest()`` is the same query as a composable ``Select``.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.orm import Session
 
-from . import catalog
-from .catalog import CatalogEntry
-from .errors import ModelMismatch, SchemaError
-from .models import ModelIdentity, load_embedder
-from .orm import INFO_KEY, Declaration, current_schema, embedded_column
-from .spec import Distance, EncodeOptions
+from . import planner
+from .planner import Choice, Plan
+from .query_vectors import column_entry, embed_query, query_vector, reflect_column
+from .similarity import (
+    QueryVector,
+    Target,
+    check_dimensions,
+    distance,
+    hidden_from_index,
+    query_parameter,
+    resolve,
+    similarity,
+)
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-Plan = Literal["auto", "exact", "index"]
-QueryInput = str | Sequence[float] | np.ndarray[Any, Any]
+__all__ = [
+    "Explanation",
+    "Hit",
+    "SearchResult",
+    "asearch",
+    "column_entry",
+    "explain",
+    "nearest",
+    "reflect_column",
+    "search",
+    "vector_off_loop",
+]
 
-#: Filters estimated to match at most this many rows are answered by an exact scan.
-EXACT_SCAN_MAX_ROWS = 5000
+Query = str | QueryVector
+_H = TypeVar("_H")
+_LONG_VECTOR = re.compile(r"'\[[^\]']{60,}\]'")
 
 
 class Hit(NamedTuple):
-    """One result: the row (an ORM object, or a Core row) and its similarity to the query."""
+    """One result: the row and its similarity to the query (higher is more similar).
+
+    ``row`` is the ORM object when one entity is selected, else the whole ``Row`` (for a Core
+    table, or a ``within`` select of several columns), whose last column is the similarity.
+    """
 
     row: Any
     similarity: float
 
 
-class SearchResult(list[Hit]):
-    """The hits, best first, plus how they were found."""
+class SearchResult(list[_H]):
+    """The hits, best first, plus how they were found.
 
-    def __init__(self, hits: Sequence[Hit], plan: str, estimated_rows: float | None,
+    ``plan`` is ``"exact"``, ``"index"`` or ``"index+exact"`` (the index pass came back short
+    and the query was re-run exactly); ``estimated_rows`` is the planner's estimate of the rows
+    matching the filter (None when no estimate was needed).
+    """
+
+    def __init__(self, hits: Sequence[_H], plan: str, estimated_rows: float | None,
                  elapsed_ms: float) -> None:
         super().__init__(hits)
         self.plan = plan
         self.estimated_rows = estimated_rows
         self.elapsed_ms = elapsed_ms
 
+    def __repr__(self) -> str:
+        return f"SearchResult({list.__repr__(self)}, plan={self.plan!r})"
+
 
 @dataclass(frozen=True)
-class _Target:
-    column: sa.Column[Any]
-    entity: Any  # the mapped class, or the Table for Core use
-    distance: Distance
+class Explanation:
+    """What :func:`explain` found: the plan embeddb chose and what PostgreSQL will do with it."""
 
+    plan: str
+    estimated_rows: float | None
+    settings: dict[str, str]
+    sql: str
+    params: dict[str, Any] = field(repr=False)
+    postgres_plan: str
 
-def _target(column_or_attribute: Any) -> _Target:
-    column = embedded_column(column_or_attribute)
-    declaration: Declaration = column.info[INFO_KEY]
-    entity = (
-        column_or_attribute.class_
-        if isinstance(column_or_attribute, QueryableAttribute)
-        else column.table
-    )
-    return _Target(column, entity, declaration.distance)
-
-
-def distance_expression(column: Any, query: Any) -> sa.ColumnElement[float]:
-    """``column <op> :query`` with the operator of the column's distance (index-friendly)."""
-    target = _target(column)
-    vector = sa.bindparam("query_vector", _as_list(query), type_=target.column.type)
-    return target.column.op(target.distance.operator, return_type=sa.Float)(vector)
-
-
-def similarity_expression(column: Any, query: Any) -> sa.ColumnElement[float]:
-    """Higher is more similar: cosine similarity, inner product, or 1 / (1 + L2 distance)."""
-    distance = distance_expression(column, query)
-    match _target(column).distance:
-        case Distance.COSINE:
-            return sa.literal(1.0) - distance
-        case Distance.INNER_PRODUCT:
-            return -distance
-        case Distance.L2:
-            return sa.literal(1.0) / (sa.literal(1.0) + distance)
+    def __str__(self) -> str:
+        settings = "".join(f"SET LOCAL {name} = {value};\n"
+                           for name, value in self.settings.items())
+        plan = _LONG_VECTOR.sub("'[…]'", self.postgres_plan)  # 384 numbers help nobody
+        return f"-- embeddb plan: {self.plan}\n{settings}{self.sql}\n\n{plan}"
 
 
 def nearest(
-    column: Any, query: Any, *, k: int = 10, where: Any = None
+    column: Any,
+    query: QueryVector,
+    *,
+    k: int = 10,
+    where: Any = None,
+    within: sa.Select[Any] | None = None,
+    exact: bool = False,
 ) -> sa.Select[Any]:
-    """A composable ``SELECT entity, similarity ... ORDER BY distance LIMIT k``.
+    """``SELECT <entity>, similarity ... ORDER BY column <op> :q LIMIT k`` as a ``Select``.
 
-    ``query`` is a vector (use :func:`query_vector` for a text). Add joins, filters or columns
-    as with any ``Select``. Executed as is, an HNSW index may return fewer than k rows under a
-    selective filter; :func:`search` runs the same query with a plan that cannot.
+    ``query`` is a vector. Add joins, filters or columns as with any ``Select``, or start from
+    your own with ``within=select(Ticket).join(...)`` (its ORDER BY and LIMIT are replaced).
+    Executed as is under a selective filter, an HNSW index may return fewer than k rows;
+    :func:`search` runs the same statement with a plan that cannot. ``exact=True`` orders by
+    ``(column <op> :q) + 0``, which no index serves: an exact scan, k rows always.
+
+    Example::
+
+        stmt = nearest(Ticket.embedding, vector, k=5).where(Ticket.status == "open")
+        for ticket, similarity in session.execute(stmt): ...
     """
-    target = _target(column)
-    stmt = (
-        sa.select(target.entity, similarity_expression(column, query).label("similarity"))
-        .where(target.column.is_not(None))
-        .order_by(distance_expression(column, query))
-        .limit(k)
-    )
-    if where is not None:
-        stmt = stmt.where(where)
-    return stmt
-
-
-def reflect_column(conn: Connection, entry: CatalogEntry) -> sa.Column[Any]:
-    """The column of a catalog entry as a Core ``Column``, for use without the app's models."""
-    table = sa.Table(entry.spec.table, sa.MetaData(), schema=entry.spec.schema,
-                     autoload_with=conn)
-    column = table.c[entry.spec.column]
-    column.info[INFO_KEY] = Declaration(
-        template=entry.spec.template, model=entry.spec.model, dimensions=entry.spec.dimensions,
-        distance=entry.spec.distance, index=entry.spec.index, encode=entry.spec.encode,
-    )
-    return column
-
-
-def column_entry(conn: Connection, column: Any) -> CatalogEntry:
-    """The catalog entry of an embedded column, checked against its declaration."""
-    target = _target(column)
-    table = target.column.table
-    assert isinstance(table, sa.Table)
-    schema = table.schema or current_schema(conn)
-    entry = catalog.get_entry(conn, schema, table.name, target.column.name)
-    if entry is None:
-        raise SchemaError(
-            f"{schema}.{table.name}.{target.column.name} is not installed in this database; run"
-            " Base.metadata.create_all(engine) or embeddb.install(engine, Model)"
-        )
-    declaration: Declaration = target.column.info[INFO_KEY]
-    if declaration.model != entry.spec.model or declaration.encode != entry.spec.encode:
-        raise ModelMismatch(
-            f"{entry.spec.qualified_column} is declared with model {declaration.model}"
-            f" ({declaration.encode}) but was embedded with {entry.identity.describe()}"
-            f" ({entry.spec.encode}); change the model with a migration that re-embeds the column"
-        )
-    return entry
-
-
-def query_vector(entry: CatalogEntry, text: str) -> list[float]:
-    """The column's own model's embedding of a query text (with its query prompt)."""
-    return list(_cached_query_vector(entry.spec.model, entry.spec.encode, entry.identity, text))
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_query_vector(
-    model: str, encode: EncodeOptions, identity: ModelIdentity, text: str
-) -> tuple[float, ...]:
-    embedder = load_embedder(model, encode)
-    differences = identity.differences(embedder.identity)
-    if differences:
-        raise ModelMismatch(
-            f"the column was embedded with {identity.describe()}, but the model here is"
-            f" {embedder.identity.describe()} ({'; '.join(differences)})"
-        )
-    return tuple(float(x) for x in embedder.embed_query(text))
+    _check_k(k)
+    target = resolve(column)
+    return _statement(target, check_dimensions(target, query), k, where, within, exact)
 
 
 def search(
     session: Session | Connection,
     column: Any,
-    query: QueryInput,
+    query: Query,
     *,
     k: int = 10,
     where: Any = None,
+    within: sa.Select[Any] | None = None,
     plan: Plan = "auto",
     min_similarity: float | None = None,
-) -> SearchResult:
-    """The k rows nearest to ``query`` (a text or a vector) among rows matching ``where``.
+) -> SearchResult[Hit]:
+    """The k rows nearest to ``query`` (a text or a vector) among the rows matching ``where``.
 
-    Returns ``(row, similarity)`` pairs, best first; ``result.plan`` says which plan ran.
-    ``min_similarity`` drops weaker hits after the scan (so it never slows the index down).
+    Returns :class:`Hit` ``(row, similarity)`` pairs, best first: k of them whenever at least k
+    embedded rows match. A text is embedded with the column's own model and query prompt.
+    ``within`` is a ``select()`` to search inside (joins, extra columns, filters). ``plan`` forces
+    ``"exact"`` or ``"index"``; ``result.plan`` says which ran. ``min_similarity`` drops weaker
+    hits after the scan, so a threshold nothing reaches returns at once, empty.
 
     Example::
 
@@ -193,104 +155,159 @@ def search(
                       where=Ticket.status == "open")
         for ticket, similarity in hits: ...
     """
-    if k < 1:
-        raise ValueError("k must be at least 1")
+    _check_k(k)
     started = time.perf_counter()
-    conn = session.connection() if isinstance(session, Session) else session
-    vector = _resolve_query(conn, column, query)
-    chosen, estimate = _choose_plan(conn, column, where, plan)
-    hits = _run(session, column, vector, k, where, chosen)
-    ran: str = chosen
-    if chosen == "index" and len(hits) < k:
-        ran = "index+exact"  # the approximate pass came back short: answer exactly
-        hits = _run(session, column, vector, k, where, "exact")
+    target = resolve(column)
+    conn = connection_for(session, target)
+    vector = query_vector(conn, target, query)
+    choice = planner.choose(conn, target, _probe_for(plan, target, where, within), k, plan)
+    hits = _run(session, conn, target, vector, k, where, within, choice)
+    ran: str = choice.plan
+    if choice.plan == "index" and len(hits) < k:
+        ran = "index+exact"  # the index pass came back short while rows may still match
+        hits = _run(session, conn, target, vector, k, where, within, Choice("exact"))
     if min_similarity is not None:
         hits = [hit for hit in hits if hit.similarity >= min_similarity]
-    elapsed = (time.perf_counter() - started) * 1000
-    return SearchResult(hits, ran, estimate, elapsed)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return SearchResult(hits, ran, choice.estimated_rows, elapsed_ms)
 
 
 async def asearch(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     column: Any,
-    query: QueryInput,
+    query: Query,
     *,
     k: int = 10,
     where: Any = None,
+    within: sa.Select[Any] | None = None,
     plan: Plan = "auto",
     min_similarity: float | None = None,
-) -> SearchResult:
-    """:func:`search` for an ``AsyncSession``; the model runs in a thread, off the event loop."""
-    import asyncio
+) -> SearchResult[Hit]:
+    """:func:`search` for an ``AsyncSession`` or ``AsyncConnection``.
 
-    if isinstance(query, str):
-        entry = await session.run_sync(lambda s: column_entry(s.connection(), column))
-        query = await asyncio.to_thread(query_vector, entry, query)
-    vector = query
+    A query text is embedded in a worker thread, off the event loop.
+
+    Example::
+
+        hits = await asearch(session, Ticket.embedding, "refund", k=5)
+    """
+    vector = await vector_off_loop(session, column, query)
     return await session.run_sync(
-        lambda s: search(s, column, vector, k=k, where=where, plan=plan,
-                         min_similarity=min_similarity)
+        lambda sync: search(sync, column, vector, k=k, where=where, within=within, plan=plan,
+                            min_similarity=min_similarity)
     )
 
 
-def _resolve_query(conn: Connection, column: Any, query: QueryInput) -> list[float]:
-    if isinstance(query, str):
-        return query_vector(column_entry(conn, column), query)
-    vector = _as_list(query)
-    expected = _target(column).column.type.dim  # type: ignore[attr-defined]
-    if expected is not None and len(vector) != expected:
-        raise ValueError(f"the query vector has {len(vector)} dimensions, the column {expected}")
-    return vector
+def explain(
+    session: Session | Connection,
+    column: Any,
+    query: Query,
+    *,
+    k: int = 10,
+    where: Any = None,
+    within: sa.Select[Any] | None = None,
+    plan: Plan = "auto",
+    analyze: bool = False,
+) -> Explanation:
+    """The plan :func:`search` would choose, its SQL and settings, and PostgreSQL's plan for it.
+
+    ``analyze=True`` runs the query (``EXPLAIN ANALYZE``) to show real row counts and timings.
+
+    Example::
+
+        print(explain(session, Ticket.embedding, "refund", where=Ticket.status == "open"))
+    """
+    _check_k(k)
+    target = resolve(column)
+    conn = connection_for(session, target)
+    vector = query_vector(conn, target, query)
+    choice = planner.choose(conn, target, _probe_for(plan, target, where, within), k, plan)
+    stmt = _statement(target, vector, k, where, within, choice.plan == "exact")
+    values = planner.settings(choice, k, planner.pgvector_version(conn))
+    options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
+    with planner.scoped(conn, values):
+        lines = conn.execute(planner.Explain(stmt, options)).scalars().all()
+    compiled = stmt.compile(conn)
+    return Explanation(choice.plan, choice.estimated_rows, values, str(compiled),
+                       dict(compiled.params), "\n".join(lines))
 
 
-def _as_list(query: Any) -> list[float]:
-    return [float(x) for x in query]
+def connection_for(session: Session | Connection, target: Target) -> Connection:
+    """The connection ``session`` uses for the target's table (its transaction, its settings)."""
+    if isinstance(session, Session):
+        return session.connection(bind_arguments={"clause": target.table})
+    return session
 
 
-def _choose_plan(
-    conn: Connection, column: Any, where: Any, plan: Plan
-) -> tuple[Literal["exact", "index"], float | None]:
-    if plan != "auto":
-        return plan, None
-    if where is None:
-        return "index", None
-    target = _target(column)
-    probe = sa.select(sa.literal(1)).select_from(target.column.table).where(where)
-    compiled = probe.compile(conn, compile_kwargs={"render_postcompile": True})
-    explained = conn.exec_driver_sql(
-        f"EXPLAIN (FORMAT JSON) {compiled}", _positional(compiled)
-    ).scalar_one()
-    estimate = float(explained[0]["Plan"]["Plan Rows"])
-    return ("exact" if estimate <= EXACT_SCAN_MAX_ROWS else "index"), estimate
+async def vector_off_loop(
+    session: AsyncSession | AsyncConnection, column: Any, query: Query
+) -> QueryVector:
+    """``query`` as a vector, a text embedded in a thread so the event loop keeps running."""
+    if not isinstance(query, str):
+        return query
+    target = resolve(column)
+    entry = await session.run_sync(
+        lambda sync: column_entry(connection_for(sync, target), target))
+    return await asyncio.to_thread(embed_query, entry, query)
 
 
-def _positional(compiled: Any) -> Any:
-    return compiled.params
+def _statement(target: Target, vector: list[float], k: int, where: Any,
+               within: sa.Select[Any] | None, exact: bool) -> sa.Select[Any]:
+    ordering = distance(target, query_parameter(target, vector))
+    base = within if within is not None else sa.select(*_default_columns(target))
+    stmt = base.add_columns(similarity(target, ordering).label("similarity"))
+    stmt = stmt.where(target.column.is_not(None))
+    if where is not None:
+        stmt = stmt.where(where)
+    return stmt.order_by(None).order_by(hidden_from_index(ordering) if exact else ordering).limit(k)
 
 
-def _run(
-    session: Session | Connection, column: Any, vector: list[float], k: int, where: Any,
-    plan: Literal["exact", "index"],
-) -> list[Hit]:
-    settings = (
-        {"enable_indexscan": "off"}
-        if plan == "exact"
-        else {"hnsw.iterative_scan": "relaxed_order", "hnsw.ef_search": str(max(40, 2 * k))}
-    )
-    stmt = nearest(column, vector, k=k, where=where).prefix_with(f"/* embeddb plan={plan} */")
-    session.execute(sa.text("SAVEPOINT embeddb_search"))
-    try:
-        session.execute(
-            sa.text(", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(settings)))
-                    .join(("SELECT ", ""))),
-            {**{f"n{i}": n for i, n in enumerate(settings)},
-             **{f"v{i}": v for i, v in enumerate(settings.values())}},
-        )
+def _default_columns(target: Target) -> list[Any]:
+    """The mapped class (its vector column is deferred), or a table's columns but the vector."""
+    if isinstance(target.entity, sa.Table):
+        return [column for column in target.entity.columns if column is not target.column]
+    return [target.entity]
+
+
+def filter_probe(target: Target, where: Any,
+                 within: sa.Select[Any] | None) -> sa.Select[Any] | None:
+    """``SELECT 1 FROM ... WHERE <filter>`` for the planner's estimate; None: no filter."""
+    if where is None and within is None:
+        return None
+    one: sa.ColumnClause[Any] = sa.literal_column("1")
+    if within is not None:
+        probe = within.with_only_columns(one, maintain_column_froms=True).order_by(None)
+    else:
+        probe = sa.select(one).select_from(target.table)
+    probe = probe.where(target.column.is_not(None)).limit(None)
+    return probe.where(where) if where is not None else probe
+
+
+def _probe_for(plan: Plan, target: Target, where: Any,
+               within: sa.Select[Any] | None) -> sa.Select[Any] | None:
+    # a forced plan needs no estimate, so the probe is not even built
+    return filter_probe(target, where, within) if plan == "auto" else None
+
+
+def _run(session: Session | Connection, conn: Connection, target: Target, vector: list[float],
+         k: int, where: Any, within: sa.Select[Any] | None, choice: Choice) -> list[Hit]:
+    stmt = _statement(target, vector, k, where, within, choice.plan == "exact")
+    with planner.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
         rows = session.execute(stmt).all()
-    finally:
-        session.execute(sa.text("ROLLBACK TO SAVEPOINT embeddb_search"))
-        session.execute(sa.text("RELEASE SAVEPOINT embeddb_search"))
-    hits = [Hit(row[0] if len(row) == 2 else row[:-1], float(row[-1])) for row in rows]
-    # relaxed_order may return rows slightly out of order: re-sort the (at most k) rows
+    single = _selects_one_entity(stmt)
+    hits = [Hit(row[0] if single else row, float(row[-1])) for row in rows]
+    # relaxed_order may hand rows back slightly out of order: re-sort the (at most k) hits
     hits.sort(key=lambda hit: hit.similarity, reverse=True)
     return hits
+
+
+def _selects_one_entity(stmt: sa.Select[Any]) -> bool:
+    """Whether ``stmt`` selects one ORM entity (plus the similarity), e.g. ``(Ticket, sim)``."""
+    described = stmt.column_descriptions
+    first = described[0]
+    return len(described) == 2 and first["entity"] is not None and first["expr"] is first["entity"]
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")

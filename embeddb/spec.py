@@ -16,6 +16,8 @@ from .template import Template
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+#: How a column's vectors are stored, and the most dimensions pgvector's HNSW index takes for each.
+VECTOR_TYPES = {"vector": 2000, "halfvec": 4000}
 
 
 class Distance(StrEnum):
@@ -82,6 +84,7 @@ class EmbeddingSpec:
     distance: Distance = Distance.COSINE
     index: HnswIndex | None = field(default_factory=HnswIndex)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+    vector_type: str = "vector"
 
     def __post_init__(self) -> None:
         if not self.key_columns:
@@ -95,10 +98,18 @@ class EmbeddingSpec:
             )
         if not 1 <= self.dimensions <= 16000:
             raise SpecError(f"{self.qualified_column}: dimensions must be 1..16000")
-        if self.index is not None and self.dimensions > 2000:
+        if self.vector_type not in VECTOR_TYPES:
             raise SpecError(
-                f"{self.qualified_column}: pgvector's HNSW index on vector supports at most"
-                f" 2,000 dimensions and {self.model} has {self.dimensions}; pass index=None"
+                f"{self.qualified_column}: vector_type must be one of"
+                f" {', '.join(VECTOR_TYPES)}, got {self.vector_type!r}"
+            )
+        most = VECTOR_TYPES[self.vector_type]
+        if self.index is not None and self.dimensions > most:
+            way_out = "pass index=False" if self.vector_type == "halfvec" else (
+                "store it as halfvec (vector_type='halfvec') or pass index=False")
+            raise SpecError(
+                f"{self.qualified_column}: pgvector's HNSW index on {self.vector_type} supports at"
+                f" most {most:,} dimensions and {self.model} has {self.dimensions}; {way_out}"
             )
 
     @property
@@ -121,10 +132,6 @@ class EmbeddingSpec:
     @property
     def trigger_prefix(self) -> str:
         return _identifier(f"embeddb_{self.column}", reserve=7)
-
-    @property
-    def vector_type(self) -> str:
-        return "vector"
 
 
 def hash_column_name(column: str) -> str:

@@ -1,8 +1,9 @@
-"""Static SQL, loaded once from ``queries.sql`` and ``schema.sql``.
+"""Static SQL, loaded once from ``queries.sql``.
 
 Each query in ``queries.sql`` is a block that starts with a ``-- name --`` line; call sites
 use ``queries["name"]``. SQL that names a user's table or column is composed in
-:mod:`embeddb.column_sql` instead.
+:mod:`embeddb.column_sql` instead; embeddb's own schema is in its migrations
+(``embeddb/migrations/versions``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ def _load_queries(text: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(blocks[::2], blocks[1::2], strict=True)}
 
 
-schema = files(__package__).joinpath("schema.sql").read_text()
 queries = _load_queries(files(__package__).joinpath("queries.sql").read_text())
 
-__all__ = ["queries", "schema"]
+__all__ = ["queries"]

@@ -136,3 +136,39 @@ INSERT INTO embeddb.workers (worker_id, hostname, pid, rows_embedded, state)
 VALUES (:worker_id, :hostname, :pid, :rows_embedded, :state)
 ON CONFLICT (worker_id) DO UPDATE
 SET heartbeat_at = now(), rows_embedded = EXCLUDED.rows_embedded, state = EXCLUDED.state
+
+-- catalog_versioned --
+SELECT to_regclass('embeddb.alembic_version') IS NOT NULL
+
+-- catalog_version --
+SELECT version_num FROM embeddb.alembic_version
+
+-- create_catalog_schema --
+CREATE SCHEMA IF NOT EXISTS embeddb
+
+-- drop_catalog_version_table --
+DROP TABLE embeddb.alembic_version
+
+-- drop_catalog_schema --
+-- Once every revision is undone only the version table was left; RESTRICT, so that anything
+-- else someone put in the schema stops the drop rather than vanishing with it.
+DROP SCHEMA embeddb RESTRICT
+
+-- update_column_model --
+UPDATE embeddb.columns SET
+    model_name = :model_name, model_fingerprint = :model_fingerprint,
+    dimensions = :dimensions, normalize = :normalize, query_prompt = :query_prompt,
+    document_prompt = :document_prompt, distance = :distance, updated_at = now()
+WHERE id = :id
+
+-- forget_pending --
+DELETE FROM embeddb.pending WHERE column_id = :id
+
+-- index_state --
+-- The index an embedded column actually has: access method, operator class, options.
+SELECT am.amname AS method, opc.opcname AS opclass, c.reloptions AS options
+FROM pg_class c
+JOIN pg_index i ON i.indexrelid = c.oid
+JOIN pg_am am ON am.oid = c.relam
+JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+WHERE c.oid = to_regclass(:qualified_index)

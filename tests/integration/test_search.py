@@ -3,131 +3,315 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import nearest, search
+from embeddb import Embedding, Hit, nearest, planner, search
+from embeddb.database import create_engine, sqlalchemy_url
 from embeddb.models import load_embedder
-from embeddb.search import asearch
+from embeddb.search import asearch, explain
 
 from .models import HASH_MODEL, MINILM, drain, ticket_model
+from .searching import captured_statements, ids, module_database, recall
 
 ROWS = 4000
+WORDS = ["printer", "login", "invoice", "crash", "refund", "network", "password", "upload"]
+QUERIES = ["printer crash", "refund invoice", "network password", "upload login issue",
+           "printer login", "crash refund network"]
 
 
-@pytest.fixture
-def tickets(engine: sa.Engine, database_url: str) -> Any:
-    """4,000 embedded tickets: 12 'rare', 400 'common' (10%), the rest 'open'."""
+@pytest.fixture(scope="module")
+def module_url(server_url: str, template_url: str) -> Iterator[str]:
+    with module_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def db(module_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tickets(db: sa.Engine, module_url: str) -> Any:
+    """4,000 tickets embedded by the worker: 12 'rare', 400 'common' (10%), the rest 'open';
+    and a ``labels`` table joined to 30 of them."""
     Base, Ticket = ticket_model(model=HASH_MODEL)
-    Base.metadata.create_all(engine)
-    words = ["printer", "login", "invoice", "crash", "refund", "network", "password", "upload"]
-    rows = [{"id": i, "subject": f"{words[i % 8]} {words[(i * 7) % 8]} issue {i % 97}",
-             "body": f"{words[(i * 3) % 8]} problem number {i}",
+    labels = sa.Table("labels", Base.metadata,
+                      sa.Column("ticket_id", sa.ForeignKey("tickets.id"), primary_key=True),
+                      sa.Column("label", sa.Text, nullable=False))
+    Base.metadata.create_all(db)
+    rows = [{"id": i, "subject": f"{WORDS[i % 8]} {WORDS[(i * 7) % 8]} issue {i % 97}",
+             "body": f"{WORDS[(i * 3) % 8]} problem number {i}",
              "status": "rare" if i % 333 == 0 else "common" if i % 10 == 1 else "open"}
             for i in range(1, ROWS + 1)]
-    with engine.begin() as conn:
+    with db.begin() as conn:
         conn.execute(sa.insert(Ticket), rows)
-    drain(database_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("ANALYZE tickets"))
+        conn.execute(sa.insert(labels), [{"ticket_id": i, "label": "vip"}
+                                         for i in range(7, ROWS, 131)])
+    drain(module_url)
+    with db.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))
+    Ticket.labels = labels
     return Ticket
 
 
-def ids(hits: Any) -> list[int]:
-    return [ticket.id for ticket, _ in hits]
+def vector(text: str) -> Any:
+    return load_embedder(HASH_MODEL).embed_query(text)
 
 
-def test_selective_filter_returns_k_rows_where_the_naive_query_does_not(
-        engine: sa.Engine, tickets: Any) -> None:
-    query = load_embedder(HASH_MODEL).embed_query("printer login crash")
-    rare = tickets.id % 333 == 0  # 12 rows; no index serves this filter
-    with Session(engine) as session:
-        # what every library does: WHERE ... ORDER BY distance LIMIT k through the HNSW index
-        # (seq scans are discouraged so this small table plans like a large one)
-        session.execute(sa.text("SET enable_seqscan = off"))
-        naive = session.execute(nearest(tickets.embedding, query, k=10, where=rare)).all()
-        session.execute(sa.text("RESET enable_seqscan"))
-        assert len(naive) < 10
-        hits = search(session, tickets.embedding, query, k=10, where=rare)
-        assert len(hits) == 10 and hits.plan == "exact"
-        assert all(ticket.id % 333 == 0 for ticket, _ in hits)
-        exact = search(session, tickets.embedding, query, k=10, where=rare, plan="exact")
-        assert ids(hits) == ids(exact)
-        similarities = [s for _, s in hits]
-        assert similarities == sorted(similarities, reverse=True)
+# --- k means k -----------------------------------------------------------------------------
 
 
-def test_broad_filter_uses_the_index_with_high_recall(engine: sa.Engine, tickets: Any) -> None:
-    embedder = load_embedder(HASH_MODEL)
-    common = tickets.status == "common"
+@pytest.mark.parametrize("modulus", [333, 10])  # 12 rows (0.3%), 400 rows (10%)
+def test_over_filtering_fails_the_naive_query_and_not_the_helper(
+        db: sa.Engine, tickets: Any, modulus: int) -> None:
+    """WHERE ... ORDER BY distance LIMIT k through HNSW, what every library does, comes back
+    short and wrong under a selective filter; the helper returns k rows at exact recall."""
+    where = tickets.id % modulus == 1
+    naive_counts, naive_recalls, counts, recalls = [], [], [], []
+    with Session(db) as session:
+        for text in QUERIES:
+            query = vector(text)
+            exact = search(session, tickets.embedding, query, k=10, where=where, plan="exact")
+            # seq scans discouraged, so this small table plans like a large one: through HNSW
+            session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+            naive = [Hit(row[0], float(row[1])) for row in
+                     session.execute(nearest(tickets.embedding, query, k=10, where=where))]
+            session.rollback()
+            hits = search(session, tickets.embedding, query, k=10, where=where)
+            naive_counts.append(len(naive))
+            naive_recalls.append(recall(naive, exact))
+            counts.append(len(hits))
+            recalls.append(recall(hits, exact))
+            assert all(hit.row.id % modulus == 1 for hit in hits)
+            similarities = [hit.similarity for hit in hits]
+            assert similarities == sorted(similarities, reverse=True)
+    # the bug being fixed: short answers, and the wrong rows
+    assert np.mean(naive_counts) < 7 and np.mean(naive_recalls) < 0.5
+    assert counts == [10] * len(QUERIES) and min(recalls) == 1.0
+
+
+def test_selective_filter_is_answered_exactly(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session:
+        hits = search(session, tickets.embedding, vector("printer login crash"), k=10,
+                      where=tickets.status == "rare")
+        exact = search(session, tickets.embedding, vector("printer login crash"), k=10,
+                       where=tickets.status == "rare", plan="exact")
+    assert hits.plan == "exact" and hits.estimated_rows is not None
+    assert ids(hits) == ids(exact) and len(hits) == 10
+
+
+def test_broad_filter_uses_the_index_with_high_recall(db: sa.Engine, tickets: Any) -> None:
     recalls = []
-    with Session(engine) as session:
-        for text in ["printer crash", "refund invoice", "network password", "upload login issue"]:
-            query = embedder.embed_query(text)
-            hits = search(session, tickets.embedding, query, k=10, where=common, plan="index")
-            exact = search(session, tickets.embedding, query, k=10, where=common, plan="exact")
-            assert len(hits) == 10 and hits.plan in ("index", "index+exact")
-            exact_floor = min(s for _, s in exact)
-            recalls.append(sum(s >= exact_floor - 1e-6 for _, s in hits) / 10)
-    assert sum(recalls) / len(recalls) >= 0.9
+    with Session(db) as session:
+        for text in QUERIES:
+            hits = search(session, tickets.embedding, vector(text), k=10,
+                          where=tickets.status == "open")
+            exact = search(session, tickets.embedding, vector(text), k=10,
+                           where=tickets.status == "open", plan="exact")
+            assert hits.plan == "index" and len(hits) == 10
+            recalls.append(recall(hits, exact))
+    assert np.mean(recalls) >= 0.95
 
 
-def test_forced_index_plan_falls_back_to_exact_when_short(engine: sa.Engine, tickets: Any) -> None:
-    query = load_embedder(HASH_MODEL).embed_query("printer")
-    with Session(engine) as session:
-        hits = search(session, tickets.embedding, query, k=20,
+def test_forced_index_plan_falls_back_to_exact_when_short(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session:
+        hits = search(session, tickets.embedding, vector("printer"), k=20,
                       where=tickets.status == "rare", plan="index")
-        assert len(hits) == 12  # every matching row, since fewer than k match
+    assert hits.plan == "index+exact" and len(hits) == 12  # every matching row: only 12 match
 
 
-def test_settings_do_not_leak_into_the_callers_transaction(engine: sa.Engine, tickets: Any) -> None:
-    with Session(engine) as session:
-        before = session.execute(sa.text("SELECT current_setting('enable_indexscan')")).scalar()
-        search(session, tickets.embedding, "printer", k=5, where=tickets.status == "rare")
-        search(session, tickets.embedding, "printer", k=5, plan="index")
-        assert session.execute(sa.text("SHOW enable_indexscan")).scalar() == before == "on"
-        assert session.execute(sa.text("SHOW hnsw.iterative_scan")).scalar() == "off"
-        assert session.execute(sa.text("SHOW hnsw.ef_search")).scalar() == "40"
+def test_joins_and_extra_columns_through_within(db: sa.Engine, tickets: Any) -> None:
+    labels = tickets.labels
+    within = (sa.select(tickets, labels.c.label)
+              .join(labels, labels.c.ticket_id == tickets.id)
+              .where(labels.c.label == "vip"))
+    with Session(db) as session:
+        hits = search(session, tickets.embedding, vector("refund invoice"), k=10, within=within)
+        exact = search(session, tickets.embedding, vector("refund invoice"), k=10,
+                       within=within, plan="exact")
+    assert len(hits) == 10 and hits.plan == "exact"  # 30 rows match: exact
+    assert [hit.row[0].id for hit in hits] == [hit.row[0].id for hit in exact]
+    assert all(hit.row.label == "vip" and hit.row.Ticket.id % 131 == 7 for hit in hits)
 
 
-def test_unreachable_threshold_returns_empty(engine: sa.Engine, tickets: Any) -> None:
-    with Session(engine) as session:
-        hits = search(session, tickets.embedding, "printer", k=10, min_similarity=1.01)
-        assert list(hits) == []
-
-
-def test_nearest_composes_like_any_select(engine: sa.Engine, tickets: Any) -> None:
-    query = load_embedder(HASH_MODEL).embed_query("refund invoice")
-    stmt = nearest(tickets.embedding, query, k=5).add_columns(tickets.subject.label("s"))
-    with Session(engine) as session:
+def test_nearest_composes_like_any_select(db: sa.Engine, tickets: Any) -> None:
+    stmt = nearest(tickets.embedding, vector("refund invoice"), k=5).add_columns(
+        tickets.subject.label("s"))
+    with Session(db) as session:
         rows = session.execute(stmt.where(tickets.id < 1000)).all()
     assert len(rows) == 5 and all(row[0].id < 1000 and row.s == row[0].subject for row in rows)
 
 
-def test_a_query_vector_of_the_wrong_size_is_refused(engine: sa.Engine, tickets: Any) -> None:
-    with Session(engine) as session, pytest.raises(ValueError, match="3 dimensions, the column 32"):
+def test_core_table_and_connection(db: sa.Engine, tickets: Any) -> None:
+    column = tickets.__table__.c.embedding
+    with db.connect() as conn:
+        hits = search(conn, column, vector("crash"), k=3, where=column.table.c.status == "rare")
+    assert len(hits) == 3 and all(hit.row.status == "rare" for hit in hits)
+    assert hits[0].row.similarity == hits[0].similarity  # a Core Row, similarity last
+
+
+def test_a_query_vector_of_the_wrong_size_is_refused(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session, pytest.raises(ValueError, match="3 dimensions, the column 32"):
         search(session, tickets.embedding, [0.1, 0.2, 0.3])
 
 
-def test_async_session(database_url: str, tickets: Any) -> None:
+# --- thresholds ----------------------------------------------------------------------------
+
+
+def test_min_similarity_drops_weaker_hits_after_the_scan(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session:
+        everything = search(session, tickets.embedding, "printer crash", k=10)
+        cut = everything[4].similarity
+        kept = search(session, tickets.embedding, "printer crash", k=10, min_similarity=cut)
+    assert ids(kept) == [hit.row.id for hit in everything if hit.similarity >= cut]
+
+
+def test_unreachable_threshold_returns_fast_and_empty(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session, captured_statements(db) as statements:
+        search(session, tickets.embedding, "printer", k=10)  # warm: model, caches
+        started = time.perf_counter()
+        plain = search(session, tickets.embedding, "printer", k=10)
+        plain_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        hits = search(session, tickets.embedding, "printer", k=10, min_similarity=1.01)
+        threshold_ms = (time.perf_counter() - started) * 1000
+    assert len(plain) == 10 and list(hits) == [] and hits.plan == "index"
+    # the threshold never reaches the scan: the index stops after k rows either way
+    assert all("1.01" not in statement for statement in statements)
+    assert threshold_ms < 3 * plain_ms + 20, (threshold_ms, plain_ms)
+
+
+# --- scoping, versions ---------------------------------------------------------------------
+
+
+def test_settings_do_not_leak_into_the_callers_transaction(db: sa.Engine, tickets: Any) -> None:
+    shown = "SELECT current_setting('enable_sort'), current_setting('hnsw.ef_search')," \
+            " current_setting('hnsw.iterative_scan', true)"
+    with Session(db) as session:
+        # the caller's own setting, made before pgvector's library is even loaded
+        session.execute(sa.text("SET LOCAL hnsw.ef_search = 77"))
+        assert session.execute(sa.text(shown)).one() == ("on", "77", None)
+        search(session, tickets.embedding, "printer", k=5, where=tickets.status == "rare")
+        search(session, tickets.embedding, "printer", k=5, plan="index")
+        assert session.execute(sa.text(shown)).one() == ("on", "77", "off")
+    with db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        hits = search(conn, tickets.__table__.c.embedding, vector("printer"), k=5, plan="index")
+        assert len(hits) == 5
+        assert conn.execute(sa.text(shown)).one() == ("on", "40", "off")
+
+
+def test_pgvector_version_is_asked_once_per_engine(module_url: str, tickets: Any) -> None:
+    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
+    try:
+        with Session(engine) as session, captured_statements(engine) as statements:
+            for _ in range(3):
+                search(session, tickets.embedding, vector("crash"), k=5, plan="index")
+        assert sum("pg_extension" in statement for statement in statements) == 1
+    finally:
+        engine.dispose()
+
+
+def test_iterative_scan_is_never_sent_to_an_older_pgvector(
+        db: sa.Engine, tickets: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planner, "pgvector_version", lambda conn: (0, 7, 4))
+    with Session(db) as session, captured_statements(db) as statements:
+        hits = search(session, tickets.embedding, vector("refund"), k=10,
+                      where=tickets.status == "open", plan="index")
+    assert len(hits) == 10 and hits.plan in ("index", "index+exact")
+    assert not any("iterative_scan" in statement for statement in statements)
+    sent = planner.settings(planner.Choice("index", 400, 4000), 10, (0, 7, 4))
+    assert "hnsw.iterative_scan" not in sent and int(sent["hnsw.ef_search"]) == 1000
+
+
+def test_explain_shows_sql_settings_and_plan(db: sa.Engine, tickets: Any) -> None:
+    with Session(db) as session:
+        broad = explain(session, tickets.embedding, vector("crash"), k=10,
+                        where=tickets.status == "open")
+        narrow = explain(session, tickets.embedding, vector("crash"), k=10,
+                         where=tickets.status == "rare", analyze=True)
+    assert broad.plan == "index" and broad.settings["hnsw.iterative_scan"] == "relaxed_order"
+    assert "ORDER BY tickets.embedding <=> %(query_vector)s" in broad.sql
+    assert "Index Scan using tickets_embedding_hnsw" in broad.postgres_plan
+    assert narrow.plan == "exact" and narrow.settings == {}
+    assert "+ 0" in narrow.sql and "tickets_embedding_hnsw" not in narrow.postgres_plan
+    assert "actual time" in narrow.postgres_plan and "-- embeddb plan: exact" in str(narrow)
+
+
+# --- async ---------------------------------------------------------------------------------
+
+
+def test_async_session_and_connection(module_url: str, tickets: Any) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from embeddb.database import sqlalchemy_url
-
-    async def run() -> Any:
-        engine = create_async_engine(sqlalchemy_url(database_url))
+    async def run() -> tuple[Any, Any]:
+        engine = create_async_engine(sqlalchemy_url(module_url))
         try:
             async with AsyncSession(engine) as session:
-                return await asearch(session, tickets.embedding, "printer", k=7,
-                                     where=tickets.status == "common")
+                orm = await asearch(session, tickets.embedding, "printer", k=7,
+                                    where=tickets.status == "common")
+            async with engine.connect() as conn:
+                core = await asearch(conn, tickets.__table__.c.embedding, vector("printer"),
+                                     k=3, where=tickets.__table__.c.status == "rare")
+            return orm, core
         finally:
             await engine.dispose()
 
-    hits = asyncio.run(run())
-    assert len(hits) == 7 and all(t.status == "common" for t, _ in hits)
+    orm, core = asyncio.run(run())
+    assert len(orm) == 7 and all(hit.row.status == "common" for hit in orm)
+    assert len(core) == 3 and core.plan == "exact"
+
+
+# --- distances, halfvec, the real model ----------------------------------------------------
+
+
+@pytest.mark.parametrize("distance", ["cosine", "inner_product", "l2"])
+@pytest.mark.parametrize("vector_type", ["vector", "halfvec"])
+def test_distances_and_storage_match_brute_force(
+        engine: sa.Engine, database_url: str, distance: str, vector_type: str) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Note(Base):
+        __tablename__ = "notes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        body: Mapped[str]
+        embedding = Embedding("{body}", model="embeddb-testing/hash-16", distance=distance,
+                              normalize=distance != "inner_product", vector_type=vector_type)
+
+    Base.metadata.create_all(engine)
+    texts = [" ".join(WORDS[j] for j in range(8) if (i >> j) & 1) or "empty" for i in range(200)]
+    with Session(engine) as session:
+        session.add_all(Note(id=i, body=text) for i, text in enumerate(texts))
+        session.commit()
+    drain(database_url)
+    embedder = load_embedder("embeddb-testing/hash-16",
+                             Note.embedding.property.columns[0].info["embeddb"].encode)
+    stored = embedder.embed_documents(texts)
+    query = embedder.embed_query("printer refund crash")
+    score = {"cosine": stored @ query, "inner_product": stored @ query,
+             "l2": 1 / (1 + np.linalg.norm(stored - query, axis=1))}[distance]
+    with Session(engine) as session:
+        for plan in ("exact", "index"):
+            hits = search(session, Note.embedding, query, k=5, plan=plan)
+            assert len(hits) == 5
+            np.testing.assert_allclose([hit.similarity for hit in hits],
+                                       np.sort(score)[::-1][:5], atol=2e-3)
+        index_plan = explain(session, Note.embedding, query, k=5, plan="index").postgres_plan
+    assert "Index Scan using notes_embedding_hnsw" in index_plan
+    with engine.connect() as conn:
+        column_type = conn.execute(sa.text(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'notes'::regclass AND attname = 'embedding'")).scalar()
+    assert column_type == f"{vector_type}(16)"
 
 
 def test_real_model_finds_the_ticket_by_meaning(engine: sa.Engine, database_url: str) -> None:
@@ -145,8 +329,8 @@ def test_real_model_finds_the_ticket_by_meaning(engine: sa.Engine, database_url:
     drain(database_url)
     with Session(engine) as session:
         hits = search(session, Ticket.embedding, "how do I reset my password", k=2)
-        assert ids(hits) [0] == 1 and hits.plan == "index"
+        assert ids(hits)[0] == 1 and hits.plan == "index"
         closed = search(session, Ticket.embedding, "billing question", k=3,
                         where=Ticket.status == "closed")
-        assert [t.id for t, _ in closed] == [4, 3]
+        assert ids(closed) == [4, 3] and closed.plan == "exact"
         assert 0 < closed[0].similarity <= 1

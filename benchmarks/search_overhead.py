@@ -1,0 +1,170 @@
+"""What embeddb's search helper costs over the same SQL written by hand.
+
+Run: ``.venv/bin/python benchmarks/search_overhead.py [--rows 30000] [--iterations 1000]
+[--database-url URL]``. Prints a table and writes ``benchmarks/results/search_overhead.json``.
+
+The table is ``--rows`` WordNet synsets drawn at random, loaded as ``filtered_search.py`` loads
+them (same cached MiniLM vectors, same loader); the queries are 200 other synsets. Each case
+runs the helper and the hand-written SQL it corresponds to, alternately, ``--iterations``
+times each, each call in its own transaction on one SQLAlchemy Core connection, with a vector
+as the query (embedding a text costs the same either way). The hand-written side is what a
+careful user would send for the same plan:
+
+index
+    ``SELECT set_config(...)`` for the same three settings, then the same ``SELECT ...
+    ORDER BY embedding <=> :q LIMIT 10``; the helper also restores the settings afterwards
+    (one more statement), which the hand-written side leaves to ``COMMIT``.
+exact
+    the same ``SELECT ... WHERE lexname = :l ORDER BY (embedding <=> :q) + 0 LIMIT 10``.
+auto
+    the helper choosing the plan for a selective filter (its row estimate cached, the steady
+    state of an application), against the hand-written SQL of the plan it chooses.
+auto, uncached
+    the same with the estimate cache off: one ``EXPLAIN`` per call.
+
+Overhead is (helper - hand-written) / hand-written on the median and on the mean. Target:
+at most 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+import wordnet_vectors
+from common import RESULTS_DIR, Databases, machine_facts, print_table, server_versions, write_json
+from filtered_search import Synset, load
+
+from embeddb import planner, search
+from embeddb.database import create_engine
+
+OUTPUT = RESULTS_DIR / "search_overhead.json"
+K = 10
+COLUMNS = "id, synset, pos, lexname, lemmas, gloss, embedding_source_hash"
+INDEX_SQL = sa.text(
+    f"SELECT {COLUMNS}, 1 - (embedding <=> CAST(:q AS vector)) AS similarity FROM synsets"
+    " WHERE embedding IS NOT NULL ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k")
+EXACT_SQL = sa.text(
+    f"SELECT {COLUMNS}, 1 - (embedding <=> CAST(:q AS vector)) AS similarity FROM synsets"
+    " WHERE embedding IS NOT NULL AND lexname = :lexname"
+    " ORDER BY (embedding <=> CAST(:q AS vector)) + 0 LIMIT :k")
+SETTINGS_SQL = sa.text(
+    "SELECT set_config('enable_sort', 'off', true),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('hnsw.ef_search', :ef, true)")
+SELECTIVE = "verb.motion"  # 1.2% of WordNet: the exact plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--database-url", help="a database to use (default: the benchmarks'"
+                        " embedded server, a fresh database)")
+    args = parser.parse_args()
+
+    synsets = wordnet_vectors.synsets()
+    vectors = wordnet_vectors.load([s.text for s in synsets])
+    drawn = random.Random(7).sample(range(len(synsets)), args.rows + 200)
+    rows = np.array(sorted(drawn[:args.rows]))
+    queries = [vectors[i] for i in drawn[args.rows:]]  # not in the table
+    databases = Databases.choose(args.database_url)
+    with databases.fresh("embeddb_bench_overhead") as url:
+        engine = create_engine(url)
+        load(engine, url, synsets, vectors, rows)
+        with engine.connect() as conn:
+            results = measure(conn, queries, args.iterations)
+        engine.dispose()
+    report(results)
+    payload = {
+        "benchmark": "search_overhead",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": args.rows,
+        "iterations": args.iterations,
+        "machine": machine_facts(),
+        "versions": server_versions(databases.url),
+        "results": results,
+    }
+    print(f"\nwritten to {write_json(OUTPUT, payload)}")
+
+
+def measure(conn: sa.Connection, queries: list[Any], iterations: int) -> list[dict[str, Any]]:
+    column = Synset.__table__.c.embedding
+    lexname = Synset.__table__.c.lexname
+    ef = str(planner.ef_search(K))
+
+    def hand_index(q: Any) -> Any:
+        conn.execute(SETTINGS_SQL, {"ef": ef})
+        return conn.execute(INDEX_SQL, {"q": text(q), "k": K}).all()
+
+    def hand_exact(q: Any) -> Any:
+        return conn.execute(EXACT_SQL, {"q": text(q), "lexname": SELECTIVE, "k": K}).all()
+
+    cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = [
+        ("index", lambda q: search(conn, column, q, k=K, plan="index"), hand_index),
+        ("exact", lambda q: search(conn, column, q, k=K, where=lexname == SELECTIVE,
+                                   plan="exact"), hand_exact),
+        ("auto", lambda q: search(conn, column, q, k=K, where=lexname == SELECTIVE),
+         hand_exact),
+    ]
+    results = [compare(conn, name, helper, hand, queries, iterations)
+               for name, helper, hand in cases]
+    ttl = planner.ESTIMATE_TTL_SECONDS
+    planner.ESTIMATE_TTL_SECONDS = -1.0  # every call asks the planner again
+    try:
+        results.append(compare(conn, "auto, uncached", cases[2][1], hand_exact, queries,
+                               iterations))
+    finally:
+        planner.ESTIMATE_TTL_SECONDS = ttl
+    return results
+
+
+def text(vector: Any) -> str:
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def compare(conn: sa.Connection, name: str, helper: Callable[[Any], Any],
+            hand: Callable[[Any], Any], queries: list[Any], iterations: int) -> dict[str, Any]:
+    timings: dict[str, list[float]] = {"helper": [], "hand": []}
+    runs = {"helper": helper, "hand": hand}
+    for i in range(iterations + 50):
+        query = queries[i % len(queries)]
+        for side in ("helper", "hand") if i % 2 else ("hand", "helper"):
+            started = time.perf_counter()
+            with conn.begin():
+                rows = runs[side](query)
+            elapsed = (time.perf_counter() - started) * 1000
+            assert len(rows) == K, (name, side, len(rows))
+            if i >= 50:  # the first 50 warm caches, prepared statements, index pages
+                timings[side].append(elapsed)
+    figures: dict[str, Any] = {"case": name}
+    for side, values in timings.items():
+        figures[f"{side}_median_ms"] = statistics.median(values)
+        figures[f"{side}_mean_ms"] = statistics.fmean(values)
+    figures["overhead_median"] = figures["helper_median_ms"] / figures["hand_median_ms"] - 1
+    figures["overhead_mean"] = figures["helper_mean_ms"] / figures["hand_mean_ms"] - 1
+    print(f"{name:15} helper {figures['helper_median_ms']:.3f} ms, hand"
+          f" {figures['hand_median_ms']:.3f} ms: {100 * figures['overhead_median']:+.1f}%")
+    return figures
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    rows = [[r["case"], f"{r['hand_median_ms']:.3f}", f"{r['helper_median_ms']:.3f}",
+             f"{100 * r['overhead_median']:+.1f}%", f"{r['hand_mean_ms']:.3f}",
+             f"{r['helper_mean_ms']:.3f}", f"{100 * r['overhead_mean']:+.1f}%"]
+            for r in results]
+    print()
+    print_table(["case", "hand p50 ms", "helper p50 ms", "overhead p50", "hand mean ms",
+                 "helper mean ms", "overhead mean"], rows)
+    print("\ntarget: overhead at most +5%")
+
+
+if __name__ == "__main__":
+    main()

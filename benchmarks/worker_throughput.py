@@ -1,0 +1,388 @@
+"""How close does embeddb's worker get to the physical limit, the model itself?
+
+Run: ``.venv/bin/python benchmarks/worker_throughput.py [--corpus scifact|wordnet|all]
+[--limit N] [--database-url URL]``. Prints a table and writes every figure, with the machine's
+facts, to ``benchmarks/results/worker_throughput.json``.
+
+For each corpus (SciFact: ~200-word abstracts; WordNet: ~13-word glosses), on the same texts:
+
+raw model
+    ``embed_documents`` alone, after a warm-up, over the texts in the worker's claim-sized chunks
+    (``WorkerConfig().batch_size`` rows per call, which the model encodes in sub-batches of 32).
+    Nothing that stores vectors can be faster on this machine: it is the limit. It runs before
+    and after the worker runs of the same model; the faster of the two is the limit, and the gap
+    between them shows how much other work on the machine disturbed the figures.
+insert backlog (MiniLM)
+    End to end in a fresh database: from the start of one bulk COPY of every row (one
+    transaction, committed) until every row has its vector stored, the worker running
+    ``Worker.run_once()`` in this process with the model already loaded (load time is not
+    counted). This adds the triggers that queue each row, claiming, rendering the text in SQL,
+    the guarded store and, by default, the HNSW index insert, which costs database CPU per row
+    on the same cores as the model. It runs with the index (the default) and without it.
+pipeline (hash-384)
+    The same with ``embeddb-testing/hash-384``, a model that takes microseconds per text, so the
+    time is almost all embeddb's own: an insert backlog (with and without the index), an update
+    backlog (every row's text changed, after the insert backlog was drained), and 1, 2 and 4
+    ``embeddb worker --once`` processes started together right after the insert commits and
+    timed until all have exited (process start-up included).
+
+"ratio" is a run's rows/s over the raw rows/s of the same model on the same texts: 1.0 would be
+a free pipeline. Each run ends by checking in SQL that every row has a vector made from its
+current text and that ``embeddb.pending`` is empty. Figures from a busy or small machine are
+noisy: the JSON records the load average at the start of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from common import (
+    CORPORA,
+    REPO_ROOT,
+    RESULTS_DIR,
+    Databases,
+    load_corpus,
+    machine_facts,
+    print_table,
+    server_versions,
+    write_json,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from embeddb.database import create_engine, libpq_conninfo
+from embeddb.models import MINILM, load_embedder
+from embeddb.orm import Embedding
+from embeddb.worker import Worker, WorkerConfig
+
+HASH_MODEL = "embeddb-testing/hash-384"
+TABLE = "embeddb_bench_documents"  # distinctive: with --database-url it is dropped
+CLAIM_SIZE = WorkerConfig().batch_size
+WARMUP_TEXTS = 64
+RAW_FIRST, RAW_AGAIN = "raw model, before", "raw model, after"
+PROCESS_COUNTS = (1, 2, 4)
+DEFAULT_LIMIT = 20_000
+OUTPUT = RESULTS_DIR / "worker_throughput.json"
+
+
+class BenchmarkError(Exception):
+    """A run did not end in the state it must end in."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed run. ``backlog_seconds`` is the part of ``seconds`` spent inserting/updating."""
+
+    corpus: str
+    model: str
+    mode: str
+    rows: int
+    seconds: float
+    backlog_seconds: float | None
+    load_average: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds
+
+
+Drain = Callable[[str], None]
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+def documents_metadata(model: str, *, index: bool) -> sa.MetaData:
+    """The table ``TABLE(id, text, embedding)`` on metadata of its own, embedded by ``model``."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Document(Base):
+        __tablename__ = TABLE
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        text: Mapped[str]
+        embedding = Embedding("{text}", model=model, index=index)
+
+    return Base.metadata
+
+
+@contextmanager
+def documents_database(
+    databases: Databases, name: str, model: str, *, index: bool = True
+) -> Iterator[str]:
+    """A database holding an empty, embedded ``TABLE``; yields its URL."""
+    metadata = documents_metadata(model, index=index)
+    with databases.fresh(name) as url:
+        engine = create_engine(url, poolclass=sa.pool.NullPool)
+        metadata.drop_all(engine)  # a leftover, in a database given by --database-url
+        metadata.create_all(engine)
+        try:
+            yield url
+        finally:
+            metadata.drop_all(engine)
+            engine.dispose()
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(libpq_conninfo(url))
+
+
+def copy_rows(url: str, texts: Sequence[str]) -> None:
+    """Every text as a row, in one COPY, committed."""
+    with (
+        connect(url) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(f"COPY {TABLE} (id, text) FROM STDIN") as copy,
+    ):
+        for row_id, text in enumerate(texts):
+            copy.write_row((row_id, text))
+
+
+def update_every_row(url: str) -> None:
+    """A new text for every row, in one UPDATE, committed."""
+    with connect(url) as conn:
+        conn.execute(f"UPDATE {TABLE} SET text = text || ' (revised)'")
+
+
+def verify_all_embedded(url: str, rows: int) -> None:
+    """Every row has a vector made from its current text, and nothing is pending."""
+    # The template is "{text}", so a row's source hash is md5 of its text when it is current.
+    with connect(url) as conn:
+        counts = conn.execute(
+            f"SELECT count(*), count(embedding),"
+            f" count(*) FILTER (WHERE embedding_source_hash = md5(text)::uuid) FROM {TABLE}"
+        ).fetchone()
+        pending = conn.execute("SELECT count(*) FROM embeddb.pending").fetchone()
+    found = (*(counts or ()), *(pending or ()))
+    if found != (rows, rows, rows, 0):
+        raise BenchmarkError(
+            f"expected {rows} rows all embedded from their current text and none pending;"
+            f" found (rows, vectors, current vectors, pending) = {found}"
+        )
+
+
+# --- draining ------------------------------------------------------------------------------
+
+
+def drain_in_process(url: str) -> None:
+    """``Worker.run_once()`` here, with whatever model this process has loaded already."""
+    worker = Worker(url)
+    try:
+        worker.run_once()
+    finally:
+        worker.engine.dispose()
+
+
+def drain_with_processes(count: int) -> Drain:
+    """Drain with ``count`` ``embeddb worker --once`` processes started together."""
+
+    def drain(url: str) -> None:
+        command = [sys.executable, "-m", "embeddb.cli", "worker", "--once", "--database-url", url]
+        workers = [
+            subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        errors = [(worker.communicate()[1], worker.returncode) for worker in workers]
+        failed = [f"exit {code}: {stderr.strip()}" for stderr, code in errors if code != 0]
+        if failed:
+            raise BenchmarkError("worker process failed: " + "\n".join(failed))
+
+    return drain
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def measure_raw(corpus: str, model: str, texts: Sequence[str], mode: str) -> Measurement:
+    """The model alone, in the worker's claim-sized chunks, after a warm-up."""
+    embedder = load_embedder(model)
+    embedder.embed_documents(texts[:WARMUP_TEXTS])
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    for start in range(0, len(texts), CLAIM_SIZE):
+        embedder.embed_documents(texts[start : start + CLAIM_SIZE])
+    return Measurement(corpus, model, mode, len(texts), time.perf_counter() - started, None, load)
+
+
+def measure_backlog(
+    corpus: str, model: str, mode: str, url: str, rows: int,
+    make_backlog: Callable[[], None], drain: Drain,
+) -> Measurement:
+    """Time from the start of ``make_backlog`` until ``drain`` has stored every vector."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    make_backlog()
+    backlog_done = time.perf_counter()
+    drain(url)
+    finished = time.perf_counter()
+    verify_all_embedded(url, rows)
+    return Measurement(corpus, model, mode, rows, finished - started, backlog_done - started,
+                       load)
+
+
+def measure_inserts(
+    databases: Databases, corpus: str, model: str, texts: Sequence[str], *,
+    index: bool = True, processes: int | None = None,
+) -> Measurement:
+    """A fresh table, one COPY of ``texts``, drained in this process or by ``processes``."""
+    mode = f"insert backlog, {'HNSW' if index else 'no index'}"
+    drain: Drain = drain_in_process
+    if processes is not None:
+        mode = f"{processes} worker process{'es' if processes > 1 else ''}, HNSW"
+        drain = drain_with_processes(processes)
+    name = _database_name(corpus, model, mode)
+    with documents_database(databases, name, model, index=index) as url:
+        load_embedder(model)  # loaded before the clock starts
+        return measure_backlog(corpus, model, mode, url, len(texts),
+                               lambda: copy_rows(url, texts), drain)
+
+
+def measure_insert_then_update(
+    databases: Databases, corpus: str, model: str, texts: Sequence[str]
+) -> list[Measurement]:
+    """An insert backlog drained, then an update of every row's text drained, in one table."""
+    name = _database_name(corpus, model, "insert then update")
+    with documents_database(databases, name, model) as url:
+        load_embedder(model)
+        inserted = measure_backlog(corpus, model, "insert backlog, HNSW", url, len(texts),
+                                   lambda: copy_rows(url, texts), drain_in_process)
+        updated = measure_backlog(corpus, model, "update backlog, HNSW", url, len(texts),
+                                  lambda: update_every_row(url), drain_in_process)
+    return [inserted, updated]
+
+
+def measure_corpus(databases: Databases, corpus: str, texts: Sequence[str]) -> list[Measurement]:
+    """Every run for one corpus: the worker with MiniLM, then the pipeline's own cost with the
+    hash model, each model's runs between two raw-model runs (the faster one is the limit; the
+    gap between them shows how noisy the machine was meanwhile)."""
+    done: list[Measurement] = []
+    record(done, measure_raw(corpus, MINILM, texts, RAW_FIRST))
+    record(done, measure_inserts(databases, corpus, MINILM, texts, index=True))
+    record(done, measure_inserts(databases, corpus, MINILM, texts, index=False))
+    record(done, measure_raw(corpus, MINILM, texts, RAW_AGAIN))
+    record(done, measure_raw(corpus, HASH_MODEL, texts, RAW_FIRST))
+    record(done, *measure_insert_then_update(databases, corpus, HASH_MODEL, texts))
+    record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, index=False))
+    for count in PROCESS_COUNTS:
+        record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, processes=count))
+    record(done, measure_raw(corpus, HASH_MODEL, texts, RAW_AGAIN))
+    return done
+
+
+def record(done: list[Measurement], *measurements: Measurement) -> None:
+    """Keep ``measurements`` and say so on stderr, since a full run takes a while."""
+    for m in measurements:
+        done.append(m)
+        print(f"  {m.corpus} {_short_model(m.model)} {m.mode}: {m.rows} rows in"
+              f" {m.seconds:.1f}s ({m.rows_per_second:.1f} rows/s)", file=sys.stderr, flush=True)
+
+
+def _database_name(corpus: str, model: str, mode: str) -> str:
+    slug = "".join(c if c.isalnum() else "_" for c in f"{_short_model(model)}_{mode}")
+    return f"bench_{corpus}_{slug}".lower()[:63]
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def raw_limit(corpus: str, model: str, measurements: Sequence[Measurement]) -> float | None:
+    """The best raw rows/s of ``model`` on ``corpus``: the least disturbed by other work."""
+    rates = [m.rows_per_second for m in measurements
+             if (m.corpus, m.model) == (corpus, model) and m.mode in (RAW_FIRST, RAW_AGAIN)]
+    return max(rates, default=None)
+
+
+def ratio_to_raw(measurement: Measurement, measurements: Sequence[Measurement]) -> float | None:
+    """rows/s over the raw limit of the same model on the same corpus."""
+    limit = raw_limit(measurement.corpus, measurement.model, measurements)
+    return measurement.rows_per_second / limit if limit else None
+
+
+def result_records(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
+    return [
+        {**asdict(m), "rows_per_second": m.rows_per_second,
+         "ratio_to_raw": ratio_to_raw(m, measurements)}
+        for m in measurements
+    ]
+
+
+def print_results(measurements: Sequence[Measurement]) -> None:
+    headers = ["corpus", "model", "mode", "rows", "backlog s", "seconds", "rows/s",
+               "ratio to raw"]
+    rows = [
+        [m.corpus, _short_model(m.model), m.mode, str(m.rows),
+         f"{m.backlog_seconds:.2f}" if m.backlog_seconds is not None else "-",
+         f"{m.seconds:.2f}", f"{m.rows_per_second:.1f}",
+         _format_ratio(ratio_to_raw(m, measurements))]
+        for m in measurements
+    ]
+    print_table(headers, rows, left=3)
+
+
+def _format_ratio(ratio: float | None) -> str:
+    return f"{ratio:.3f}" if ratio is not None else "-"
+
+
+def _short_model(model: str) -> str:
+    return model.rsplit("/", 1)[-1]
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"rows per corpus (default {DEFAULT_LIMIT}; SciFact has 5,183)")
+    parser.add_argument("--database-url",
+                        help="run every measurement in this database, which must have no other"
+                             f" embedded columns (its table {TABLE} is dropped and recreated);"
+                             " default: a fresh database per run on an embedded PostgreSQL in"
+                             " .embeddb-bench")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    corpora = list(CORPORA) if args.corpus == "all" else [args.corpus]
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = machine_facts()
+    databases = Databases.choose(args.database_url)
+    measurements: list[Measurement] = []
+    for corpus in corpora:
+        texts = load_corpus(corpus, args.limit)
+        print(f"{corpus}: {len(texts)} texts", file=sys.stderr, flush=True)
+        measurements += measure_corpus(databases, corpus, texts)
+    print_results(measurements)
+    path = write_json(args.output, {
+        "benchmark": "worker_throughput",
+        "started_at": started_at,
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+        "settings": {"corpora": corpora, "limit": args.limit, "claim_size": CLAIM_SIZE,
+                     "warmup_texts": WARMUP_TEXTS, "minilm": MINILM, "hash_model": HASH_MODEL},
+        "machine": {**machine, **server_versions(databases.url),
+                    "load_average_at_end": list(os.getloadavg())},
+        "results": result_records(measurements),
+    })
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""SQL that changes or removes the stored vectors of an embedded column, for migrations.
+
+Composed with psycopg.sql like :mod:`embeddb.column_sql` (whose ``table`` it shares); kept apart
+because only :func:`embeddb.catalog.alter` and :func:`embeddb.catalog.uninstall` use it.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from .column_sql import table
+from .spec import EmbeddingSpec
+
+
+def resize_vector(spec: EmbeddingSpec) -> str:
+    """Give the vector column ``spec``'s dimension; vectors of the old size cannot be kept."""
+    vector_type = sql.SQL("{}({})").format(sql.SQL(spec.vector_type), sql.Literal(spec.dimensions))
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
+        table(spec), sql.Identifier(spec.column), vector_type).as_string(None)
+
+
+def clear_vectors(spec: EmbeddingSpec) -> str:
+    """Forget every stored vector and the text it was made from, so each row is embedded anew."""
+    vector, text_hash = sql.Identifier(spec.column), sql.Identifier(spec.hash_column)
+    return sql.SQL(
+        "UPDATE {table} SET {vector} = NULL, {hash} = NULL"
+        " WHERE {vector} IS NOT NULL OR {hash} IS NOT NULL"
+    ).format(table=table(spec), vector=vector, hash=text_hash).as_string(None)
+
+
+def drop_vector_columns(spec: EmbeddingSpec) -> str:
+    return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(
+        table(spec), sql.Identifier(spec.column), sql.Identifier(spec.hash_column)
+    ).as_string(None)

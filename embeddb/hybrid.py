@@ -1,0 +1,246 @@
+"""Hybrid search: a full-text leg and a vector leg, fused by reciprocal rank fusion in SQL.
+
+Both legs run in one statement, one round trip, under the same filter. Each takes its best
+``candidates`` rows: the vector leg by distance, with the plan :func:`embeddb.search` would choose
+(so a selective filter still fills it), the text leg by ``ts_rank_cd`` against a ``tsquery``
+made of the query's words (any of them by default; all of them, in ``websearch_to_tsquery``
+syntax, with ``match="all"``). A row's fused score is::
+
+    vector_weight / (rrf_k + vector_rank) + text_weight / (rrf_k + text_rank)
+
+where a leg that did not return the row adds nothing, and the k best rows are returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from . import planner
+from .planner import Choice, Plan
+from .query_vectors import query_vector
+from .search import SearchResult, connection_for, filter_probe, vector_off_loop
+from .similarity import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = ["HybridHit", "ahybrid_search", "hybrid_search"]
+
+#: The usual constant of reciprocal rank fusion (Cormack et al., 2009).
+RRF_K = 60
+
+
+class HybridHit(NamedTuple):
+    """One fused result: the row, its fused score and its rank in each leg (None: not in it)."""
+
+    row: Any
+    score: float
+    vector_rank: int | None
+    text_rank: int | None
+
+
+def hybrid_search(
+    session: Session | Connection,
+    column: Any,
+    text: str,
+    *,
+    k: int = 10,
+    where: Any = None,
+    fulltext: Any = None,
+    language: str = "english",
+    vector_weight: float = 1.0,
+    text_weight: float = 1.0,
+    rrf_k: int = RRF_K,
+    candidates: int | None = None,
+    plan: Plan = "auto",
+    match: Literal["any", "all"] = "any",
+    vector: QueryVector | None = None,
+) -> SearchResult[HybridHit]:
+    """The k best rows for ``text`` by full-text and vector similarity, fused by rank.
+
+    ``fulltext`` is what the text leg searches: by default the column's own template text,
+    made into a ``tsvector`` on the fly (fine for thousands of rows); for large tables pass a
+    stored ``tsvector`` column with a GIN index, or a list of text columns. ``where`` filters
+    both legs. Each leg contributes ``candidates`` rows (default ``max(2k, 20)``); raise a
+    leg's weight to trust it more. The text leg matches rows with any of the query's words
+    (``match="all"``: all of them, with ``websearch_to_tsquery``'s quotes, ``or`` and ``-``).
+    ``vector`` replaces the embedding of ``text``.
+    ``result.plan`` is the vector leg's plan.
+
+    Example::
+
+        hits = hybrid_search(session, Ticket.embedding, "refund duplicate charge", k=5,
+                             where=Ticket.status == "open", text_weight=0.5)
+        for ticket, score, vector_rank, text_rank in hits: ...
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    started = time.perf_counter()
+    target = resolve(column)
+    conn = connection_for(session, target)
+    wanted = candidates if candidates is not None else max(2 * k, 20)
+    params = _Params(
+        vector=query_vector(conn, target, vector if vector is not None else text),
+        text=text, language=language, weights=(vector_weight, text_weight), rrf_k=rrf_k,
+        candidates=max(wanted, k), k=k, match=match,
+    )
+    document = _document(target, fulltext, params.config)
+    choice = planner.choose(conn, target, filter_probe(target, where, None), params.candidates,
+                            plan)
+    hits, vector_hits = _run(session, conn, target, params, document, where, choice)
+    ran: str = choice.plan
+    if choice.plan == "index" and vector_hits < params.candidates:
+        ran = "index+exact"  # the vector leg came back short: fill it exactly
+        hits, _ = _run(session, conn, target, params, document, where, Choice("exact"))
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return SearchResult(hits, ran, choice.estimated_rows, elapsed_ms)
+
+
+async def ahybrid_search(
+    session: AsyncSession | AsyncConnection,
+    column: Any,
+    text: str,
+    **options: Any,
+) -> SearchResult[HybridHit]:
+    """:func:`hybrid_search` for an ``AsyncSession``; the query is embedded off the event loop.
+
+    Example::
+
+        hits = await ahybrid_search(session, Ticket.embedding, "refund", k=5)
+    """
+    vector = options.pop("vector", None)
+    if vector is None:
+        vector = await vector_off_loop(session, column, text)
+    return await session.run_sync(
+        lambda sync: hybrid_search(sync, column, text, vector=vector, **options))
+
+
+class _Params(NamedTuple):
+    vector: list[float]
+    text: str
+    language: str
+    weights: tuple[float, float]
+    rrf_k: int
+    candidates: int
+    k: int
+    match: str
+
+    @property
+    def config(self) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.literal(self.language), REGCONFIG)
+
+    def tsquery(self) -> sa.ColumnElement[Any]:
+        if self.match == "all":
+            return sa.func.websearch_to_tsquery(self.config, sa.literal(self.text))
+        if self.match != "any":
+            raise ValueError(f"match must be 'any' or 'all', got {self.match!r}")
+        # the query's own lexemes (stemmed, stop words dropped), OR-ed together
+        lexemes = sa.func.tsvector_to_array(sa.func.to_tsvector(self.config, sa.literal(self.text)))
+        return sa.func.to_tsquery(self.config, sa.func.array_to_string(lexemes, " | "))
+
+
+def _document(target: Target, fulltext: Any, config: sa.ColumnElement[Any]) -> Any:
+    """The ``tsvector`` the text leg matches: given, or made from text columns."""
+    if fulltext is None:
+        return sa.func.to_tsvector(config, _template_text(target))
+    if isinstance(fulltext, Sequence) and not isinstance(fulltext, str):
+        return sa.func.to_tsvector(config, sa.func.concat_ws(" ", *fulltext))
+    if isinstance(getattr(fulltext, "type", None), TSVECTOR):
+        return fulltext
+    return sa.func.to_tsvector(config, fulltext)
+
+
+def _template_text(target: Target) -> sa.ColumnElement[str]:
+    """The column's template as a SQL expression: the text its vectors were made from."""
+    pieces: list[Any] = []
+    for literal, name in target.declaration.template.parts:
+        if literal:
+            pieces.append(sa.literal(literal))
+        if name is not None:
+            pieces.append(sa.cast(target.table.c[name], sa.Text))
+    return sa.func.concat(*pieces)
+
+
+def _statement(target: Target, params: _Params, document: Any, where: Any,
+               exact: bool) -> sa.Select[Any]:
+    keys = target.key_columns
+    names = [key.name for key in keys]
+    filters = [where] if where is not None else []
+
+    ordering = distance(target, query_parameter(target, params.vector))
+    vector_hits = (
+        sa.select(*keys, ordering.label("distance"))
+        .where(target.column.is_not(None), *filters)
+        .order_by(hidden_from_index(ordering) if exact else ordering)
+        .limit(params.candidates)
+        .subquery("vector_hits")
+    )
+    # relaxed_order can hand back rows slightly out of order: rank by the distance itself
+    vector_leg = sa.select(
+        *(vector_hits.c[name] for name in names),
+        sa.func.row_number().over(
+            order_by=[vector_hits.c.distance, *(vector_hits.c[name] for name in names)]
+        ).label("rank"),
+    ).subquery("vector_leg")
+
+    tsquery = params.tsquery()
+    rank = sa.func.ts_rank_cd(document, tsquery)
+    text_hits = (
+        sa.select(*keys, rank.label("score"))
+        .where(document.op("@@")(tsquery), *filters)
+        .order_by(rank.desc(), *keys)
+        .limit(params.candidates)
+        .subquery("text_hits")
+    )
+    text_leg = sa.select(
+        *(text_hits.c[name] for name in names),
+        sa.func.row_number().over(
+            order_by=[text_hits.c.score.desc(), *(text_hits.c[name] for name in names)]
+        ).label("rank"),
+    ).subquery("text_leg")
+
+    vector_weight, text_weight = (sa.literal(w, sa.Float) for w in params.weights)
+    rrf_k = sa.literal(params.rrf_k, sa.Float)
+    fused = sa.select(
+        *(sa.func.coalesce(vector_leg.c[n], text_leg.c[n]).label(n) for n in names),
+        vector_leg.c.rank.label("vector_rank"),
+        text_leg.c.rank.label("text_rank"),
+        (sa.func.coalesce(vector_weight / (rrf_k + vector_leg.c.rank), 0.0)
+         + sa.func.coalesce(text_weight / (rrf_k + text_leg.c.rank), 0.0)).label("score"),
+        sa.func.count(vector_leg.c.rank).over().label("vector_hits"),
+    ).select_from(
+        vector_leg.outerjoin(
+            text_leg, sa.and_(*(vector_leg.c[n] == text_leg.c[n] for n in names)), full=True)
+    ).subquery("fused")
+
+    return (
+        sa.select(target.entity, fused.c.score, fused.c.vector_rank, fused.c.text_rank,
+                  fused.c.vector_hits)
+        .join(fused, sa.and_(*(key == fused.c[key.name] for key in keys)))
+        .order_by(fused.c.score.desc(), fused.c.vector_rank.asc().nulls_last(),
+                  fused.c.text_rank.asc().nulls_last())
+        .limit(params.k)
+    )
+
+
+def _run(session: Session | Connection, conn: Connection, target: Target, params: _Params,
+         document: Any, where: Any, choice: Choice) -> tuple[list[HybridHit], int]:
+    stmt = _statement(target, params, document, where, choice.plan == "exact")
+    values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
+    with planner.scoped(conn, values):
+        rows = session.execute(stmt).all()
+    entity_only = not isinstance(target.entity, sa.Table)
+    hits = [
+        HybridHit(row[0] if entity_only else row, float(row.score), row.vector_rank,
+                  row.text_rank)
+        for row in rows
+    ]
+    # every row carries the vector leg's size; no row means both legs were empty
+    return hits, int(rows[0].vector_hits) if rows else 0

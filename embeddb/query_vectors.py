@@ -1,0 +1,117 @@
+"""Turning a query into a vector: a text through the column's own model, or a vector as given.
+
+A text is embedded with the model and query prompt recorded for the column in the catalog,
+after checking that the model here is that model (:class:`~embeddb.errors.ModelMismatch`
+otherwise). Both the catalog entry (per engine, for :data:`CATALOG_TTL_SECONDS`) and the vectors
+of recent query texts are cached, so a repeated query costs neither a round trip nor the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from . import catalog
+from .catalog import CatalogEntry
+from .errors import ModelMismatch, SchemaError
+from .models import ModelIdentity, load_embedder
+from .orm import INFO_KEY, Declaration, current_schema
+from .similarity import QueryVector, Target, check_dimensions, resolve
+from .spec import EncodeOptions
+
+#: How long a column's catalog entry is trusted before it is read again.
+CATALOG_TTL_SECONDS = 60.0
+#: How many query texts' vectors are kept (per model).
+QUERY_CACHE_SIZE = 1024
+
+_Key = tuple[str | None, str, str]
+_entries: weakref.WeakKeyDictionary[sa.Engine, dict[_Key, tuple[float, CatalogEntry]]]
+_entries = weakref.WeakKeyDictionary()
+_entries_lock = threading.Lock()
+
+
+def query_vector(conn: Connection, target: Target, query: str | QueryVector) -> list[float]:
+    """The vector to search with: ``query`` itself (size-checked), or its text's embedding."""
+    if isinstance(query, str):
+        return embed_query(column_entry(conn, target), query)
+    return check_dimensions(target, query)
+
+
+def embed_query(entry: CatalogEntry, text: str) -> list[float]:
+    """The column's own model's embedding of a query text (with its query prompt), cached."""
+    return list(_cached_query_vector(entry.spec.model, entry.spec.encode, entry.identity, text))
+
+
+def column_entry(conn: Connection, column: Any) -> CatalogEntry:
+    """The catalog entry of an embedded column (``Ticket.embedding``), checked against its
+    declaration: :class:`~embeddb.errors.ModelMismatch` if they name different models."""
+    target = column if isinstance(column, Target) else resolve(column)
+    table = target.table
+    # keyed as declared (schema None: the search path's), so a hit costs no round trip
+    key = (table.schema, table.name, target.column.name)
+    entry = _cached_entry(conn.engine, key)
+    if entry is None:
+        schema = table.schema or current_schema(conn)
+        entry = catalog.get_entry(conn, schema, table.name, target.column.name)
+        if entry is None:
+            raise SchemaError(
+                f"{schema}.{table.name}.{target.column.name} is not installed in this database;"
+                " run Base.metadata.create_all(engine) or embeddb.install(engine, Model)"
+            )
+        with _entries_lock:
+            _entries.setdefault(conn.engine, {})[key] = (time.monotonic(), entry)
+    declaration = target.declaration
+    if declaration.model != entry.spec.model or declaration.encode != entry.spec.encode:
+        raise ModelMismatch(
+            f"{entry.spec.qualified_column} is declared with model {declaration.model}"
+            f" ({declaration.encode}) but was embedded with {entry.identity.describe()}"
+            f" ({entry.spec.encode}); change the model with a migration that re-embeds the column"
+        )
+    return entry
+
+
+def reflect_column(conn: Connection, entry: CatalogEntry) -> sa.Column[Any]:
+    """The column of a catalog entry as a Core ``Column``, for use without the app's models.
+
+    Example::
+
+        column = reflect_column(conn, entry)
+        search(conn, column, "parse a date", k=5)
+    """
+    table = sa.Table(entry.spec.table, sa.MetaData(), schema=entry.spec.schema,
+                     autoload_with=conn)
+    column = table.c[entry.spec.column]
+    column.info[INFO_KEY] = Declaration(
+        template=entry.spec.template, model=entry.spec.model, dimensions=entry.spec.dimensions,
+        distance=entry.spec.distance, index=entry.spec.index, encode=entry.spec.encode,
+        vector_type=entry.spec.vector_type,
+    )
+    return column
+
+
+def _cached_entry(engine: sa.Engine, key: _Key) -> CatalogEntry | None:
+    with _entries_lock:
+        cached = _entries.get(engine, {}).get(key)
+    if cached is None or time.monotonic() - cached[0] > CATALOG_TTL_SECONDS:
+        return None
+    return cached[1]
+
+
+@functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
+def _cached_query_vector(
+    model: str, encode: EncodeOptions, identity: ModelIdentity, text: str
+) -> tuple[float, ...]:
+    embedder = load_embedder(model, encode)
+    differences = identity.differences(embedder.identity)
+    if differences:
+        raise ModelMismatch(
+            f"the column was embedded with {identity.describe()}, but the model here is"
+            f" {embedder.identity.describe()} ({'; '.join(differences)})"
+        )
+    return tuple(float(x) for x in embedder.embed_query(text))

@@ -1,0 +1,128 @@
+"""The SQL of similarity for one embedded column: its operator, its score, its ordering.
+
+Everything here builds SQLAlchemy Core expressions on pgvector-python's comparators, so the
+query vector is bound with the column's own type (``vector`` or ``halfvec``) and the operator
+is the one the column's HNSW operator class serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from pgvector.sqlalchemy import HALFVEC
+from sqlalchemy.orm import QueryableAttribute
+
+from .orm import INFO_KEY, Declaration, embedded_column
+from .spec import Distance
+
+QueryVector = Sequence[float] | np.ndarray[Any, Any]
+
+#: pgvector-python comparator method for each distance: ``column.<method>(vector)``.
+_COMPARATORS = {
+    Distance.COSINE: "cosine_distance",
+    Distance.INNER_PRODUCT: "max_inner_product",
+    Distance.L2: "l2_distance",
+}
+_ONE = sa.literal_column("1", sa.Float)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An embedded column resolved for querying: the column, what to select, how to compare."""
+
+    column: sa.Column[Any]
+    entity: Any  # the mapped class for ``Ticket.embedding``, the Table for a Core column
+    declaration: Declaration
+
+    @property
+    def table(self) -> sa.Table:
+        table = self.column.table
+        assert isinstance(table, sa.Table)  # embedded_column() only accepts table columns
+        return table
+
+    @property
+    def distance(self) -> Distance:
+        return self.declaration.distance
+
+    @property
+    def dimensions(self) -> int:
+        return self.declaration.dimensions
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the column was declared with an HNSW index."""
+        return self.declaration.index is not None
+
+    @property
+    def key_columns(self) -> list[sa.Column[Any]]:
+        return list(self.table.primary_key.columns)
+
+    @property
+    def vector_type(self) -> str:
+        return "halfvec" if isinstance(self.column.type, HALFVEC) else "vector"
+
+
+def resolve(column: Any) -> Target:
+    """The :class:`Target` of ``Ticket.embedding`` (ORM) or of an embedded Core ``Column``."""
+    resolved = embedded_column(column)
+    entity = column.class_ if isinstance(column, QueryableAttribute) else resolved.table
+    return Target(resolved, entity, resolved.info[INFO_KEY])
+
+
+def check_dimensions(target: Target, vector: QueryVector) -> list[float]:
+    """``vector`` as a list of floats, refused (ValueError) unless it fits the column."""
+    # pgvector returns a halfvec column's values as a HalfVector
+    values = [float(x) for x in (vector.to_list() if hasattr(vector, "to_list") else vector)]
+    if len(values) != target.dimensions:
+        raise ValueError(
+            f"the query vector has {len(values)} dimensions, the column {target.dimensions}"
+        )
+    return values
+
+
+def query_parameter(target: Target, vector: list[float]) -> sa.BindParameter[Any]:
+    """The query vector bound with the column's type, so a halfvec column gets a halfvec."""
+    return sa.bindparam("query_vector", vector, type_=target.column.type)
+
+
+def distance(target: Target, other: Any, column: Any = None) -> sa.ColumnElement[float]:
+    """``column <op> other`` with the column's operator: the form an HNSW index can serve."""
+    left = target.column if column is None else column
+    compare = getattr(left.comparator, _COMPARATORS[target.distance])
+    result: sa.ColumnElement[float] = compare(other)
+    return result
+
+
+def hidden_from_index(distance_expression: sa.ColumnElement[float]) -> sa.ColumnElement[float]:
+    """The same ordering in a form no index can serve: ``(column <op> :q) + 0``.
+
+    An exact plan written this way needs no planner setting, so neither a cached prepared plan
+    nor a caller's settings can turn it into an HNSW scan that stops short.
+    """
+    return distance_expression + sa.literal_column("0", sa.Float)
+
+
+def similarity(target: Target, distance_expression: sa.ColumnElement[float]) -> Any:
+    """Higher is more similar: cosine similarity, the inner product, or 1 / (1 + L2 distance)."""
+    match target.distance:
+        case Distance.COSINE:
+            return _ONE - distance_expression
+        case Distance.INNER_PRODUCT:  # pgvector's <#> is the negative inner product
+            return -distance_expression
+        case Distance.L2:
+            return _ONE / (_ONE + distance_expression)
+
+
+def distance_bound(target: Target, min_similarity: float) -> float | None:
+    """The largest distance whose similarity is at least ``min_similarity`` (None: any)."""
+    match target.distance:
+        case Distance.COSINE:
+            return 1.0 - min_similarity
+        case Distance.INNER_PRODUCT:
+            return -min_similarity
+        case Distance.L2:
+            return None if min_similarity <= 0 else 1.0 / min_similarity - 1.0

@@ -1,0 +1,96 @@
+"""The plan choice and its settings, without a database."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from embeddb import Embedding, nearest, planner
+from embeddb.planner import Choice
+from embeddb.similar import DuplicatePair, duplicate_groups
+from embeddb.similarity import distance_bound, resolve
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str]
+    embedding = Embedding("{body}", model="embeddb-testing/hash-4")
+    short = Embedding("{body}", model="embeddb-testing/hash-4", vector_type="halfvec",
+                      distance="l2")
+
+
+@pytest.mark.parametrize(("rows", "table_rows", "k", "exact"), [
+    (40, 117_000, 10, True),           # 0.04%: a handful of rows, scanned exactly
+    (1_200, 117_000, 10, True),        # 1%: ~1,200 distances beat ~1,000 index visits
+    (11_500, 117_000, 10, False),      # 10%: the index finds 10 within ~100 visits
+    (80_000, 117_000, 10, False),
+    (30_000, 10_000_000, 10, True),    # 0.3% of a big table: still cheaper exactly
+    (300_000, 10_000_000, 10, False),
+    (5_000, 117_000, 100, True),       # a larger k makes the index walk longer
+])
+def test_exact_for_few_matching_rows_the_index_otherwise(
+        rows: float, table_rows: float, k: int, exact: bool) -> None:
+    assert planner.prefers_exact(rows, table_rows, k) is exact
+
+
+def test_index_settings_come_from_k_and_the_pgvector_version() -> None:
+    index = Choice("index", 50_000, 100_000)
+    assert planner.settings(Choice("exact"), 10, (0, 8, 1)) == {}
+    assert planner.settings(index, 10, (0, 8, 1)) == {
+        "enable_sort": "off", "hnsw.iterative_scan": "relaxed_order", "hnsw.ef_search": "100"}
+    assert planner.settings(index, 60, (0, 8, 1))["hnsw.ef_search"] == "600"
+    assert planner.settings(index, 500, (0, 8, 1))["hnsw.ef_search"] == "1000"
+    older = planner.settings(index, 10, (0, 7, 4))
+    assert "hnsw.iterative_scan" not in older and older["hnsw.ef_search"] == "200"
+
+
+def test_the_two_plans_differ_only_in_what_the_index_can_serve() -> None:
+    def sql(exact: bool) -> str:
+        stmt = nearest(Note.embedding, [1, 0, 0, 0], k=3, exact=exact)
+        return str(stmt.compile(dialect=postgresql.dialect()))
+
+    assert "ORDER BY notes.embedding <=> %(query_vector)s " in sql(False)
+    assert "+ 0" not in sql(False)
+    assert "ORDER BY (notes.embedding <=> %(query_vector)s) + 0" in sql(True)
+    halfvec = str(nearest(Note.short, [1, 0, 0, 0]).compile(dialect=postgresql.dialect()))
+    assert "ORDER BY notes.short <-> %(query_vector)s" in halfvec
+    assert isinstance(Note.__table__.c.short.type, type(resolve(Note.short).column.type))
+    assert resolve(Note.short).vector_type == "halfvec"
+
+
+def test_a_forced_index_plan_needs_an_index() -> None:
+    class Plain(Base):
+        __tablename__ = "plain"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        body: Mapped[str]
+        embedding = Embedding("{body}", model="embeddb-testing/hash-4", index=False)
+
+    target = resolve(Plain.embedding)
+    assert planner.choose(None, target, sa.select(1), 10, "auto").plan == "exact"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="has no HNSW index"):
+        planner.choose(None, target, None, 10, "index")  # type: ignore[arg-type]
+
+
+def test_thresholds_become_distance_bounds() -> None:
+    assert distance_bound(resolve(Note.embedding), 0.8) == pytest.approx(0.2)
+    assert distance_bound(resolve(Note.short), 0.5) == pytest.approx(1.0)  # 1 / (1 + d) >= 0.5
+    assert distance_bound(resolve(Note.short), 0.0) is None
+
+
+def test_duplicate_groups_are_connected_components() -> None:
+    pairs = [DuplicatePair("b", "c", 0.9), DuplicatePair("a", "b", 0.95),
+             DuplicatePair("x", "y", 0.99)]
+    assert duplicate_groups(pairs) == [["a", "b", "c"], ["x", "y"]]
+    assert duplicate_groups([]) == []
+
+
+def test_k_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        nearest(Note.embedding, [1, 0, 0, 0], k=0)
