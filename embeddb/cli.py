@@ -260,20 +260,24 @@ def _short(value: Any, width: int = 60) -> str:
 def _status(args: argparse.Namespace) -> int:
     with _engine(args) as engine, engine.connect() as conn:
         if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
-            rows = []
+            columns, workers = [], []
         else:
-            rows = [dict(row._mapping) for row in conn.execute(sa.text(queries["status"]))]
+            columns = [dict(row._mapping) for row in conn.execute(sa.text(queries["status"]))]
+            workers = [dict(row._mapping) for row in conn.execute(sa.text(queries["workers"]))]
     if args.json:
-        print(json.dumps(rows, default=str, indent=2))
+        print(json.dumps({"columns": columns, "workers": workers}, default=str, indent=2))
         return 0
-    if not rows:
+    if not columns:
         print("no embedded columns in this database")
-    for row in rows:
+    for row in columns:
         lag = f"{row['lag_seconds']:.1f}s" if row["lag_seconds"] is not None else "-"
         print(f"{row['table_schema']}.{row['table_name']}.{row['column_name']}:"
               f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
-              f" lag {lag}; model {row['model_name']} ({row['model_fingerprint']},"
-              f" {row['dimensions']} dims)")
+              f" lag {lag}, {row['rows_per_second']:.1f} rows/s (5 min);"
+              f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)")
+    for worker in workers:
+        print(f"worker {worker['worker_id']}: {worker['state']}, {worker['rows_embedded']} rows,"
+              f" heartbeat {worker['heartbeat_age_seconds']:.0f}s ago")
     return 0
 
 

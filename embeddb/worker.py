@@ -142,6 +142,7 @@ class Worker:
         self._embedder_for = embedder_for or _load_checked_embedder
         self._stopping = threading.Event()
         self._last_heartbeat = 0.0
+        self._catalog_ready = False
         if self.config.threads:
             _set_torch_threads(self.config.threads)
 
@@ -295,6 +296,8 @@ class Worker:
                      failures=json.dumps(batch.failed), max_attempts=self.config.max_attempts,
                      backoff_seconds=self.config.backoff_seconds,
                      backoff_max_seconds=self.config.backoff_max_seconds)
+            if stored:
+                _run(conn, "record_throughput", column_id=entry.id, rows=len(stored))
             _failpoint("stored")  # written, not yet committed
 
         cleared = sum(1 for _, vector, _ in batch.to_store if vector is None)
@@ -394,6 +397,11 @@ class Worker:
     # --- plumbing ------------------------------------------------------------------------
 
     def _entries(self) -> list[CatalogEntry]:
+        if not self._catalog_ready:
+            # a worker may run a newer embeddb than the database's catalog: bring it to head
+            with self.engine.begin() as conn:
+                catalog.ensure_catalog(conn)
+            self._catalog_ready = True
         with self.engine.connect() as conn:
             return catalog.list_entries(conn)
 
@@ -429,6 +437,7 @@ class Worker:
         with self.engine.begin() as conn:
             _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
                  pid=os.getpid(), rows_embedded=self.stats.embedded, state=state)
+            _run(conn, "prune_throughput")
 
     def _release_claims(self) -> None:
         try:

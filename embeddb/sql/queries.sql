@@ -112,18 +112,36 @@ SET parked_at = NULL, attempts = 0, run_after = now(), last_error = NULL
 WHERE parked_at IS NOT NULL AND (CAST(:column_id AS integer) IS NULL OR column_id = :column_id)
 
 -- status --
+-- Per column: the queue's state, its lag, and rows stored per second over the last 5 minutes.
 SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_fingerprint,
-       c.dimensions,
+       c.dimensions, c.normalize,
+       (SELECT coalesce(sum(t.rows), 0)::float8 / 300 FROM embeddb.throughput t
+        WHERE t.column_id = c.id AND t.minute > now() - interval '5 minutes') AS rows_per_second,
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
                                    OR p.claim_expires_at < now())) AS pending,
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
-       extract(epoch FROM now() - min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL))
+       extract(epoch FROM now() - min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL))::float8
            AS lag_seconds
 FROM embeddb.columns c
 LEFT JOIN embeddb.pending p ON p.column_id = c.id
 GROUP BY c.id
 ORDER BY c.id
+
+-- workers --
+SELECT worker_id, hostname, pid, state, rows_embedded, started_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+FROM embeddb.workers
+WHERE heartbeat_at > now() - interval '1 hour'
+ORDER BY started_at
+
+-- record_throughput --
+INSERT INTO embeddb.throughput AS t (column_id, minute, rows)
+VALUES (:column_id, date_trunc('minute', now()), :rows)
+ON CONFLICT (column_id, minute) DO UPDATE SET rows = t.rows + EXCLUDED.rows
+
+-- prune_throughput --
+DELETE FROM embeddb.throughput WHERE minute < now() - interval '1 day'
 
 -- parked_rows --
 SELECT row_key, attempts, last_error, parked_at FROM embeddb.pending

@@ -238,3 +238,25 @@ def test_bulk_update_keeps_one_entry_per_row_and_drains_in_bounded_memory(
     assert nothing_pending(engine)
     assert scalar(engine, "SELECT count(*) FROM tickets WHERE embedding_source_hash"
                           " = md5(concat(subject, E'\\n\\n', body))::uuid") == rows
+
+
+def test_status_shows_queue_lag_throughput_and_live_workers(
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
+    import json
+
+    make_tickets(engine, 30)
+    before = json.loads(run_cli(database_url, "status", "--json"))
+    (column,) = before["columns"]
+    assert column["pending"] == 30 and column["lag_seconds"] >= 0
+    assert column["model_name"] == HASH_MODEL and column["dimensions"] == 32
+    worker = spawn_worker()
+    wait_until(lambda: nothing_pending(engine), 30, "the rows")
+    after = json.loads(run_cli(database_url, "status", "--json"))
+    (column,) = after["columns"]
+    assert column["pending"] == 0 and column["lag_seconds"] is None
+    assert column["rows_per_second"] == pytest.approx(30 / 300)
+    (live,) = after["workers"]
+    assert live["state"] == "running" and live["heartbeat_age_seconds"] < 10
+    assert worker.stop() == 0
+    (stopped,) = json.loads(run_cli(database_url, "status", "--json"))["workers"]
+    assert stopped["state"] == "stopped" and stopped["rows_embedded"] == 30
