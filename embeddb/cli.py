@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--once", action="store_true", help="drain what is ready, then exit")
     worker.add_argument("--batch-size", type=int, default=256, help="rows claimed per round")
     worker.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    worker.add_argument("--processes", type=int, default=1,
+                        help="run this many worker processes, one torch thread each unless"
+                             " --threads says otherwise (on a CPU, often faster than threads)")
     worker.add_argument("--lease-seconds", type=float, default=120.0,
                         help="how long a claim lasts before another worker may take it")
     worker.add_argument("--poll-seconds", type=float, default=5.0,
@@ -173,6 +176,8 @@ def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker, WorkerConfig
 
     url = database_url(args.database_url)
+    if args.processes > 1:
+        return _run_processes(args, url)
     config = WorkerConfig(
         batch_size=args.batch_size, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
@@ -181,6 +186,33 @@ def _worker(args: argparse.Namespace) -> int:
     with Worker(url, config) as worker:
         connect_check(worker.engine)
         return _run_worker(worker, once=args.once)
+
+
+def _run_processes(args: argparse.Namespace, url: str) -> int:
+    """Start ``--processes`` single workers, pass signals on, and wait for all of them."""
+    import subprocess
+
+    options = {
+        "--database-url": url, "--batch-size": args.batch_size,
+        "--lease-seconds": args.lease_seconds, "--poll-seconds": args.poll_seconds,
+        "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
+        "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
+    }
+    command = [sys.executable, "-m", "embeddb.cli", "worker",
+               *[str(part) for option in options.items() for part in option],
+               *(["--once"] if args.once else [])]
+    children = [subprocess.Popen(command) for _ in range(args.processes)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("started %d worker processes", len(children))
+    codes = [child.wait() for child in children]
+    return next((code for code in codes if code != 0), 0)
 
 
 def _run_worker(worker: Worker, *, once: bool) -> int:

@@ -260,3 +260,18 @@ def test_status_shows_queue_lag_throughput_and_live_workers(
     assert worker.stop() == 0
     (stopped,) = json.loads(run_cli(database_url, "status", "--json"))["workers"]
     assert stopped["state"] == "stopped" and stopped["rows_embedded"] == 30
+
+
+def test_several_single_thread_processes_share_the_work_and_stop_together(
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
+    import json
+
+    make_tickets(engine, 400)
+    parent = spawn_worker("--processes", "2", "--batch-size", "20")
+    wait_until(lambda: nothing_pending(engine), 60, "two processes to drain")
+    assert parent.stop() == 0
+    workers = json.loads(run_cli(database_url, "status", "--json"))["workers"]
+    assert len(workers) == 2 and all(w["state"] == "stopped" for w in workers)
+    assert sum(w["rows_embedded"] for w in workers) == 400
+    assert all(w["rows_embedded"] > 0 for w in workers)
+    assert_in_step(engine, HASH_MODEL)
