@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="first retry delay of a failed row; doubles per attempt")
     worker.add_argument("--max-batch-tokens", type=int, default=32_768,
                         help="cut a claim at about this many tokens (characters / 4)")
+    worker.add_argument("--defer-index-rows", type=int, default=10_000,
+                        help="set the HNSW index aside for a backlog this large and rebuild it"
+                             " after (0: never)")
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
@@ -182,6 +185,7 @@ def _worker(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
         backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
+        defer_index_rows=args.defer_index_rows,
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
@@ -197,6 +201,7 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
         "--lease-seconds": args.lease_seconds, "--poll-seconds": args.poll_seconds,
         "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
+        "--defer-index-rows": args.defer_index_rows,
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],

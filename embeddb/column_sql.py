@@ -163,21 +163,28 @@ def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
     return [_text(s) for s in statements]
 
 
-def create_index(spec: EmbeddingSpec) -> str | None:
+def create_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str | None:
+    """The HNSW index; ``concurrently`` builds it without blocking writes (no transaction)."""
     if spec.index is None:
         return None
     return _text(sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})"
+        "CREATE INDEX {}IF NOT EXISTS {} ON {} USING hnsw ({} {})"
         " WITH (m = {}, ef_construction = {})"
     ).format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""),
         sql.Identifier(spec.index_name), table(spec), sql.Identifier(spec.column),
         sql.SQL(spec.distance.opclass(spec.vector_type)),
         sql.Literal(spec.index.m), sql.Literal(spec.index.ef_construction),
     ))
 
 
-def drop_index(spec: EmbeddingSpec) -> str:
-    return _text(sql.SQL("DROP INDEX IF EXISTS {}").format(
+def qualified_index(spec: EmbeddingSpec) -> str:
+    return _text(sql.Identifier(spec.schema, spec.index_name))
+
+
+def drop_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str:
+    return _text(sql.SQL("DROP INDEX {}IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""),
         sql.Identifier(spec.schema, spec.index_name)))
 
 

@@ -33,7 +33,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import catalog, column_sql
+from . import backfill, catalog, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .errors import EmbeddbError, ModelError
@@ -65,6 +65,10 @@ class WorkerConfig:
     # of long texts stays well inside its lease and bounded in memory.
     max_batch_tokens: int = 32_768
     lease_seconds: float = 120.0
+    # A backlog at least this large is embedded with the column's HNSW index set aside, and
+    # the index is rebuilt afterwards (see embeddb.backfill); 0 keeps the index throughout.
+    defer_index_rows: int = 10_000
+    index_build_memory: str = "512MB"
     poll_seconds: float = 5.0
     max_attempts: int = 5
     backoff_seconds: float = 2.0
@@ -230,6 +234,7 @@ class Worker:
         database's time per batch hides behind the model's instead of adding to it.
         """
         claimed = 0
+        backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows)
         with ThreadPoolExecutor(1, thread_name_prefix="embeddb-writer") as writer:
             writing: Future[BatchResult] | None = None
             while True:
@@ -241,8 +246,11 @@ class Worker:
                     if batch is None and (result.superseded or result.failed):
                         continue  # rows that write handed back may be ready again
                 if batch is None:
-                    return claimed
+                    break
                 writing = writer.submit(self._write, batch)
+        if not self._stopping.is_set():
+            backfill.rebuild_index(self.engine, entry, self.config.index_build_memory)
+        return claimed
 
     def _report(self, entry: CatalogEntry, result: BatchResult,
                 on_batch: Callable[[BatchResult], None] | None) -> None:

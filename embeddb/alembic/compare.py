@@ -85,6 +85,12 @@ class IndexState:
                    int(options.get("ef_construction", HNSW_DEFAULTS["ef_construction"])))
 
 
+def _actual_index(conn: Connection, entry: CatalogEntry) -> IndexState:
+    deferred = conn.execute(sa.text(queries["index_is_deferred"]), {"column_id": entry.id}).scalar()
+    # Set aside by the worker during a large backfill; it rebuilds it as the catalog says.
+    return IndexState.declared(entry.spec) if deferred else IndexState.actual(conn, entry.spec)
+
+
 def compare_embeddings(
     autogen_context: AutogenContext, upgrade_ops: alembic_ops.UpgradeOps
 ) -> PriorityDispatchResult:
@@ -101,7 +107,7 @@ def compare_embeddings(
     for key in sorted(installed.keys() - declared.keys()):
         plan.drop(installed[key])
     for key in sorted(declared.keys() & installed.keys()):
-        plan.alter(declared[key], installed[key], IndexState.actual(conn, installed[key].spec))
+        plan.alter(declared[key], installed[key], _actual_index(conn, installed[key]))
     for key in sorted(declared.keys() - installed.keys()):
         plan.create(declared[key])
     first: list[MigrateOperation] = []

@@ -143,6 +143,28 @@ ON CONFLICT (column_id, minute) DO UPDATE SET rows = t.rows + EXCLUDED.rows
 -- prune_throughput --
 DELETE FROM embeddb.throughput WHERE minute < now() - interval '1 day'
 
+-- column_backlog --
+SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at IS NULL
+
+-- lock_column_for_index --
+-- One worker at a time sets a column's index aside or builds it again; the others skip.
+SELECT index_deferred FROM embeddb.columns WHERE id = :column_id FOR UPDATE SKIP LOCKED
+
+-- set_index_deferred --
+UPDATE embeddb.columns SET index_deferred = :deferred WHERE id = :column_id
+
+-- index_is_deferred --
+SELECT index_deferred FROM embeddb.columns WHERE id = :column_id
+
+-- try_index_build_lock --
+SELECT pg_try_advisory_lock(hashtext('embeddb.index'), :column_id)
+
+-- index_build_unlock --
+SELECT pg_advisory_unlock(hashtext('embeddb.index'), :column_id)
+
+-- index_is_invalid --
+SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:qualified_index)
+
 -- parked_rows --
 SELECT row_key, attempts, last_error, parked_at FROM embeddb.pending
 WHERE column_id = :column_id AND parked_at IS NOT NULL

@@ -170,3 +170,33 @@ def test_worker_and_search_refuse_a_model_that_does_not_match_naming_both(
     with Session(engine) as session, pytest.raises(ModelMismatch, match="is declared with model"):
         search(session, Other.embedding, "a query")
     assert load_embedder(HASH_MODEL).identity.fingerprint == "hash-v1"
+
+
+def test_a_large_backlog_is_embedded_with_the_index_aside_then_rebuilt(
+        engine: sa.Engine, database_url: str) -> None:
+    from sqlalchemy.orm import Session
+
+    def index_state() -> tuple[Any, Any]:
+        with engine.connect() as conn:
+            valid = conn.execute(sa.text(
+                "SELECT i.indisvalid FROM pg_index i"
+                " WHERE i.indexrelid = to_regclass('tickets_embedding_hnsw')")).scalar()
+            deferred = conn.execute(sa.text("SELECT index_deferred FROM embeddb.columns")).scalar()
+        return valid, deferred
+
+    Ticket = make_tickets(engine, [{"id": i, "subject": "printer", "body": f"problem {i}"}
+                                   for i in range(1, 301)])
+    seen_during: list[tuple[Any, Any]] = []
+    with Worker(database_url, WorkerConfig(batch_size=50, defer_index_rows=100)) as worker:
+        worker.run_once(on_batch=lambda _: seen_during.append(index_state()))
+    assert seen_during[0] == (None, True)  # no index while the backlog was embedded
+    assert index_state() == (True, False)  # rebuilt, valid, and recorded as such
+    # a small backlog later keeps the index in place
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tickets SET body = 'changed' WHERE id <= 10"))
+    seen_during.clear()
+    with Worker(database_url, WorkerConfig(defer_index_rows=100)) as worker:
+        worker.run_once(on_batch=lambda _: seen_during.append(index_state()))
+    assert seen_during and all(state == (True, False) for state in seen_during)
+    with Session(engine) as session:
+        assert len(search(session, Ticket.embedding, "printer problem", k=10)) == 10

@@ -266,7 +266,7 @@ def test_several_single_thread_processes_share_the_work_and_stop_together(
         engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     import json
 
-    make_tickets(engine, 400)
+    make_tickets(engine, 400, model=delayed(0.25))  # ~5 s of "model time" to share
     parent = spawn_worker("--processes", "2", "--batch-size", "20")
     wait_until(lambda: nothing_pending(engine), 60, "two processes to drain")
     assert parent.stop() == 0
