@@ -8,6 +8,7 @@
     ├── DatabaseError            the database cannot be reached or lacks pgvector
     │   └── PgvectorMissing      pgvector is absent or older than embeddb needs
     ├── ModelError               a model cannot be found or loaded
+    │   └── ModelUnavailable     the model fails for every input (the worker backs off)
     └── ModelMismatch            the model at hand is not the one a column was embedded with
 
 Messages name the table, column and model involved and say what to do.
@@ -38,6 +39,10 @@ class PgvectorMissing(DatabaseError):
 
 class ModelError(EmbeddbError):
     """An embedding model cannot be found or loaded."""
+
+
+class ModelUnavailable(ModelError):
+    """The model failed for every input, including a known-good probe."""
 
 
 class ModelMismatch(EmbeddbError):

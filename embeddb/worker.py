@@ -8,6 +8,9 @@ One batch is three short steps, and no transaction is open while the model runs:
 3. store the vectors only where the row's text is still the text that was embedded, then
    forget those rows, hand back the ones that changed, and count failures (one transaction).
 
+Step 3 of one batch runs on a second thread while steps 1 and 2 of the next one run, so the
+database's share of the time hides behind the model's.
+
 A crashed worker's claims expire after ``lease_seconds`` and are taken by another. A row the
 model fails on is retried with backoff and parked after ``max_attempts``; when the model fails
 for everything, the worker backs off as a whole and no row's attempts are spent.
@@ -36,7 +39,7 @@ from sqlalchemy.engine import Engine
 from . import backfill, catalog, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
-from .errors import EmbeddbError, ModelError
+from .errors import EmbeddbError, ModelError, ModelUnavailable
 from .models import Embedder, Vectors, load_embedder
 from .sql import queries
 
@@ -109,10 +112,6 @@ class _EmbeddedBatch:
     gone: list[Any]
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
-
-
-class ModelUnavailable(EmbeddbError):
-    """The model failed for every input, including a known-good probe."""
 
 
 _TRANSIENT_ERRORS = (
