@@ -6,3 +6,26 @@ ship in the wheel as ordinary package files. Run it with :mod:`embeddb.migrate`;
 CLI works too (``alembic -c embeddb/migrations/alembic.ini upgrade head``), for example to
 write a new revision.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.engine import Connection
+
+Step = Callable[[Connection], None]
+
+
+def sql_steps(upgrade_sql: str, downgrade_sql: str) -> tuple[Step, Step]:
+    """``upgrade_on`` and ``downgrade_on`` for a revision that is plain SQL.
+
+    The SQL must hold no ``%``: the driver would read it as a placeholder.
+    """
+
+    def upgrade_on(conn: Connection) -> None:
+        conn.exec_driver_sql(upgrade_sql)
+
+    def downgrade_on(conn: Connection) -> None:
+        conn.exec_driver_sql(downgrade_sql)
+
+    return upgrade_on, downgrade_on

@@ -16,7 +16,8 @@ runner once the version table is empty.
 from __future__ import annotations
 
 from alembic import op
-from sqlalchemy.engine import Connection
+
+from embeddb.migrations import sql_steps
 
 revision = "0001"
 down_revision = None
@@ -141,12 +142,7 @@ DROP TABLE IF EXISTS embeddb.pending, embeddb.workers, embeddb.columns;
 """
 
 
-def upgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(UPGRADE)
-
-
-def downgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(DOWNGRADE)
+upgrade_on, downgrade_on = sql_steps(UPGRADE, DOWNGRADE)
 
 
 def upgrade() -> None:

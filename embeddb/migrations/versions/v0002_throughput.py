@@ -11,7 +11,8 @@ stores the vectors; minutes older than a day are pruned as it goes.
 from __future__ import annotations
 
 from alembic import op
-from sqlalchemy.engine import Connection
+
+from embeddb.migrations import sql_steps
 
 revision = "0002"
 down_revision = "0001"
@@ -30,12 +31,7 @@ CREATE TABLE IF NOT EXISTS embeddb.throughput (
 DOWNGRADE = "DROP TABLE IF EXISTS embeddb.throughput;"
 
 
-def upgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(UPGRADE)
-
-
-def downgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(DOWNGRADE)
+upgrade_on, downgrade_on = sql_steps(UPGRADE, DOWNGRADE)
 
 
 def upgrade() -> None:

@@ -13,7 +13,8 @@ when it meets a large backlog, sets ``index_deferred``, and builds the index aga
 from __future__ import annotations
 
 from alembic import op
-from sqlalchemy.engine import Connection
+
+from embeddb.migrations import sql_steps
 
 revision = "0003"
 down_revision = "0002"
@@ -28,12 +29,7 @@ ALTER TABLE embeddb.columns
 DOWNGRADE = "ALTER TABLE embeddb.columns DROP COLUMN IF EXISTS index_deferred;"
 
 
-def upgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(UPGRADE)
-
-
-def downgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(DOWNGRADE)
+upgrade_on, downgrade_on = sql_steps(UPGRADE, DOWNGRADE)
 
 
 def upgrade() -> None:
