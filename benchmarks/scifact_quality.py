@@ -8,6 +8,8 @@ embeddb: the 5,183 abstracts go into a table declared with ``Embedding("{title} 
 (``Worker.run_once()`` in this process), and each of the 300 test claims is answered by
 ``embeddb.search`` with the query text, embedded by the helper with the column's own model:
 once with ``plan="exact"`` and once with the HNSW index (the default plan with no filter).
+Each claim is embedded once before the two passes, through the helper's own path and timed
+apart, so the passes' latencies are the database's (the helper caches query vectors).
 
 numpy: the same model loaded directly with sentence-transformers, ``model.encode`` on
 ``title + " " + text`` and on each claim (normalised), top 10 by dot product.
@@ -43,6 +45,7 @@ from embeddb import Worker, WorkerConfig, search
 from embeddb.database import create_engine
 from embeddb.models import MINILM, resolve_model_path
 from embeddb.orm import Embedding
+from embeddb.query_vectors import column_entry, embed_query
 
 OUTPUT = RESULTS_DIR / "scifact_quality.json"
 SCIFACT = DATA_DIR / "scifact"
@@ -79,6 +82,14 @@ def main() -> None:
         latencies: dict[str, list[float]] = {"exact": [], "index": []}
         plans: dict[str, set[str]] = {"exact": set(), "index": set()}
         with Session(engine) as session:
+            # embed every claim once, as search() does (timed apart): the passes below then
+            # find the vectors in the helper's query cache and time the database work
+            entry = column_entry(session.connection(), Abstract.embedding)
+            encode_ms = []
+            for text in claims.values():
+                started = time.perf_counter()
+                embed_query(entry, text)
+                encode_ms.append((time.perf_counter() - started) * 1000)
             for plan in ("exact", "index"):
                 for query_id, text in claims.items():
                     started = time.perf_counter()
@@ -101,11 +112,11 @@ def main() -> None:
         ["numpy brute force", f"{scores['numpy']:.4f}", "1.000", "", ""],
     ]
     print()
-    print_table(["path", "nDCG@10", "top-10 overlap with numpy", "p50 ms (query text)",
-                 "plans"], rows)
+    print_table(["path", "nDCG@10", "top-10 overlap with numpy", "search p50 ms", "plans"], rows)
     print(f"\n{len(claims)} test queries, {len(corpus):,} abstracts;"
           f" worker {embedded['rows_per_second']:.1f} rows/s,"
-          f" numpy path encoded in {numpy_seconds:.0f} s")
+          f" numpy path encoded in {numpy_seconds:.0f} s;"
+          f" a claim's embedding p50 {np.percentile(encode_ms, 50):.1f} ms (then cached)")
     payload = {
         "benchmark": "scifact_quality",
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -113,7 +124,9 @@ def main() -> None:
         "documents": len(corpus),
         "ndcg_at_10": scores,
         "top10_overlap_with_numpy": agreement,
-        "p50_ms": {name: float(np.percentile(values, 50)) for name, values in latencies.items()},
+        "search_p50_ms": {name: float(np.percentile(values, 50))
+                          for name, values in latencies.items()},
+        "query_embedding_p50_ms": float(np.percentile(encode_ms, 50)),
         "plans": {name: sorted(values) for name, values in plans.items()},
         "embedding": embedded,
         "numpy_encode_seconds": numpy_seconds,

@@ -22,10 +22,10 @@ from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import planner
-from .planner import Choice, Plan
+from . import local_settings, planner
+from .planner import Choice, Filter, Plan
 from .query_vectors import query_vector
-from .search import SearchResult, connection_for, filter_probe, vector_off_loop
+from .search import SearchResult, connection_for, vector_off_loop
 from .similarity import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
 
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ def hybrid_search(
         candidates=max(wanted, k), k=k, match=match,
     )
     document = _document(target, fulltext, params.config)
-    choice = planner.choose(conn, target, filter_probe(target, where, None), params.candidates,
-                            plan)
+    choice = planner.choose(conn, Filter(target, where), params.candidates, plan)
     hits, vector_hits = _run(session, conn, target, params, document, where, choice)
     ran: str = choice.plan
     if choice.plan == "index" and vector_hits < params.candidates:
@@ -234,7 +233,7 @@ def _run(session: Session | Connection, conn: Connection, target: Target, params
          document: Any, where: Any, choice: Choice) -> tuple[list[HybridHit], int]:
     stmt = _statement(target, params, document, where, choice.plan == "exact")
     values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
-    with planner.scoped(conn, values):
+    with local_settings.scoped(conn, values):
         rows = session.execute(stmt).all()
     entity_only = not isinstance(target.entity, sa.Table)
     hits = [

@@ -10,6 +10,7 @@ PostgreSQL's plan; ``nearest()`` is the same query as a composable ``Select``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import planner
-from .planner import Choice, Plan
+from . import local_settings, planner
+from .orm import INFO_KEY
+from .planner import Choice, Filter, Plan
 from .query_vectors import column_entry, embed_query, query_vector, reflect_column
 from .similarity import (
     QueryVector,
@@ -32,6 +34,7 @@ from .similarity import (
     query_parameter,
     resolve,
     similarity,
+    vector_text,
 )
 
 if TYPE_CHECKING:
@@ -127,7 +130,8 @@ def nearest(
     """
     _check_k(k)
     target = resolve(column)
-    return _statement(target, check_dimensions(target, query), k, where, within, exact)
+    stmt = _statement(target, where, within, exact)
+    return stmt.params(_parameters(check_dimensions(target, query), k))
 
 
 def search(
@@ -160,7 +164,7 @@ def search(
     target = resolve(column)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
-    choice = planner.choose(conn, target, _probe_for(plan, target, where, within), k, plan)
+    choice = planner.choose(conn, Filter(target, where, within), k, plan)
     hits = _run(session, conn, target, vector, k, where, within, choice)
     ran: str = choice.plan
     if choice.plan == "index" and len(hits) < k:
@@ -221,15 +225,16 @@ def explain(
     target = resolve(column)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
-    choice = planner.choose(conn, target, _probe_for(plan, target, where, within), k, plan)
-    stmt = _statement(target, vector, k, where, within, choice.plan == "exact")
+    choice = planner.choose(conn, Filter(target, where, within), k, plan)
+    stmt = _statement(target, where, within, choice.plan == "exact")
+    params = _parameters(vector, k)
     values = planner.settings(choice, k, planner.pgvector_version(conn))
     options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
-    with planner.scoped(conn, values):
-        lines = conn.execute(planner.Explain(stmt, options)).scalars().all()
+    with local_settings.scoped(conn, values):
+        lines = conn.execute(planner.Explain(stmt, options), params).scalars().all()
     compiled = stmt.compile(conn)
     return Explanation(choice.plan, choice.estimated_rows, values, str(compiled),
-                       dict(compiled.params), "\n".join(lines))
+                       {**compiled.params, **params}, "\n".join(lines))
 
 
 def connection_for(session: Session | Connection, target: Target) -> Connection:
@@ -251,15 +256,33 @@ async def vector_off_loop(
     return await asyncio.to_thread(embed_query, entry, query)
 
 
-def _statement(target: Target, vector: list[float], k: int, where: Any,
-               within: sa.Select[Any] | None, exact: bool) -> sa.Select[Any]:
-    ordering = distance(target, query_parameter(target, vector))
-    base = within if within is not None else sa.select(*_default_columns(target))
+def _statement(target: Target, where: Any, within: sa.Select[Any] | None,
+               exact: bool) -> sa.Select[Any]:
+    """The search statement; ``query_vector`` and ``k`` are bound when it runs."""
+    if within is None:
+        stmt = _template(target.column, target.entity, exact)
+    else:
+        stmt = _build(target, within, exact)
+    return stmt if where is None else stmt.where(where)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(column: sa.Column[Any], entity: Any, exact: bool) -> sa.Select[Any]:
+    # built once per column and plan: building a Select costs more than running a small one
+    target = Target(column, entity, column.info[INFO_KEY])
+    return _build(target, sa.select(*_default_columns(target)), exact)
+
+
+def _build(target: Target, base: sa.Select[Any], exact: bool) -> sa.Select[Any]:
+    ordering = distance(target, query_parameter(target))
     stmt = base.add_columns(similarity(target, ordering).label("similarity"))
-    stmt = stmt.where(target.column.is_not(None))
-    if where is not None:
-        stmt = stmt.where(where)
-    return stmt.order_by(None).order_by(hidden_from_index(ordering) if exact else ordering).limit(k)
+    stmt = stmt.where(target.column.is_not(None)).order_by(None)
+    return stmt.order_by(hidden_from_index(ordering) if exact else ordering).limit(
+        sa.bindparam("k", type_=sa.Integer))
+
+
+def _parameters(vector: Sequence[float], k: int) -> dict[str, Any]:
+    return {"query_vector": vector_text(vector), "k": k}
 
 
 def _default_columns(target: Target) -> list[Any]:
@@ -269,32 +292,13 @@ def _default_columns(target: Target) -> list[Any]:
     return [target.entity]
 
 
-def filter_probe(target: Target, where: Any,
-                 within: sa.Select[Any] | None) -> sa.Select[Any] | None:
-    """``SELECT 1 FROM ... WHERE <filter>`` for the planner's estimate; None: no filter."""
-    if where is None and within is None:
-        return None
-    one: sa.ColumnClause[Any] = sa.literal_column("1")
-    if within is not None:
-        probe = within.with_only_columns(one, maintain_column_froms=True).order_by(None)
-    else:
-        probe = sa.select(one).select_from(target.table)
-    probe = probe.where(target.column.is_not(None)).limit(None)
-    return probe.where(where) if where is not None else probe
-
-
-def _probe_for(plan: Plan, target: Target, where: Any,
-               within: sa.Select[Any] | None) -> sa.Select[Any] | None:
-    # a forced plan needs no estimate, so the probe is not even built
-    return filter_probe(target, where, within) if plan == "auto" else None
-
-
 def _run(session: Session | Connection, conn: Connection, target: Target, vector: list[float],
          k: int, where: Any, within: sa.Select[Any] | None, choice: Choice) -> list[Hit]:
-    stmt = _statement(target, vector, k, where, within, choice.plan == "exact")
-    with planner.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
-        rows = session.execute(stmt).all()
-    single = _selects_one_entity(stmt)
+    stmt = _statement(target, where, within, choice.plan == "exact")
+    with local_settings.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
+        rows = session.execute(stmt, _parameters(vector, k)).all()
+    single = not isinstance(target.entity, sa.Table) if within is None else \
+        _selects_one_entity(stmt)
     hits = [Hit(row[0] if single else row, float(row[-1])) for row in rows]
     # relaxed_order may hand rows back slightly out of order: re-sort the (at most k) hits
     hits.sort(key=lambda hit: hit.similarity, reverse=True)

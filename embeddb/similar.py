@@ -19,9 +19,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from . import planner
-from .planner import Plan
-from .search import Hit, SearchResult, connection_for, filter_probe, search
+from . import local_settings, planner
+from .planner import Filter, Plan
+from .search import Hit, SearchResult, connection_for, search
 from .similarity import Target, distance, distance_bound, hidden_from_index, resolve, similarity
 
 if TYPE_CHECKING:
@@ -105,9 +105,9 @@ def near_duplicates(
         raise ValueError(f"k must be at least 1, got {k}")
     target = resolve(column)
     conn = connection_for(session, target)
-    choice = planner.choose(conn, target, filter_probe(target, where, None), k, plan)
+    choice = planner.choose(conn, Filter(target, where), k, plan)
     stmt = _pairs_statement(target, min_similarity, where, k, choice.plan == "exact")
-    with planner.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
+    with local_settings.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
         rows = conn.execute(stmt).all()
     width = len(target.key_columns)
     best: dict[tuple[Any, Any], float] = {}

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import Embedding, Hit, nearest, planner, search
+from embeddb import Embedding, Hit, local_settings, nearest, planner, search
 from embeddb.database import create_engine, sqlalchemy_url
 from embeddb.models import load_embedder
 from embeddb.search import asearch, explain
@@ -59,7 +59,6 @@ def tickets(db: sa.Engine, module_url: str) -> Any:
     drain(module_url)
     with db.begin() as conn:
         conn.execute(sa.text("ANALYZE"))
-    Ticket.labels = labels
     return Ticket
 
 
@@ -130,7 +129,7 @@ def test_forced_index_plan_falls_back_to_exact_when_short(db: sa.Engine, tickets
 
 
 def test_joins_and_extra_columns_through_within(db: sa.Engine, tickets: Any) -> None:
-    labels = tickets.labels
+    labels = tickets.metadata.tables["labels"]
     within = (sa.select(tickets, labels.c.label)
               .join(labels, labels.c.ticket_id == tickets.id)
               .where(labels.c.label == "vip"))
@@ -209,6 +208,39 @@ def test_settings_do_not_leak_into_the_callers_transaction(db: sa.Engine, ticket
         assert conn.execute(sa.text(shown)).one() == ("on", "40", "off")
 
 
+def test_settings_are_put_back_only_if_the_transaction_goes_on(
+        module_url: str, tickets: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    restores: list[str] = []
+    original = local_settings._restore_before_next_statement
+
+    class Spy:  # the driver cursor, noting what the restore sends on it
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def execute(self, sql: str, params: Any) -> Any:
+            restores.append(sql)
+            return self.cursor.execute(sql, params)
+
+    def counted(conn: Any, cursor: Any, *args: Any) -> None:
+        original(conn, Spy(cursor), *args)
+
+    monkeypatch.setattr(local_settings, "_restore_before_next_statement", counted)
+    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
+    shown = sa.text("SELECT current_setting('hnsw.ef_search')")
+    try:
+        with Session(engine) as session:
+            for _ in range(3):  # one transaction: each search keeps the caller's values
+                search(session, tickets.embedding, vector("crash"), k=5, plan="index")
+            session.commit()  # ends the transaction: nothing to put back
+        assert restores == []
+        with Session(engine) as session:
+            search(session, tickets.embedding, vector("crash"), k=5, plan="index")
+            assert session.execute(shown).scalar() == "40"  # put back just before this
+        assert len(restores) == 1
+    finally:
+        engine.dispose()
+
+
 def test_pgvector_version_is_asked_once_per_engine(module_url: str, tickets: Any) -> None:
     engine = create_engine(module_url, poolclass=sa.pool.NullPool)
     try:
@@ -229,7 +261,7 @@ def test_iterative_scan_is_never_sent_to_an_older_pgvector(
     assert len(hits) == 10 and hits.plan in ("index", "index+exact")
     assert not any("iterative_scan" in statement for statement in statements)
     sent = planner.settings(planner.Choice("index", 400, 4000), 10, (0, 7, 4))
-    assert "hnsw.iterative_scan" not in sent and int(sent["hnsw.ef_search"]) == 1000
+    assert "hnsw.iterative_scan" not in sent and sent["hnsw.ef_search"] == "640"  # 64 x 10
 
 
 def test_explain_shows_sql_settings_and_plan(db: sa.Engine, tickets: Any) -> None:
