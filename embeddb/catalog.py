@@ -49,6 +49,7 @@ class CatalogEntry:
             distance=Distance(row.distance),
             index=HnswIndex(**options) if options else None,
             encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt),
+            vector_type=row.vector_type,
         )
         identity = ModelIdentity(
             name=row.model_name,
