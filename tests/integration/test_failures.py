@@ -200,3 +200,19 @@ def test_a_large_backlog_is_embedded_with_the_index_aside_then_rebuilt(
     assert seen_during and all(state == (True, False) for state in seen_during)
     with Session(engine) as session:
         assert len(search(session, Ticket.embedding, "printer problem", k=10)) == 10
+
+
+def test_cli_search_answers_against_any_embedded_column(
+        engine: sa.Engine, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    make_tickets(engine, [{"id": 1, "subject": "printer", "body": "paper jam", "status": "open"},
+                          {"id": 2, "subject": "printer", "body": "no toner", "status": "closed"},
+                          {"id": 3, "subject": "login", "body": "locked out", "status": "open"}])
+    drain(database_url)
+    assert main(["search", "tickets.embedding", "printer paper", "-k", "2",
+                 "--where", "status = 'open'", "--database-url", database_url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("2 rows in")
+    assert "id=1" in lines[1] and "id=3" in lines[2]
+    assert "embedding" not in lines[1]  # the vector itself is not printed
+    assert main(["search", "tickets.nothing", "x", "--database-url", database_url]) == 1
+    assert "not an embedded column (known: public.tickets.embedding)" in capsys.readouterr().err
