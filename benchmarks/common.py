@@ -8,6 +8,7 @@ a server given by URL, and get a fresh database per measured run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -174,6 +175,15 @@ def machine_facts() -> dict[str, Any]:
     except ImportError:
         return facts
     return {**facts, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def source_digest(package: Path = REPO_ROOT / "embeddb") -> str:
+    """A short sha256 of a package's .py and .sql files: tells which code produced a result."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".sql")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def write_json(path: Path, payload: Any) -> Path:

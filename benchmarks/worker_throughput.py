@@ -7,28 +7,34 @@ facts, to ``benchmarks/results/worker_throughput.json``.
 For each corpus (SciFact: ~200-word abstracts; WordNet: ~13-word glosses), on the same texts:
 
 raw model
-    ``embed_documents`` alone, after a warm-up, over the texts in the worker's claim-sized chunks
-    (``WorkerConfig().batch_size`` rows per call, which the model encodes in sub-batches of 32).
-    Nothing that stores vectors can be faster on this machine: it is the limit. It runs before
-    and after the worker runs of the same model; the faster of the two is the limit, and the gap
-    between them shows how much other work on the machine disturbed the figures.
+    ``embed_documents`` alone, after a warm-up, over the texts cut as the worker cuts its
+    claims (``WorkerConfig().batch_size`` rows, and about ``max_batch_tokens`` tokens, per call;
+    the model encodes each call in sub-batches of 32). Nothing that stores vectors can be faster
+    on this machine: it is the limit. It runs before and after the worker runs of the same
+    model; the faster of the two is the limit, and the gap between them shows how much other
+    work on the machine disturbed the figures.
 insert backlog (MiniLM)
     End to end in a fresh database: from the start of one bulk COPY of every row (one
     transaction, committed) until every row has its vector stored, the worker running
     ``Worker.run_once()`` in this process with the model already loaded (load time is not
-    counted). This adds the triggers that queue each row, claiming, rendering the text in SQL,
-    the guarded store and, by default, the HNSW index insert, which costs database CPU per row
-    on the same cores as the model. It runs with the index (the default) and without it.
+    counted). This adds the triggers that queue each row, claiming, rendering the text in SQL
+    and the guarded store (which the worker overlaps with the next batch's model run).
+    The HNSW index costs database CPU per stored row on the same cores as the model, so each
+    run names what happened to it: "HNSW kept" (maintained row by row: the default for a
+    backlog under ``WorkerConfig().defer_index_rows``, forced otherwise with
+    ``defer_index_rows=0``), "HNSW rebuilt" (the default for a larger backlog: set aside, then
+    rebuilt once at the end, inside the timed run) and "no index" (``Embedding(index=False)``).
 pipeline (hash-384)
     The same with ``embeddb-testing/hash-384``, a model that takes microseconds per text, so the
-    time is almost all embeddb's own: an insert backlog (with and without the index), an update
+    time is almost all embeddb's own: an insert backlog in each index setting, an update
     backlog (every row's text changed, after the insert backlog was drained), and 1, 2 and 4
     ``embeddb worker --once`` processes started together right after the insert commits and
     timed until all have exited (process start-up included).
 
 "ratio" is a run's rows/s over the raw rows/s of the same model on the same texts: 1.0 would be
 a free pipeline. Each run ends by checking in SQL that every row has a vector made from its
-current text and that ``embeddb.pending`` is empty. Figures from a busy or small machine are
+current text, that ``embeddb.pending`` is empty and that the HNSW index is there and valid
+(when declared). Figures from a busy or small machine are
 noisy: the JSON records the load average at the start of each run.
 """
 
@@ -57,6 +63,7 @@ from common import (
     machine_facts,
     print_table,
     server_versions,
+    source_digest,
     write_json,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,7 +75,8 @@ from embeddb.worker import Worker, WorkerConfig
 
 HASH_MODEL = "embeddb-testing/hash-384"
 TABLE = "embeddb_bench_documents"  # distinctive: with --database-url it is dropped
-CLAIM_SIZE = WorkerConfig().batch_size
+DEFAULTS = WorkerConfig()
+CHARS_PER_TOKEN = 4  # how the worker estimates a text's tokens when it cuts a claim
 WARMUP_TEXTS = 64
 RAW_FIRST, RAW_AGAIN = "raw model, before", "raw model, after"
 PROCESS_COUNTS = (1, 2, 4)
@@ -98,6 +106,34 @@ class Measurement:
 
 
 Drain = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Whether the table has an HNSW index, and whether the worker may set it aside."""
+
+    index: bool = True
+    keep_index: bool = False
+
+    @property
+    def config(self) -> WorkerConfig:
+        return WorkerConfig(defer_index_rows=0) if self.keep_index else DEFAULTS
+
+    def label(self, backlog: int) -> str:
+        """What happens to the index while a backlog of ``backlog`` rows is drained."""
+        if not self.index:
+            return "no index"
+        defer = self.config.defer_index_rows
+        return "HNSW rebuilt" if 0 < defer <= backlog else "HNSW kept"
+
+
+DEFAULT, KEPT, NO_INDEX = Setup(), Setup(keep_index=True), Setup(index=False)
+
+
+def setups_for(rows: int) -> list[Setup]:
+    """The default; the index kept row by row, if the default sets it aside; no index."""
+    kept_too = DEFAULT.label(rows) != KEPT.label(rows)
+    return [DEFAULT, *([KEPT] if kept_too else []), NO_INDEX]
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -157,8 +193,9 @@ def update_every_row(url: str) -> None:
         conn.execute(f"UPDATE {TABLE} SET text = text || ' (revised)'")
 
 
-def verify_all_embedded(url: str, rows: int) -> None:
-    """Every row has a vector made from its current text, and nothing is pending."""
+def verify_all_embedded(url: str, rows: int, *, index: bool) -> None:
+    """Every row has a vector made from its current text, nothing is pending, and the HNSW
+    index is there and valid if the column declares one."""
     # The template is "{text}", so a row's source hash is md5 of its text when it is current.
     with connect(url) as conn:
         counts = conn.execute(
@@ -166,34 +203,46 @@ def verify_all_embedded(url: str, rows: int) -> None:
             f" count(*) FILTER (WHERE embedding_source_hash = md5(text)::uuid) FROM {TABLE}"
         ).fetchone()
         pending = conn.execute("SELECT count(*) FROM embeddb.pending").fetchone()
-    found = (*(counts or ()), *(pending or ()))
-    if found != (rows, rows, rows, 0):
+        indexes = conn.execute(
+            "SELECT count(*) FILTER (WHERE i.indisvalid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
+            " WHERE i.indrelid = %s::regclass AND a.amname = 'hnsw'", (TABLE,)
+        ).fetchone()
+    found = (*(counts or ()), *(pending or ()), *(indexes or ()))
+    expected = (rows, rows, rows, 0, 1 if index else 0)
+    if found != expected:
         raise BenchmarkError(
-            f"expected {rows} rows all embedded from their current text and none pending;"
-            f" found (rows, vectors, current vectors, pending) = {found}"
+            "(rows, vectors, vectors of the current text, pending, valid HNSW indexes):"
+            f" expected {expected}, found {found}"
         )
 
 
 # --- draining ------------------------------------------------------------------------------
 
 
-def drain_in_process(url: str) -> None:
+def drain_in_process(config: WorkerConfig) -> Drain:
     """``Worker.run_once()`` here, with whatever model this process has loaded already."""
-    worker = Worker(url)
-    try:
-        worker.run_once()
-    finally:
-        worker.engine.dispose()
-
-
-def drain_with_processes(count: int) -> Drain:
-    """Drain with ``count`` ``embeddb worker --once`` processes started together."""
 
     def drain(url: str) -> None:
-        command = [sys.executable, "-m", "embeddb.cli", "worker", "--once", "--database-url", url]
+        with Worker(url, config) as worker:
+            worker.run_once()
+
+    return drain
+
+
+def drain_with_processes(count: int, config: WorkerConfig) -> Drain:
+    """Drain with ``count`` ``embeddb worker --once`` processes started together."""
+    command = [
+        sys.executable, "-m", "embeddb.cli", "worker", "--once",
+        "--batch-size", str(config.batch_size),
+        "--max-batch-tokens", str(config.max_batch_tokens),
+        "--defer-index-rows", str(config.defer_index_rows),
+    ]
+
+    def drain(url: str) -> None:
         workers = [
-            subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+            subprocess.Popen([*command, "--database-url", url], cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for _ in range(count)
         ]
         errors = [(worker.communicate()[1], worker.returncode) for worker in workers]
@@ -207,20 +256,35 @@ def drain_with_processes(count: int) -> Drain:
 # --- runs ----------------------------------------------------------------------------------
 
 
+def claim_chunks(texts: Sequence[str], config: WorkerConfig = DEFAULTS) -> Iterator[Sequence[str]]:
+    """``texts`` cut as the worker cuts its claims: at most ``batch_size`` rows and about
+    ``max_batch_tokens`` tokens (at ``CHARS_PER_TOKEN``), at least one row."""
+    start = 0
+    while start < len(texts):
+        end, budget = start, config.max_batch_tokens * CHARS_PER_TOKEN
+        while end < len(texts) and end - start < config.batch_size:
+            budget -= len(texts[end])
+            if budget < 0 and end > start:
+                break
+            end += 1
+        yield texts[start:end]
+        start = end
+
+
 def measure_raw(corpus: str, model: str, texts: Sequence[str], mode: str) -> Measurement:
     """The model alone, in the worker's claim-sized chunks, after a warm-up."""
     embedder = load_embedder(model)
     embedder.embed_documents(texts[:WARMUP_TEXTS])
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    for start in range(0, len(texts), CLAIM_SIZE):
-        embedder.embed_documents(texts[start : start + CLAIM_SIZE])
+    for chunk in claim_chunks(texts):
+        embedder.embed_documents(chunk)
     return Measurement(corpus, model, mode, len(texts), time.perf_counter() - started, None, load)
 
 
 def measure_backlog(
     corpus: str, model: str, mode: str, url: str, rows: int,
-    make_backlog: Callable[[], None], drain: Drain,
+    make_backlog: Callable[[], None], drain: Drain, *, index: bool,
 ) -> Measurement:
     """Time from the start of ``make_backlog`` until ``drain`` has stored every vector."""
     load = os.getloadavg()[0]
@@ -229,39 +293,43 @@ def measure_backlog(
     backlog_done = time.perf_counter()
     drain(url)
     finished = time.perf_counter()
-    verify_all_embedded(url, rows)
+    verify_all_embedded(url, rows, index=index)
     return Measurement(corpus, model, mode, rows, finished - started, backlog_done - started,
                        load)
 
 
 def measure_inserts(
-    databases: Databases, corpus: str, model: str, texts: Sequence[str], *,
-    index: bool = True, processes: int | None = None,
+    databases: Databases, corpus: str, model: str, texts: Sequence[str], setup: Setup, *,
+    processes: int | None = None,
 ) -> Measurement:
     """A fresh table, one COPY of ``texts``, drained in this process or by ``processes``."""
-    mode = f"insert backlog, {'HNSW' if index else 'no index'}"
-    drain: Drain = drain_in_process
+    index = setup.label(len(texts))
+    mode = f"insert backlog, {index}"
+    drain = drain_in_process(setup.config)
     if processes is not None:
-        mode = f"{processes} worker process{'es' if processes > 1 else ''}, HNSW"
-        drain = drain_with_processes(processes)
+        mode = f"{processes} worker process{'es' if processes > 1 else ''}, {index}"
+        drain = drain_with_processes(processes, setup.config)
     name = _database_name(corpus, model, mode)
-    with documents_database(databases, name, model, index=index) as url:
+    with documents_database(databases, name, model, index=setup.index) as url:
         load_embedder(model)  # loaded before the clock starts
         return measure_backlog(corpus, model, mode, url, len(texts),
-                               lambda: copy_rows(url, texts), drain)
+                               lambda: copy_rows(url, texts), drain, index=setup.index)
 
 
 def measure_insert_then_update(
     databases: Databases, corpus: str, model: str, texts: Sequence[str]
 ) -> list[Measurement]:
-    """An insert backlog drained, then an update of every row's text drained, in one table."""
+    """An insert backlog drained, then an update of every row's text drained, in one table
+    (default setup)."""
+    label = DEFAULT.label(len(texts))
     name = _database_name(corpus, model, "insert then update")
+    drain = drain_in_process(DEFAULT.config)
     with documents_database(databases, name, model) as url:
         load_embedder(model)
-        inserted = measure_backlog(corpus, model, "insert backlog, HNSW", url, len(texts),
-                                   lambda: copy_rows(url, texts), drain_in_process)
-        updated = measure_backlog(corpus, model, "update backlog, HNSW", url, len(texts),
-                                  lambda: update_every_row(url), drain_in_process)
+        inserted = measure_backlog(corpus, model, f"insert backlog, {label}", url, len(texts),
+                                   lambda: copy_rows(url, texts), drain, index=True)
+        updated = measure_backlog(corpus, model, f"update backlog, {label}", url, len(texts),
+                                  lambda: update_every_row(url), drain, index=True)
     return [inserted, updated]
 
 
@@ -269,16 +337,19 @@ def measure_corpus(databases: Databases, corpus: str, texts: Sequence[str]) -> l
     """Every run for one corpus: the worker with MiniLM, then the pipeline's own cost with the
     hash model, each model's runs between two raw-model runs (the faster one is the limit; the
     gap between them shows how noisy the machine was meanwhile)."""
+    setups = setups_for(len(texts))
     done: list[Measurement] = []
     record(done, measure_raw(corpus, MINILM, texts, RAW_FIRST))
-    record(done, measure_inserts(databases, corpus, MINILM, texts, index=True))
-    record(done, measure_inserts(databases, corpus, MINILM, texts, index=False))
+    for setup in setups:
+        record(done, measure_inserts(databases, corpus, MINILM, texts, setup))
     record(done, measure_raw(corpus, MINILM, texts, RAW_AGAIN))
     record(done, measure_raw(corpus, HASH_MODEL, texts, RAW_FIRST))
     record(done, *measure_insert_then_update(databases, corpus, HASH_MODEL, texts))
-    record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, index=False))
+    for setup in setups[1:]:
+        record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, setup))
     for count in PROCESS_COUNTS:
-        record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, processes=count))
+        record(done, measure_inserts(databases, corpus, HASH_MODEL, texts, DEFAULT,
+                                     processes=count))
     record(done, measure_raw(corpus, HASH_MODEL, texts, RAW_AGAIN))
     return done
 
@@ -363,19 +434,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpora = list(CORPORA) if args.corpus == "all" else [args.corpus]
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_facts()
+    code_before = source_digest()
     databases = Databases.choose(args.database_url)
     measurements: list[Measurement] = []
     for corpus in corpora:
         texts = load_corpus(corpus, args.limit)
         print(f"{corpus}: {len(texts)} texts", file=sys.stderr, flush=True)
         measurements += measure_corpus(databases, corpus, texts)
+    code_changed = source_digest() != code_before
+    if code_changed:
+        print("warning: embeddb's source changed during the run; the worker processes and"
+              " this process may have run different code", file=sys.stderr)
     print_results(measurements)
     path = write_json(args.output, {
         "benchmark": "worker_throughput",
         "started_at": started_at,
         "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
-        "settings": {"corpora": corpora, "limit": args.limit, "claim_size": CLAIM_SIZE,
-                     "warmup_texts": WARMUP_TEXTS, "minilm": MINILM, "hash_model": HASH_MODEL},
+        "settings": {"corpora": corpora, "limit": args.limit, "warmup_texts": WARMUP_TEXTS,
+                     "minilm": MINILM, "hash_model": HASH_MODEL,
+                     "worker_defaults": asdict(DEFAULTS)},
+        "embeddb": {"source_digest": code_before, "changed_during_run": code_changed},
         "machine": {**machine, **server_versions(databases.url),
                     "load_average_at_end": list(os.getloadavg())},
         "results": result_records(measurements),
