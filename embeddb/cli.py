@@ -99,13 +99,26 @@ def _parser() -> argparse.ArgumentParser:
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
-                     " --where \"kind = 'function'\"")
+                     " --where \"kind = 'function'\"\n"
+                     "embeddb search stdlib_docs.embedding 'parse a date' --explain --analyze\n"
+                     "embeddb search stdlib_docs.embedding 'strptime' --hybrid")
     with_url(search)
     search.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
     search.add_argument("query", help="the text to search for")
     search.add_argument("-k", type=int, default=10, help="how many rows (default 10)")
     search.add_argument("--where", help="an SQL condition on the table's columns")
     search.add_argument("--plan", choices=["auto", "exact", "index"], default="auto")
+    search.add_argument("--explain", action="store_true",
+                        help="print the plan embeddb chooses, its settings, the SQL and"
+                             " PostgreSQL's plan instead of the rows")
+    search.add_argument("--analyze", action="store_true",
+                        help="with --explain: run the query (EXPLAIN ANALYZE)")
+    search.add_argument("--hybrid", action="store_true",
+                        help="fuse full-text and vector search by rank; the text leg reads the"
+                             " column's template text")
+    search.add_argument("--fulltext", metavar="COLUMN", action="append",
+                        help="with --hybrid: a text or tsvector column for the text leg instead"
+                             " of the template text (repeat for several)")
 
     status = command("status", _status, "Show pending, in-flight and parked rows per column.",
                      "embeddb status --json")
@@ -271,22 +284,92 @@ def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search import reflect_column, search
+    from .search import reflect_column
 
-    with _engine(args) as engine, engine.connect() as conn:
+    _check_search_flags(args)
+    with _engine(args) as engine, engine.connect() as conn, _query_errors():
         entry = _entry(conn, args.column)
         column = reflect_column(conn, entry)
         where = sa.text(args.where) if args.where else None
-        hits = search(conn, column, args.query, k=args.k, where=where, plan=args.plan)
         shown = [c.name for c in column.table.columns
                  if c.name not in (entry.spec.column, entry.spec.hash_column)]
-        print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (plan {hits.plan})")
-        for row, similarity in hits:
-            values = "  ".join(
-                f"{name}={_short(getattr(row, name))}" for name in shown
-            )
-            print(f"{similarity:.3f}  {values}")
+        if args.explain:
+            from .search import explain
+
+            print(explain(conn, column, args.query, k=args.k, where=where, plan=args.plan,
+                          analyze=args.analyze))
+        elif args.hybrid:
+            _hybrid(conn, column, args, where, shown)
+        else:
+            _vector(conn, column, args, where, shown)
     return 0
+
+
+def _check_search_flags(args: argparse.Namespace) -> None:
+    """Refuse what cannot work before connecting, naming the flags."""
+    if args.k < 1:
+        raise EmbeddbError(f"-k must be at least 1, got {args.k}")
+    if args.analyze and not args.explain:
+        raise EmbeddbError("--analyze goes with --explain")
+    if args.explain and args.hybrid:
+        raise EmbeddbError("--explain shows a vector search's plan; it does not go with --hybrid")
+    if args.fulltext and not args.hybrid:
+        raise EmbeddbError("--fulltext goes with --hybrid")
+
+
+@contextmanager
+def _query_errors() -> Iterator[None]:
+    """A statement PostgreSQL refuses (a --where naming no column, say) as a one-line error."""
+    try:
+        yield
+    except (sa.exc.ProgrammingError, sa.exc.DataError) as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        raise EmbeddbError(f"the search failed: {reason}") from exc
+
+
+def _vector(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespace,
+            where: Any, shown: list[str]) -> None:
+    from .search import search
+
+    hits = search(conn, column, args.query, k=args.k, where=where, plan=args.plan)
+    print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (plan {hits.plan})")
+    for row, similarity in hits:
+        print(f"{similarity:.3f}  {_values(row, shown)}")
+
+
+def _hybrid(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespace,
+            where: Any, shown: list[str]) -> None:
+    from .hybrid import hybrid_search
+
+    hits = hybrid_search(conn, column, args.query, k=args.k, where=where, plan=args.plan,
+                         fulltext=_fulltext(column, args.fulltext))
+    print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (hybrid; vector leg plan {hits.plan})")
+    for hit in hits:
+        # RRF scores sit near 1/60: three decimals would tie most rows
+        print(f"{hit.score:.4f}  vector {_rank(hit.vector_rank)}  text {_rank(hit.text_rank)}"
+              f"  {_values(hit.row, shown)}")
+
+
+def _fulltext(column: sa.Column[Any], names: list[str] | None) -> Any:
+    """What ``--fulltext`` names for the text leg; None leaves hybrid's default, the template."""
+    if not names:
+        return None
+    table = column.table
+    unknown = [name for name in names if name not in table.c]
+    if unknown:
+        raise EmbeddbError(f"--fulltext: {table.name} has no column {', '.join(unknown)}"
+                           f" (columns: {', '.join(table.c.keys())})")
+    columns = [table.c[name] for name in names]
+    # one column goes as it is, so a stored tsvector (and its GIN index) is used directly
+    return columns[0] if len(columns) == 1 else columns
+
+
+def _rank(rank: int | None) -> str:
+    return "-" if rank is None else f"#{rank}"
+
+
+def _values(row: Any, shown: list[str]) -> str:
+    return "  ".join(f"{name}={_short(getattr(row, name))}" for name in shown)
 
 
 def _short(value: Any, width: int = 60) -> str:
