@@ -20,7 +20,7 @@ from . import alter_sql, column_sql, migrate
 from .database import ensure_pgvector
 from .errors import ModelMismatch, SchemaError, SpecError
 from .models import ModelIdentity, expected_identity
-from .spec import Distance, EmbeddingSpec, EncodeOptions, HnswIndex
+from .spec import VECTOR_TYPES, Distance, EmbeddingSpec, EncodeOptions, HnswIndex
 from .sql import queries
 from .template import Template
 
@@ -96,12 +96,13 @@ def install(
 
     Adds the vector and hash columns if the table lacks them, the render and trigger functions,
     the triggers, the HNSW index and the catalog row; then marks every row whose vector is
-    missing or stale as pending. Refuses, changing nothing, if the column was embedded with a
-    different model.
+    missing or stale as pending. A column stored as the other vector type (``vector`` or
+    ``halfvec``) of the same dimension is converted and its index rebuilt; its vectors are
+    kept. Refuses, changing nothing, if the column was embedded with a different model.
     """
     with conn.begin_nested():
         ensure_catalog(conn)
-        _check_table(conn, spec)
+        actual = _check_table(conn, spec)
         identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
         if existing is None:
@@ -112,6 +113,8 @@ def install(
             _update_entry(conn, spec, column_id)
             if (existing.spec.index, existing.spec.distance) != (spec.index, spec.distance):
                 conn.exec_driver_sql(column_sql.drop_index(existing.spec))
+        if actual is not None and actual != _column_type(spec):
+            _retype(conn, spec, actual)
         for statement in _install_statements(spec, column_id):
             conn.exec_driver_sql(statement)
         entry = CatalogEntry(column_id, spec, identity)
@@ -144,6 +147,8 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
       A new dimension changes the column type (``vector(n) USING NULL``). Until the worker is
       done, search finds the rows already re-embedded. A new query prompt alone changes nothing
       stored.
+    * A new vector type (``vector`` <-> ``halfvec``) of the same dimension: the column is cast
+      and its index rebuilt for the new type; the vectors are kept, nothing is re-embedded.
     * A new distance or index parameters, or ``rebuild_index``: the HNSW index is rebuilt.
     """
     with conn.begin_nested():
@@ -154,7 +159,7 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
                 f"{spec.qualified_column} is not an embedded column, so it cannot be altered;"
                 " create it first (op.create_embedding or embeddb.install)"
             )
-        _check_table(conn, spec, check_vector_type=False)
+        actual = _check_table(conn, spec, check_vector_type=False)
         identity = _identity(spec)
         old = existing.spec
         resize = old.dimensions != spec.dimensions
@@ -163,6 +168,8 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             conn.exec_driver_sql(column_sql.drop_index(old))
         if resize:
             conn.exec_driver_sql(alter_sql.resize_vector(spec))
+        elif actual is not None and actual != _column_type(spec):
+            _retype(conn, spec, actual)
         if reembed:
             cleared = conn.exec_driver_sql(alter_sql.clear_vectors(spec)).rowcount
             log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
@@ -242,13 +249,30 @@ def _vectors_differ(old: ModelIdentity, new: ModelIdentity) -> bool:
     return replace(old, query_prompt=None) != replace(new, query_prompt=None)
 
 
+def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
+    """Cast the column to ``spec``'s vector type; the install statements rebuild the index."""
+    conn.exec_driver_sql(column_sql.drop_index(spec))
+    conn.exec_driver_sql(alter_sql.retype_vector(spec))
+    log.info("%s: converted from %s to %s, stored vectors kept", spec.qualified_column, actual,
+             _column_type(spec))
+
+
+def _column_type(spec: EmbeddingSpec) -> str:
+    """The vector column's type as ``format_type`` spells it: ``vector(384)``."""
+    return f"{spec.vector_type}({spec.dimensions})"
+
+
 def _check_table(
     conn: Connection, spec: EmbeddingSpec, *, check_vector_type: bool = True
-) -> None:
+) -> str | None:
+    """Refuse a table that lacks what ``spec`` reads; returns the vector column's type, if any.
+
+    A vector column of the same dimension but the other vector type passes: a cast converts it.
+    """
     columns = {
         row.name: row.type
         for row in conn.execute(
-            sa.text(queries["table_columns"]), {"qualified_table": _quoted(spec)}
+            sa.text(queries["table_columns"]), {"qualified_table": column_sql.qualified_table(spec)}
         )
     }
     if not columns:
@@ -264,17 +288,15 @@ def _check_table(
             f" {spec.qualified_column} reads (template {spec.template.source!r}); its columns are"
             f" {', '.join(columns)}"
         )
-    wanted = f"{spec.vector_type}({spec.dimensions})"
-    actual = columns.get(spec.column)
-    if check_vector_type and actual is not None and actual != wanted:
+    wanted = _column_type(spec)
+    actual: str | None = columns.get(spec.column)
+    castable = {f"{vector_type}({spec.dimensions})" for vector_type in VECTOR_TYPES}
+    if check_vector_type and actual is not None and actual not in castable:
         raise SchemaError(
             f"column {spec.qualified_column} is {actual}, but model {spec.model} needs {wanted};"
             " a dimension change needs a migration that re-embeds the column"
         )
-
-
-def _quoted(spec: EmbeddingSpec) -> str:
-    return column_sql.table(spec).as_string(None)
+    return actual
 
 
 def _entry_params(spec: EmbeddingSpec) -> dict[str, Any]:
@@ -283,6 +305,8 @@ def _entry_params(spec: EmbeddingSpec) -> dict[str, Any]:
         "key_columns": list(spec.key_columns),
         "source_columns": list(spec.template.columns),
         "template": spec.template.source,
+        "distance": spec.distance.value,
+        "vector_type": spec.vector_type,
         "index_name": spec.index_name if index else None,
         "index_options": json.dumps(
             {"m": index.m, "ef_construction": index.ef_construction} if index else None
@@ -303,8 +327,6 @@ def _insert_entry(conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity
         "normalize": identity.normalize,
         "query_prompt": identity.query_prompt,
         "document_prompt": identity.document_prompt,
-        "distance": spec.distance.value,
-        "vector_type": spec.vector_type,
     }
     return int(conn.execute(sa.text(queries["insert_column"]), params).scalar_one())
 

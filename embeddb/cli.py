@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,9 +20,7 @@ from .database import connect_check, create_engine, database_url, redacted
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .worker import Worker, WorkerConfig
 
 log = logging.getLogger("embeddb")
 
@@ -77,25 +75,33 @@ def _parser() -> argparse.ArgumentParser:
     worker = command("worker", _worker, "Embed pending rows of every embedded column.",
                      "embeddb worker --database-url postgresql://app@db/app --threads 2")
     with_url(worker)
+    defaults = WorkerConfig()
     worker.add_argument("--once", action="store_true", help="drain what is ready, then exit")
-    worker.add_argument("--batch-size", type=int, default=256, help="rows claimed per round")
+    worker.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="rows claimed per round")
     worker.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     worker.add_argument("--processes", type=int, default=1,
                         help="run this many worker processes, one torch thread each unless"
                              " --threads says otherwise (on a CPU, often faster than threads)")
-    worker.add_argument("--lease-seconds", type=float, default=120.0,
+    worker.add_argument("--lease-seconds", type=float, default=defaults.lease_seconds,
                         help="how long a claim lasts before another worker may take it")
-    worker.add_argument("--poll-seconds", type=float, default=5.0,
+    worker.add_argument("--poll-seconds", type=float, default=defaults.poll_seconds,
                         help="poll interval when no NOTIFY arrives")
-    worker.add_argument("--max-attempts", type=int, default=5,
+    worker.add_argument("--max-attempts", type=int, default=defaults.max_attempts,
                         help="failed attempts before a row is parked")
-    worker.add_argument("--backoff-seconds", type=float, default=2.0,
+    worker.add_argument("--backoff-seconds", type=float,
+                        default=defaults.backoff_seconds,
                         help="first retry delay of a failed row; doubles per attempt")
-    worker.add_argument("--max-batch-tokens", type=int, default=32_768,
+    worker.add_argument("--max-batch-tokens", type=int,
+                        default=defaults.max_batch_tokens,
                         help="cut a claim at about this many tokens (characters / 4)")
-    worker.add_argument("--defer-index-rows", type=int, default=10_000,
-                        help="set the HNSW index aside for a backlog this large and rebuild it"
-                             " after (0: never)")
+    worker.add_argument("--defer-index-rows", type=int,
+                        default=defaults.defer_index_rows,
+                        help="set the HNSW index aside for a backlog this large (and"
+                             " --defer-index-share of the table) and rebuild it after (0: never)")
+    worker.add_argument("--defer-index-share", type=float,
+                        default=defaults.defer_index_share,
+                        help="the share of a table's rows a backlog must reach for that")
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
@@ -189,8 +195,6 @@ def _engine(args: argparse.Namespace) -> Iterator[sa.Engine]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .worker import Worker, WorkerConfig
-
     url = database_url(args.database_url)
     if args.processes > 1:
         return _run_processes(args, url)
@@ -198,7 +202,7 @@ def _worker(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
         backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
-        defer_index_rows=args.defer_index_rows,
+        defer_index_rows=args.defer_index_rows, defer_index_share=args.defer_index_share,
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
@@ -215,6 +219,7 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
         "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
         "--defer-index-rows": args.defer_index_rows,
+        "--defer-index-share": args.defer_index_share,
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],

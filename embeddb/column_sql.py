@@ -30,6 +30,14 @@ def table(spec: EmbeddingSpec) -> sql.Identifier:
     return sql.Identifier(spec.schema, spec.table)
 
 
+def qualified_table(spec: EmbeddingSpec) -> str:
+    return _text(table(spec))
+
+
+def count_rows(spec: EmbeddingSpec) -> str:
+    return _text(sql.SQL("SELECT count(*) FROM {}").format(table(spec)))
+
+
 def render_function(column_id: int) -> sql.Identifier:
     return sql.Identifier("embeddb", f"render_{column_id}")
 

@@ -68,9 +68,11 @@ class WorkerConfig:
     # of long texts stays well inside its lease and bounded in memory.
     max_batch_tokens: int = 32_768
     lease_seconds: float = 120.0
-    # A backlog at least this large is embedded with the column's HNSW index set aside, and
-    # the index is rebuilt afterwards (see embeddb.backfill); 0 keeps the index throughout.
-    defer_index_rows: int = 10_000
+    # A backlog at least this large, and at least this share of its table's rows, is embedded
+    # with the column's HNSW index set aside, then the index is rebuilt (see embeddb.backfill);
+    # defer_index_rows=0 keeps the index throughout.
+    defer_index_rows: int = 1_000
+    defer_index_share: float = 0.5
     index_build_memory: str = "512MB"
     poll_seconds: float = 5.0
     max_attempts: int = 5
@@ -233,7 +235,8 @@ class Worker:
         database's time per batch hides behind the model's instead of adding to it.
         """
         claimed = 0
-        backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows)
+        backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows,
+                                 self.config.defer_index_share)
         with ThreadPoolExecutor(1, thread_name_prefix="embeddb-writer") as writer:
             writing: Future[BatchResult] | None = None
             while True:

@@ -48,7 +48,7 @@ RETURNING id
 -- update_column --
 UPDATE embeddb.columns SET
     key_columns = :key_columns, source_columns = :source_columns, template = :template,
-    index_name = :index_name, index_options = CAST(:index_options AS jsonb), updated_at = now()
+    distance = :distance, vector_type = :vector_type, index_name = :index_name, index_options = CAST(:index_options AS jsonb), updated_at = now()
 WHERE id = :id
 
 -- delete_column --
@@ -145,6 +145,10 @@ DELETE FROM embeddb.throughput WHERE minute < now() - interval '1 day'
 
 -- column_backlog --
 SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at IS NULL
+
+-- table_row_estimate --
+-- The planner's row count of a table: -1 before its first VACUUM or ANALYZE.
+SELECT coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)), -1)
 
 -- lock_column_for_index --
 -- One worker at a time sets a column's index aside or builds it again; the others skip.

@@ -191,13 +191,16 @@ def test_a_large_backlog_is_embedded_with_the_index_aside_then_rebuilt(
         worker.run_once(on_batch=lambda _: seen_during.append(index_state()))
     assert seen_during[0] == (None, True)  # no index while the backlog was embedded
     assert index_state() == (True, False)  # rebuilt, valid, and recorded as such
-    # a small backlog later keeps the index in place
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tickets SET body = 'changed' WHERE id <= 10"))
-    seen_during.clear()
-    with Worker(database_url, WorkerConfig(defer_index_rows=100)) as worker:
-        worker.run_once(on_batch=lambda _: seen_during.append(index_state()))
-    assert seen_during and all(state == (True, False) for state in seen_during)
+    # later backlogs keep the index in place: one too small, one too small a share of the table
+    for changed in (10, 120):  # of 300 rows: 120 >= defer_index_rows, but 40% < 50%
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE tickets SET body = body || ' again' WHERE id <= :n"),
+                         {"n": changed})
+        seen_during.clear()
+        with Worker(database_url, WorkerConfig(defer_index_rows=100)) as worker:
+            stats = worker.run_once(on_batch=lambda _: seen_during.append(index_state()))
+        assert stats.embedded == changed
+        assert seen_during and all(state == (True, False) for state in seen_during)
     with Session(engine) as session:
         assert len(search(session, Ticket.embedding, "printer problem", k=10)) == 10
 
