@@ -1,7 +1,7 @@
 """SQL that changes or removes the stored vectors of an embedded column, for migrations.
 
 Composed with psycopg.sql like :mod:`embeddb.column_sql` (whose ``table`` it shares); kept apart
-because only :func:`embeddb.catalog.alter` and :func:`embeddb.catalog.uninstall` use it.
+because only the catalog's ``install``, ``alter`` and ``uninstall`` use it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ def resize_vector(spec: EmbeddingSpec) -> str:
     vector_type = sql.SQL("{}({})").format(sql.SQL(spec.vector_type), sql.Literal(spec.dimensions))
     return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
         table(spec), sql.Identifier(spec.column), vector_type).as_string(None)
+
+
+def retype_vector(spec: EmbeddingSpec) -> str:
+    """Store the vector column as ``spec``'s vector type (vector <-> halfvec) by a cast: same
+    dimension, so the stored vectors convert and need no re-embedding. Drop its index first:
+    the old operator class does not accept the new type."""
+    vector_type = sql.SQL("{}({})").format(sql.SQL(spec.vector_type), sql.Literal(spec.dimensions))
+    return sql.SQL("ALTER TABLE {table} ALTER COLUMN {column} TYPE {type} USING {column}::{type}"
+                   ).format(table=table(spec), column=sql.Identifier(spec.column),
+                            type=vector_type).as_string(None)
 
 
 def clear_vectors(spec: EmbeddingSpec) -> str:

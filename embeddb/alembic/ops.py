@@ -4,7 +4,8 @@
   catalog), brought to this embeddb's head, or taken down to base.
 * ``op.create_embedding(...)``: the vector and hash columns, the render and trigger functions,
   the triggers, the HNSW index and the catalog row; existing rows are queued for the worker.
-* ``op.alter_embedding(...)``: a new template, key, model, dimension, distance or index.
+* ``op.alter_embedding(...)``: a new template, key, model, dimension, vector type, distance
+  or index.
 * ``op.drop_embedding(...)``: all of the above removed, the columns included.
 
 Every operation carries what it needs (template, model, dimensions, key, index), so a migration
@@ -30,7 +31,7 @@ from ..template import Template
 # What alter_embedding can change, in the order they are rendered.
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
 INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction")
-ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, *INDEX_FIELDS)
+ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS)
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -49,6 +50,7 @@ class Definition:
     normalize: bool = True
     query_prompt: str | None = None
     document_prompt: str | None = None
+    vector_type: str = "vector"
 
     @classmethod
     def from_spec(cls, spec: EmbeddingSpec) -> Definition:
@@ -62,6 +64,7 @@ class Definition:
             normalize=spec.encode.normalize,
             query_prompt=spec.encode.query_prompt,
             document_prompt=spec.encode.document_prompt,
+            vector_type=spec.vector_type,
         )
 
     def to_spec(self, schema: str, table: str, column: str) -> EmbeddingSpec:
@@ -76,6 +79,7 @@ class Definition:
             distance=Distance.parse(self.distance),
             index=self.index,
             encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt),
+            vector_type=self.vector_type,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -88,6 +92,7 @@ class Definition:
             "template": self.template,
             "model": self.model,
             "dimensions": self.dimensions,
+            "vector_type": self.vector_type,
             "key_columns": list(self.key_columns),
             "distance": self.distance,
         }
@@ -117,6 +122,7 @@ def definition(
     normalize: bool = True,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
+    vector_type: str = "vector",
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -129,6 +135,7 @@ def definition(
         normalize=normalize,
         query_prompt=query_prompt,
         document_prompt=document_prompt,
+        vector_type=vector_type,
     )
 
 
@@ -224,12 +231,14 @@ class CreateEmbeddingOp(_ColumnOp):
         normalize: bool = True,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        vector_type: str = "vector",
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
         """Embed ``template`` over the rows of ``table_name`` into a new ``column_name``.
 
-        Adds the ``vector(dimensions)`` column and ``<column>_source_hash``, the render and
+        Adds the ``vector(dimensions)`` column (``vector_type="halfvec"``: ``halfvec``) and
+        ``<column>_source_hash``, the render and
         trigger functions, the triggers, the HNSW index (``index=False`` for none) and the
         catalog row. Rows already in the table are queued for the worker unless
         ``enqueue_existing`` is false. Applies embeddb's own schema first if it is missing.
@@ -244,6 +253,7 @@ class CreateEmbeddingOp(_ColumnOp):
             template=template, model=model, dimensions=dimensions, key_columns=key_columns,
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
+            vector_type=vector_type,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -343,14 +353,16 @@ class AlterEmbeddingOp(_ColumnOp):
         """Change an embedded column; the worker brings its vectors up to date.
 
         Keywords: ``template``, ``key_columns``, ``model``, ``dimensions``, ``normalize``,
-        ``query_prompt``, ``document_prompt``, ``distance``, ``index_method`` (``"hnsw"`` or
-        None for no index), ``opclass``, ``m``, ``ef_construction``; each may come with
-        ``existing_<name>``, the value before, which only serves to reverse the operation.
+        ``query_prompt``, ``document_prompt``, ``vector_type`` (``"vector"`` or ``"halfvec"``),
+        ``distance``, ``index_method`` (``"hnsw"`` or None for no index), ``opclass``, ``m``,
+        ``ef_construction``; each may come with ``existing_<name>``, the value before, which
+        only serves to reverse the operation.
 
         A new template or key queues every row whose text changes. A new model, dimension,
         normalisation or document prompt clears the stored vectors and queues every row: until
         the worker is done, search sees only rows already re-embedded. A new dimension changes
-        the column type. Index changes rebuild the index.
+        the column type. A new vector type casts the stored vectors (nothing is re-embedded)
+        and rebuilds the index. Index changes rebuild the index.
 
         Example::
 
@@ -391,6 +403,7 @@ class AlterEmbeddingOp(_ColumnOp):
             key_columns=tuple(changes.get("key_columns", spec.key_columns)),
             model=changes.get("model", spec.model),
             dimensions=changes.get("dimensions", spec.dimensions),
+            vector_type=changes.get("vector_type", spec.vector_type),
             distance=distance,
             index=self._index(spec),
             encode=EncodeOptions(

@@ -193,6 +193,32 @@ def test_changing_the_distance_changes_the_operator_class(
     assert "USING hnsw (embedding vector_ip_ops)" in index_definition(engine)
 
 
+def test_changing_the_vector_type_casts_the_vectors_and_reverses(
+        at_head: Path, engine: sa.Engine) -> None:
+    metadata = with_embedding(vector_type="halfvec")
+    assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding",
+                                        {"vector_type": ("vector", "halfvec")})]
+    script = generate_and_run(at_head, engine, metadata)
+    assert "vector_type='halfvec',\n    existing_vector_type='vector'" in script
+    assert "re-embeds" not in script
+
+    def state() -> tuple[str, int, int]:
+        with engine.connect() as conn:
+            column = conn.execute(sa.text(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = 'tickets'::regclass AND attname = 'embedding'")).scalar_one()
+            kept = conn.execute(sa.text(
+                "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one()
+        return column, kept, pending(engine)
+
+    assert state() == ("halfvec(384)", 3, 0)
+    assert "USING hnsw (embedding halfvec_cosine_ops)" in index_definition(engine)
+    with engine.begin() as conn:
+        command.downgrade(example_config(at_head, conn, metadata), "-1")
+    assert state() == ("vector(384)", 3, 0)
+    assert "USING hnsw (embedding vector_cosine_ops)" in index_definition(engine)
+
+
 @pytest.mark.parametrize(("index", "change"), [
     ("USING hnsw (embedding vector_l2_ops) WITH (m = 24, ef_construction = 100)",
      {"opclass": ("vector_l2_ops", "vector_cosine_ops")}),

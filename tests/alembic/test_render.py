@@ -27,6 +27,7 @@ TICKETS = Definition(
 TICKETS_ARGS = """template='{subject}\\n\\n{body}',
 model='embeddb-testing/hash-32',
 dimensions=32,
+vector_type='vector',
 key_columns=['id'],
 distance='cosine',
 m=16,
@@ -61,13 +62,14 @@ def test_create_embedding_without_index_in_a_schema_with_prompts(context: Autoge
     definition = Definition(
         template="{title}", model="intfloat/e5-small-v2", dimensions=384, key_columns=("a", "b"),
         distance="inner_product", index=None, normalize=False,
-        query_prompt="query: ", document_prompt="passage: ",
+        query_prompt="query: ", document_prompt="passage: ", vector_type="halfvec",
     )
     op = CreateEmbeddingOp("docs", "vec", definition, schema="search", enqueue_existing=False)
     assert render_op_text(context, op) == """op.create_embedding('docs', 'vec',
 template='{title}',
 model='intfloat/e5-small-v2',
 dimensions=384,
+vector_type='halfvec',
 key_columns=['a', 'b'],
 distance='inner_product',
 index=False,

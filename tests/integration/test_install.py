@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import embeddb
 from embeddb import ModelMismatch, SchemaError, SpecError
@@ -11,7 +12,7 @@ from embeddb.database import require_pgvector
 from embeddb.errors import PgvectorMissing
 from embeddb.orm import spec_for
 
-from .models import HASH_MODEL, MINILM, pending, ticket_model
+from .models import HASH_MODEL, MINILM, cosine, drain, pending, stored, ticket_model
 
 
 def catalog_rows(conn: sa.Connection) -> list[sa.Row]:
@@ -149,6 +150,52 @@ def test_changing_the_template_requeues_rows_made_from_the_old_text(engine: sa.E
     embeddb.install(engine, Changed)
     with engine.connect() as conn:
         assert len(pending(conn)) == 2
+
+
+def column_type_and_opclass(conn: sa.Connection) -> tuple[str, str]:
+    row = conn.execute(sa.text(
+        "SELECT format_type(a.atttypid, a.atttypmod), opc.opcname"
+        " FROM pg_attribute a, pg_index i JOIN pg_opclass opc ON opc.oid = i.indclass[0]"
+        " WHERE a.attrelid = 'tickets'::regclass AND a.attname = 'embedding'"
+        " AND i.indexrelid = 'tickets_embedding_hnsw'::regclass")).one()
+    return str(row[0]), str(row[1])
+
+
+@pytest.mark.parametrize(("before", "after"), [("vector", "halfvec"), ("halfvec", "vector")])
+def test_a_new_vector_type_casts_the_vectors_and_rebuilds_the_index(
+        engine: sa.Engine, database_url: str, before: str, after: str) -> None:
+    Base, Ticket = ticket_model(model=HASH_MODEL, vector_type=before)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [
+            {"id": 1, "subject": "printer", "body": "paper jam in tray two"},
+            {"id": 2, "subject": "login", "body": "locked out of my account"},
+            {"id": 3, "subject": "invoice", "body": "refund a duplicate charge"}])
+    drain(database_url)
+    with engine.connect() as conn:
+        assert column_type_and_opclass(conn) == (f"{before}(32)", f"{before}_cosine_ops")
+        vectors = {i: stored(conn, i) for i in (1, 2, 3)}
+
+    _, Changed = ticket_model(model=HASH_MODEL, vector_type=after)
+    embeddb.install(engine, Changed)
+    with engine.connect() as conn:
+        assert column_type_and_opclass(conn) == (f"{after}(32)", f"{after}_cosine_ops")
+        assert [r.vector_type for r in catalog_rows(conn)] == [after]
+        assert pending(conn) == []  # nothing to re-embed
+        for i, (vector, source_hash) in vectors.items():
+            kept, kept_hash = stored(conn, i)
+            assert kept_hash == source_hash and cosine(kept, vector) > 0.999  # halfvec rounding
+    assert drain(database_url).embedded == 0
+    with Session(engine) as session:
+        for plan in ("index", "exact"):
+            hits = embeddb.search(session, Changed.embedding, "paper jam", k=1, plan=plan)
+            assert [ticket.id for ticket, _ in hits] == [1]
+
+    with engine.begin() as conn:  # the worker writes the new type from now on
+        conn.execute(sa.insert(Changed), [{"id": 4, "subject": "wifi", "body": "drops hourly"}])
+    assert drain(database_url).embedded == 1
+    with engine.connect() as conn:
+        assert stored(conn, 4)[0] is not None
 
 
 def test_pgvector_missing_or_too_old_says_which_version_and_what_to_do() -> None:
