@@ -48,7 +48,8 @@ RETURNING id
 -- update_column --
 UPDATE embeddb.columns SET
     key_columns = :key_columns, source_columns = :source_columns, template = :template,
-    distance = :distance, vector_type = :vector_type, index_name = :index_name, index_options = CAST(:index_options AS jsonb), updated_at = now()
+    distance = :distance, vector_type = :vector_type, index_name = :index_name,
+    index_options = CAST(:index_options AS jsonb), updated_at = now()
 WHERE id = :id
 
 -- delete_column --
