@@ -19,6 +19,7 @@ and the next SQLAlchemy statement could see the search's settings.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -30,13 +31,22 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-_SAVE_AND_SET = sa.text("""
-WITH wanted AS MATERIALIZED (
-    SELECT s.name, s.value, current_setting(s.name, true) AS previous
-    FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)
-)
-SELECT name, previous, set_config(name, value, true) FROM wanted
-""")
+
+@functools.lru_cache(maxsize=8)
+def _save_and_set(count: int) -> sa.TextClause:
+    """One row: the ``count`` settings' current values, then ``set_config`` of each.
+
+    The materialized CTE reads every old value before any is set. One row of scalar parameters
+    costs less than ``unnest`` of two arrays into a row per setting (~0.04 ms a search).
+    """
+    previous = ", ".join(f"current_setting(:name{i}, true) AS previous{i}" for i in range(count))
+    columns = ", ".join(f"previous{i}" for i in range(count))
+    sets = ", ".join(f"set_config(:name{i}, :value{i}, true)" for i in range(count))
+    # only parameter placeholders are formatted in: names and values are bound
+    return sa.text(f"WITH previous AS MATERIALIZED (SELECT {previous})"
+                   f" SELECT {columns}, {sets} FROM previous")
+
+
 # sent on the driver's cursor from inside SQLAlchemy's event, so in psycopg's own style
 _RESTORE = """
 SELECT set_config(s.name, s.value, true)
@@ -77,8 +87,12 @@ def scoped(conn: Connection, values: Mapping[str, str]) -> Iterator[None]:
 
 
 def _set(conn: Connection, values: Mapping[str, str]) -> dict[str, str | None]:
-    rows = conn.execute(_SAVE_AND_SET, {"names": list(values), "values": list(values.values())})
-    return {row.name: row.previous for row in rows}
+    parameters: dict[str, str] = {}
+    for i, (name, value) in enumerate(values.items()):
+        parameters[f"name{i}"] = name
+        parameters[f"value{i}"] = value
+    row = conn.execute(_save_and_set(len(values)), parameters).one()
+    return dict(zip(values, row[:len(values)], strict=True))
 
 
 @contextmanager
