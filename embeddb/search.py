@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import local_settings, planner
+from . import local_settings, planner, reuse
 from .orm import INFO_KEY
 from .planner import Choice, Filter, Plan
 from .query_vectors import column_entry, embed_query, query_vector, reflect_column
@@ -294,14 +294,19 @@ def _default_columns(target: Target) -> list[Any]:
 
 def _run(session: Session | Connection, conn: Connection, target: Target, vector: list[float],
          k: int, where: Any, within: sa.Select[Any] | None, choice: Choice) -> list[Hit]:
-    stmt = _statement(target, where, within, choice.plan == "exact")
+    exact = choice.plan == "exact"
+    if within is None:
+        stmt, values = reuse.prepare(conn.dialect, (target.column, target.entity, exact), where,
+                                     lambda: _statement(target, where, None, exact))
+        single = not isinstance(target.entity, sa.Table)
+    else:
+        stmt, values = _statement(target, where, within, exact), {}
+        single = _selects_one_entity(stmt)
     with local_settings.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
-        rows = session.execute(stmt, _parameters(vector, k)).all()
-    single = not isinstance(target.entity, sa.Table) if within is None else \
-        _selects_one_entity(stmt)
+        rows = session.execute(stmt, {**values, **_parameters(vector, k)}).all()
     hits = [Hit(row[0] if single else row, float(row[-1])) for row in rows]
-    # relaxed_order may hand rows back slightly out of order: re-sort the (at most k) hits
-    hits.sort(key=lambda hit: hit.similarity, reverse=True)
+    if not exact:  # relaxed_order may hand rows back slightly out of order: re-sort them
+        hits.sort(key=lambda hit: hit.similarity, reverse=True)
     return hits
 
 

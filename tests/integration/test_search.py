@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import Embedding, Hit, local_settings, nearest, planner, search
+from embeddb import Embedding, Hit, local_settings, nearest, planner, reuse, search
 from embeddb.database import create_engine, sqlalchemy_url
 from embeddb.models import load_embedder
 from embeddb.search import asearch, explain
@@ -158,6 +159,69 @@ def test_core_table_and_connection(db: sa.Engine, tickets: Any) -> None:
         hits = search(conn, column, vector("crash"), k=3, where=column.table.c.status == "rare")
     assert len(hits) == 3 and all(hit.row.status == "rare" for hit in hits)
     assert hits[0].row.similarity == hits[0].similarity  # a Core Row, similarity last
+
+
+# --- one statement reused across filter values -------------------------------------------
+
+
+def brute_force(conn: Any, column: Any, query: Any, k: int, where: Any) -> list[float]:
+    """The distances of the k nearest rows matching ``where``, by a statement built afresh
+    (distances, not ids: the hashing model gives many rows the same vector)."""
+    distance = column.cosine_distance(query)
+    stmt = sa.select(distance).where(column.is_not(None), where)
+    return [round(d, 6) for d in conn.scalars(stmt.order_by(distance + 0).limit(k))]
+
+
+def distances(hits: Any) -> list[float]:
+    return [round(1 - hit.similarity, 6) for hit in hits]
+
+
+@pytest.mark.parametrize("api", ["orm", "core"])
+def test_each_call_binds_its_own_filter_values_and_k(db: sa.Engine, tickets: Any,
+                                                     api: str) -> None:
+    """Filters of one structure share a statement (embeddb.reuse); every call, in a row, must
+    still run with its own values, list lengths and k, under every plan."""
+    table = tickets.__table__
+    column = tickets.embedding if api == "orm" else table.c.embedding
+    status = tickets.status if api == "orm" else table.c.status
+    key = tickets.id if api == "orm" else table.c.id
+    reuse.clear()
+    calls = [(status == "rare", 3), (status == "common", 7), (status == "rare", 12),
+             (key.in_([7, 138, 269, 400]), 2), (key.in_(list(range(1, 60, 3))), 9),
+             (sa.and_(status == "open", key < 300), 5), (sa.and_(status == "common", key < 90), 4)]
+    query = vector("printer crash")
+    with Session(db) if api == "orm" else db.connect() as session:
+        for plan in ("exact", "auto", "index"):
+            for where, k in calls:
+                hits = search(session, column, query, k=k, where=where, plan=plan)  # type: ignore[arg-type]
+                expected = brute_force(session, column, query, k, where)
+                if plan == "exact":
+                    assert distances(hits) == expected, (plan, where, k)
+                assert len(hits) == len(expected)
+                matching = set(session.scalars(sa.select(key).where(where)))
+                assert {hit.row.id for hit in hits} <= matching, (plan, where, k)
+                if api == "orm":
+                    assert all(isinstance(hit.row, tickets) for hit in hits)
+                else:
+                    assert all(hit.row.similarity == hit.similarity for hit in hits)
+
+
+def test_a_filter_sqlalchemy_cannot_cache_runs_as_built(db: sa.Engine, tickets: Any) -> None:
+    class Rare(sa.ColumnElement[bool]):
+        inherit_cache = False  # no cache key: never reused
+        type = sa.Boolean()
+
+    @compiles(Rare)
+    def _rare(element: Rare, compiler: Any, **kw: Any) -> str:
+        return "tickets.status = 'rare'"
+
+    query = vector("printer crash")
+    with Session(db) as session:
+        for k in (3, 6):
+            hits = search(session, tickets.embedding, query, k=k, where=Rare(), plan="exact")
+            assert distances(hits) == brute_force(
+                session, tickets.embedding, query, k, tickets.status == "rare")
+            assert all(hit.row.status == "rare" for hit in hits)
 
 
 def test_a_query_vector_of_the_wrong_size_is_refused(db: sa.Engine, tickets: Any) -> None:
