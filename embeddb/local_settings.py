@@ -122,6 +122,8 @@ def _live_pending(conn: Connection, pending: Any) -> dict[str, str | None] | Non
 
 
 def _listen(engine: sa.Engine) -> None:
+    if engine in _listening:  # the usual case, answered without taking the lock
+        return
     with _lock:
         if engine not in _listening:
             event.listen(engine, "before_cursor_execute", _restore_before_next_statement)

@@ -149,10 +149,9 @@ def estimate(conn: Connection, rows: Filter) -> tuple[float, float]:
     SQL and parameter values, so a repeated filter costs no round trip.
     """
     key = rows.key()
-    cache = _estimates_of(conn.engine)
     now = time.monotonic()
-    with _lock:
-        cached = cache.get(key) if key is not None else None
+    cache = _estimates_of(conn.engine)
+    cached = cache.get(key) if key is not None else None  # a dict read needs no lock
     if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
         return cached[1]
     everything: sa.Select[Any] = sa.select(sa.literal_column("1")).select_from(rows.target.table)
@@ -194,7 +193,10 @@ def _frozen(value: Any) -> Any:
 
 def _estimates_of(engine: sa.Engine) -> OrderedDict[Hashable, tuple[float, tuple[float, float]]]:
     with _lock:
-        return _estimates.setdefault(engine, OrderedDict())
+        cache = _estimates.get(engine)
+        if cache is None:  # not setdefault: that would build a dict per search
+            cache = _estimates[engine] = OrderedDict()
+        return cache
 
 
 def ef_search(k: int) -> int:

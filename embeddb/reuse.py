@@ -16,7 +16,6 @@ is never reused: the statement is built afresh, as without this module.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
@@ -30,7 +29,9 @@ RESERVED = frozenset({"query_vector", "k"})
 
 _Names = tuple[str, ...]
 _lock = threading.Lock()
-_statements: OrderedDict[Hashable, tuple[sa.Select[Any], _Names] | None] = OrderedDict()
+# insertion-ordered; read without the lock (a dict lookup is atomic), evicted oldest first
+_statements: dict[Hashable, tuple[sa.Select[Any], _Names] | None] = {}
+_MISSING = object()
 
 
 class Prepared(NamedTuple):
@@ -48,17 +49,13 @@ def prepare(dialect: Dialect, template: Hashable, where: Any,
     if key is None:
         return Prepared(build(), {})
     shape = (dialect, template, key.key)
-    with _lock:
-        seen = shape in _statements
-        known = _statements.get(shape)
-        if seen:
-            _statements.move_to_end(shape)
-    if not seen:  # first of its shape: run as built, its values in place
+    known = _statements.get(shape, _MISSING)
+    if known is _MISSING:  # first of its shape: run as built, its values in place
         statement = build()
         names = parameter_names(statement, key.bindparams, dialect)
         _remember(shape, None if names is None else (statement, names))
         return Prepared(statement, {})
-    if known is None or len(known[1]) != len(key.bindparams):
+    if not isinstance(known, tuple) or len(known[1]) != len(key.bindparams):
         return Prepared(build(), {})
     statement, names = known
     return Prepared(statement, {name: bind.effective_value
@@ -104,4 +101,4 @@ def _remember(shape: Hashable, entry: tuple[sa.Select[Any], _Names] | None) -> N
     with _lock:
         _statements[shape] = entry
         while len(_statements) > CACHE_SIZE:
-            _statements.popitem(last=False)
+            del _statements[next(iter(_statements))]

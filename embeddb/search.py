@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import re
 import time
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ __all__ = [
 Query = str | QueryVector
 _H = TypeVar("_H")
 _LONG_VECTOR = re.compile(r"'\[[^\]']{60,}\]'")
+_SIMILARITY = operator.itemgetter(1)  # a Hit's similarity
 
 
 class Hit(NamedTuple):
@@ -302,11 +304,16 @@ def _run(session: Session | Connection, conn: Connection, target: Target, vector
     else:
         stmt, values = _statement(target, where, within, exact), {}
         single = _selects_one_entity(stmt)
-    with local_settings.scoped(conn, planner.settings(choice, k, planner.pgvector_version(conn))):
-        rows = session.execute(stmt, {**values, **_parameters(vector, k)}).all()
+    parameters = {**values, **_parameters(vector, k)}
+    if exact:  # the exact plan needs no setting (see embeddb.planner)
+        rows = session.execute(stmt, parameters).all()
+    else:
+        settings = planner.settings(choice, k, planner.pgvector_version(conn))
+        with local_settings.scoped(conn, settings):
+            rows = session.execute(stmt, parameters).all()
     hits = [Hit(row[0] if single else row, float(row[-1])) for row in rows]
     if not exact:  # relaxed_order may hand rows back slightly out of order: re-sort them
-        hits.sort(key=lambda hit: hit.similarity, reverse=True)
+        hits.sort(key=_SIMILARITY, reverse=True)
     return hits
 
 

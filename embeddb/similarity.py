@@ -77,9 +77,13 @@ def resolve(column: Any) -> Target:
 
 def check_dimensions(target: Target, vector: QueryVector) -> list[float]:
     """``vector`` as a list of floats, refused (ValueError) unless it fits the column."""
-    # pgvector returns a halfvec column's values as a HalfVector
-    raw = vector.to_list() if hasattr(vector, "to_list") else vector
-    values: list[float] = np.asarray(raw, dtype=np.float64).ravel().tolist()
+    values: list[float]
+    if isinstance(vector, np.ndarray) and vector.dtype.kind == "f":
+        values = vector.ravel().tolist()  # Python floats already: no float64 copy needed
+    else:
+        # pgvector returns a halfvec column's values as a HalfVector
+        raw = vector.to_list() if hasattr(vector, "to_list") else vector
+        values = np.asarray(raw, dtype=np.float64).ravel().tolist()
     if len(values) != target.dimensions:
         raise ValueError(
             f"the query vector has {len(values)} dimensions, the column {target.dimensions}"
