@@ -247,12 +247,13 @@ def fetch_texts(spec: EmbeddingSpec, column_id: int) -> str:
 def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
     """Write vectors, guarded: a row whose text changed since it was read is left alone.
 
-    Params: keys (jsonb[] as text), vectors (vector[] as text), hashes (uuid[]).
+    Params: keys (jsonb[] as text), vectors (numpy arrays or None to clear, sent in binary:
+    ``%(vectors)b``), hashes (uuid[]).
     Returns the keys that were written.
     """
     return _text(sql.SQL(
         "UPDATE {table} AS {row} SET {column} = v.vector, {hash_column} = v.hash"
-        " FROM unnest(%(keys)s::jsonb[], %(vectors)s::{vector_type}[], %(hashes)s::uuid[])"
+        " FROM unnest(%(keys)s::jsonb[], %(vectors)b::{vector_type}[], %(hashes)s::uuid[])"
         " AS v(row_key, vector, hash)"
         " WHERE {match} AND {current_hash} IS NOT DISTINCT FROM v.hash"
         " RETURNING v.row_key"
