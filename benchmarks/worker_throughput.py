@@ -1,7 +1,7 @@
 """How close does embeddb's worker get to the physical limit, the model itself?
 
 Run: ``.venv/bin/python benchmarks/worker_throughput.py [--corpus scifact|wordnet|all]
-[--limit N] [--database-url URL]``. Prints a table and writes every figure, with the machine's
+[--limit N] [--scaling] [--database-url URL]``. Prints a table and writes every figure, with the machine's
 facts, to ``benchmarks/results/worker_throughput.json``.
 
 For each corpus (SciFact: ~200-word abstracts; WordNet: ~13-word glosses), on the same texts:
@@ -25,6 +25,10 @@ insert backlog (MiniLM)
     ``defer_index_rows=0``), "HNSW rebuilt" (the default for a larger backlog into an empty
     table, as here: set aside, then rebuilt once at the end, inside the timed run) and
     "no index" (``Embedding(index=False)``).
+MiniLM in worker processes (``--scaling``)
+    The insert backlog drained by 1 ``embeddb worker --once`` process with torch's own thread
+    count, then by 2 and by 4 single-thread processes started together; each process loads
+    the model inside the timed run.
 pipeline (hash-384)
     The same with ``embeddb-testing/hash-384``, a model that takes microseconds per text, so the
     time is almost all embeddb's own: an insert backlog in each index setting, an update
@@ -234,13 +238,16 @@ def drain_in_process(config: WorkerConfig) -> Drain:
     return drain
 
 
-def drain_with_processes(count: int, config: WorkerConfig) -> Drain:
-    """Drain with ``count`` ``embeddb worker --once`` processes started together."""
+def drain_with_processes(count: int, config: WorkerConfig, threads: int | None = None) -> Drain:
+    """Drain with ``count`` ``embeddb worker --once`` processes started together, each with
+    ``threads`` torch threads (default: torch's choice)."""
     command = [
         sys.executable, "-m", "embeddb.cli", "worker", "--once",
         "--batch-size", str(config.batch_size),
         "--max-batch-tokens", str(config.max_batch_tokens),
         "--defer-index-rows", str(config.defer_index_rows),
+        "--defer-index-share", str(config.defer_index_share),
+        *(["--threads", str(threads)] if threads is not None else []),
     ]
 
     def drain(url: str) -> None:
@@ -304,15 +311,17 @@ def measure_backlog(
 
 def measure_inserts(
     databases: Databases, corpus: str, model: str, texts: Sequence[str], setup: Setup, *,
-    processes: int | None = None,
+    processes: int | None = None, threads: int | None = None,
 ) -> Measurement:
-    """A fresh table, one COPY of ``texts``, drained in this process or by ``processes``."""
+    """A fresh table, one COPY of ``texts``, drained in this process or by ``processes`` with
+    ``threads`` torch threads each."""
     index = setup.label(len(texts))
     mode = f"insert backlog, {index}"
     drain = drain_in_process(setup.config)
     if processes is not None:
-        mode = f"{processes} worker process{'es' if processes > 1 else ''}, {index}"
-        drain = drain_with_processes(processes, setup.config)
+        each = f" x {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+        mode = f"{processes} worker process{'es' if processes > 1 else ''}{each}, {index}"
+        drain = drain_with_processes(processes, setup.config, threads)
     name = _database_name(corpus, model, mode)
     with documents_database(databases, name, model, index=setup.index) as url:
         load_embedder(model)  # loaded before the clock starts
@@ -337,15 +346,21 @@ def measure_insert_then_update(
     return [inserted, updated]
 
 
-def measure_corpus(databases: Databases, corpus: str, texts: Sequence[str]) -> list[Measurement]:
-    """Every run for one corpus: the worker with MiniLM, then the pipeline's own cost with the
-    hash model, each model's runs between two raw-model runs (the faster one is the limit; the
-    gap between them shows how noisy the machine was meanwhile)."""
+def measure_corpus(databases: Databases, corpus: str, texts: Sequence[str],
+                   scaling: bool = False) -> list[Measurement]:
+    """Every run for one corpus: the worker with MiniLM (and, with ``scaling``, MiniLM in 1
+    process with torch's threads, then in 2 and 4 single-thread processes, model loading
+    included), then the pipeline's own cost with the hash model, each model's runs between two
+    raw-model runs (the faster one is the limit; the gap between them shows how noisy the
+    machine was meanwhile)."""
     setups = setups_for(len(texts))
     done: list[Measurement] = []
     record(done, measure_raw(corpus, MINILM, texts, RAW_FIRST))
     for setup in setups:
         record(done, measure_inserts(databases, corpus, MINILM, texts, setup))
+    for count in PROCESS_COUNTS if scaling else ():
+        record(done, measure_inserts(databases, corpus, MINILM, texts, DEFAULT, processes=count,
+                                     threads=1 if count > 1 else None))
     record(done, measure_raw(corpus, MINILM, texts, RAW_AGAIN))
     record(done, measure_raw(corpus, HASH_MODEL, texts, RAW_FIRST))
     record(done, *measure_insert_then_update(databases, corpus, HASH_MODEL, texts))
@@ -429,6 +444,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f" embedded columns (its table {TABLE} is dropped and recreated);"
                              " default: a fresh database per run on an embedded PostgreSQL in"
                              " .embeddb-bench")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also drain with MiniLM in 1, 2 and 4 worker processes")
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default {OUTPUT}")
     return parser.parse_args(argv)
 
@@ -444,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for corpus in corpora:
         texts = load_corpus(corpus, args.limit)
         print(f"{corpus}: {len(texts)} texts", file=sys.stderr, flush=True)
-        measurements += measure_corpus(databases, corpus, texts)
+        measurements += measure_corpus(databases, corpus, texts, args.scaling)
     code_changed = source_digest() != code_before
     if code_changed:
         print("warning: embeddb's source changed during the run; the worker processes and"
