@@ -1,8 +1,8 @@
 """How close does embeddb's worker get to the physical limit, the model itself?
 
 Run: ``.venv/bin/python benchmarks/worker_throughput.py [--corpus scifact|wordnet|all]
-[--limit N] [--scaling] [--database-url URL]``. Prints a table and writes every figure, with the machine's
-facts, to ``benchmarks/results/worker_throughput.json``.
+[--limit N] [--scaling] [--database-url URL]``. Prints a table and writes every figure, with
+the machine's facts, to ``benchmarks/results/worker_throughput.json``.
 
 For each corpus (SciFact: ~200-word abstracts; WordNet: ~13-word glosses), on the same texts:
 
