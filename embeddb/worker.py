@@ -113,6 +113,7 @@ class _EmbeddedBatch:
     entry: CatalogEntry
     token: uuid.UUID
     claimed: int
+    lease_ends: float  # time.monotonic() by which its claims may have expired
     gone: list[Any]
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -240,21 +241,32 @@ class Worker:
         backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows,
                                  self.config.defer_index_share)
         with ThreadPoolExecutor(1, thread_name_prefix="embeddb-writer") as writer:
-            writing: Future[BatchResult] | None = None
+            writing: tuple[_EmbeddedBatch, Future[BatchResult]] | None = None
             while True:
+                if writing is not None and writing[0].lease_ends <= time.monotonic():
+                    # its lease ran out while the model ran, so the next claim could take its
+                    # rows back from this very write (and again, forever): write them first
+                    claimed += self._finish(entry, writing[1], on_batch).claimed
+                    writing = None
                 batch = None if self._stopping.is_set() else self._prepare(entry, embedder)
                 if writing is not None:
-                    result, writing = writing.result(), None
-                    claimed += result.claimed
-                    self._report(entry, result, on_batch)
+                    result = self._finish(entry, writing[1], on_batch)
+                    claimed, writing = claimed + result.claimed, None
                     if batch is None and (result.superseded or result.failed):
                         continue  # rows that write handed back may be ready again
                 if batch is None:
                     break
-                writing = writer.submit(self._write, batch)
+                writing = batch, writer.submit(self._write, batch)
         if not self._stopping.is_set():
             backfill.rebuild_index(self.engine, entry, self.config.index_build_memory)
         return claimed
+
+    def _finish(self, entry: CatalogEntry, writing: Future[BatchResult],
+                on_batch: Callable[[BatchResult], None] | None) -> BatchResult:
+        """Wait for a batch's write and report it."""
+        result = writing.result()
+        self._report(entry, result, on_batch)
+        return result
 
     def _report(self, entry: CatalogEntry, result: BatchResult,
                 on_batch: Callable[[BatchResult], None] | None) -> None:
@@ -267,13 +279,14 @@ class Worker:
     def _prepare(self, entry: CatalogEntry, embedder: Embedder) -> _EmbeddedBatch | None:
         """Claim a batch and run the model on it (no transaction is open while it runs)."""
         token = uuid.uuid4()
+        lease_ends = time.monotonic() + self.config.lease_seconds  # no later than the claim's
         claimed, rows = self._claim(entry, token)
         if not claimed:
             return None
         _failpoint("claimed")
         rows, claimed = self._within_token_budget(entry, token, rows, claimed)
         found = {_key_id(row.row_key) for row in rows}
-        batch = _EmbeddedBatch(entry, token, len(claimed),
+        batch = _EmbeddedBatch(entry, token, len(claimed), lease_ends,
                                gone=[key for key in claimed if _key_id(key) not in found])
         texts = [row.text for row in rows if row.text is not None]
         try:

@@ -108,6 +108,17 @@ def test_a_worker_stopped_past_its_lease_cannot_overwrite_newer_work(
     assert assert_in_step(engine, HASH_MODEL) == 5
 
 
+def test_a_batch_slower_than_its_lease_is_written_once_not_reclaimed_by_its_own_worker(
+        engine: sa.Engine, database_url: str) -> None:
+    # the model takes 1.5 s, the lease 1 s: the next claim must not take the batch back from
+    # the write in flight (it did, now and then, and then stored the same rows again and again)
+    make_tickets(engine, 5, model=delayed(1.5))
+    finished = run_worker(database_url, "--lease-seconds", "1", timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert "embedded 5 rows" in finished.stderr
+    assert assert_in_step(engine, HASH_MODEL) == 5
+
+
 def test_worker_survives_terminated_connections_and_a_database_restart(
         engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker,
         embedded_server: EmbeddedServer | None) -> None:
