@@ -321,12 +321,7 @@ def _insert_entry(conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity
         "table": spec.table,
         "column": spec.column,
         "hash_column": spec.hash_column,
-        "model_name": identity.name,
-        "model_fingerprint": identity.fingerprint,
-        "dimensions": identity.dimensions,
-        "normalize": identity.normalize,
-        "query_prompt": identity.query_prompt,
-        "document_prompt": identity.document_prompt,
+        **_identity_params(identity),
     }
     return int(conn.execute(sa.text(queries["insert_column"]), params).scalar_one())
 
@@ -339,12 +334,17 @@ def _update_model(
     conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity, column_id: int
 ) -> None:
     conn.execute(sa.text(queries["update_column_model"]), {
-        "id": column_id,
+        "id": column_id, **_identity_params(identity), "distance": spec.distance.value,
+    })
+
+
+def _identity_params(identity: ModelIdentity) -> dict[str, Any]:
+    """The catalog's model columns, as query parameters."""
+    return {
         "model_name": identity.name,
         "model_fingerprint": identity.fingerprint,
         "dimensions": identity.dimensions,
         "normalize": identity.normalize,
         "query_prompt": identity.query_prompt,
         "document_prompt": identity.document_prompt,
-        "distance": spec.distance.value,
-    })
+    }

@@ -4,7 +4,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from embeddb.database import create_engine
+
+from .searching import module_database
 from .workers import WorkerProcess
 
 SpawnWorker = Callable[..., WorkerProcess]
@@ -23,3 +27,18 @@ def spawn_worker(database_url: str, tmp_path: Path) -> Iterator[SpawnWorker]:
     yield spawn
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture(scope="module")
+def module_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A database of the test module's own, for query tests that load their rows once."""
+    with module_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def db(module_url: str) -> Iterator[sa.Engine]:
+    """An engine on :func:`module_url`."""
+    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,25 +18,12 @@ from embeddb.models import load_embedder
 from embeddb.search import asearch, explain
 
 from .models import HASH_MODEL, MINILM, drain, ticket_model
-from .searching import captured_statements, ids, module_database, recall
+from .searching import captured_statements, ids, recall
 
 ROWS = 4000
 WORDS = ["printer", "login", "invoice", "crash", "refund", "network", "password", "upload"]
 QUERIES = ["printer crash", "refund invoice", "network password", "upload login issue",
            "printer login", "crash refund network"]
-
-
-@pytest.fixture(scope="module")
-def module_url(server_url: str, template_url: str) -> Iterator[str]:
-    with module_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def db(module_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")

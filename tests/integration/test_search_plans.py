@@ -22,15 +22,9 @@ from embeddb.database import create_engine
 from embeddb.models import load_embedder
 
 from .models import HASH_MODEL, drain, ticket_model
-from .searching import ids, module_database, recall
+from .searching import ids, recall
 
 ROUNDS = 12
-
-
-@pytest.fixture(scope="module")
-def module_url(server_url: str, template_url: str) -> Iterator[str]:
-    with module_database(server_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from itertools import combinations
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from embeddb.database import create_engine, sqlalchemy_url
+from embeddb.database import sqlalchemy_url
 from embeddb.models import load_embedder
 from embeddb.search import search
 from embeddb.similar import (
@@ -32,7 +31,6 @@ from embeddb.similar import (
 )
 
 from .models import drain, ticket_model
-from .searching import module_database
 
 MODEL = "embeddb-testing/hash-64"
 VOCABULARY = [f"word{i}" for i in range(40)]
@@ -55,19 +53,6 @@ def corpus() -> tuple[dict[int, str], set[tuple[int, int]]]:
             next_id += 1
         planted.add((next_id - 2, next_id - 1))
     return texts, planted
-
-
-@pytest.fixture(scope="module")
-def module_url(server_url: str, template_url: str) -> Iterator[str]:
-    with module_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def db(module_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(module_url, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
