@@ -61,10 +61,11 @@ from common import (
 from psycopg import sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import catalog, column_sql, nearest, planner, search
+from embeddb import catalog, column_sql, nearest, search
 from embeddb.database import create_engine, libpq_conninfo
-from embeddb.models import MINILM
+from embeddb.embedders import MINILM
 from embeddb.orm import Embedding
+from embeddb.query import _planner as planner
 
 OUTPUT = RESULTS_DIR / "filtered_search.json"
 K = 10

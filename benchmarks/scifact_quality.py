@@ -43,9 +43,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Worker, WorkerConfig, search
 from embeddb.database import create_engine
-from embeddb.models import MINILM, resolve_model_path
+from embeddb.embedders import MINILM, resolve_model_path
 from embeddb.orm import Embedding
-from embeddb.query_vectors import column_entry, embed_query
+from embeddb.query._query_vectors import column_entry, embed_query
 
 OUTPUT = RESULTS_DIR / "scifact_quality.json"
 SCIFACT = DATA_DIR / "scifact"

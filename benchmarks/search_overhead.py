@@ -55,9 +55,10 @@ import wordnet_vectors
 from common import RESULTS_DIR, Databases, machine_facts, print_table, server_versions, write_json
 from filtered_search import Synset, load
 
-from embeddb import planner, search
+from embeddb import search
 from embeddb.database import create_engine
-from embeddb.similarity import VectorText, vector_text
+from embeddb.query import _planner as planner
+from embeddb.query._target import VectorText, vector_text
 
 OUTPUT = RESULTS_DIR / "search_overhead.json"
 K = 10

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from common import DATA_DIR, REPO_ROOT, read_jsonl
 
-from embeddb.models import MINILM, expected_identity, load_embedder
+from embeddb.embedders import MINILM, expected_identity, load_embedder
 from embeddb.spec import EncodeOptions
 
 CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"

@@ -75,7 +75,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from embeddb.backfill import worth_setting_aside
 from embeddb.database import create_engine, libpq_conninfo
-from embeddb.models import MINILM, load_embedder
+from embeddb.embedders import MINILM, load_embedder
 from embeddb.orm import Embedding
 from embeddb.worker import Worker, WorkerConfig
 

@@ -15,16 +15,24 @@ from .errors import (
     SchemaError,
     SpecError,
 )
-from .hybrid import HybridHit, ahybrid_search, hybrid_search
 from .orm import Embedding, install
-from .search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
-from .similar import (
+from .query import (
     DuplicatePair,
+    Explanation,
+    Hit,
+    HybridHit,
+    SearchResult,
+    ahybrid_search,
     amore_like_this,
     anear_duplicates,
+    asearch,
     duplicate_groups,
+    explain,
+    hybrid_search,
     more_like_this,
     near_duplicates,
+    nearest,
+    search,
 )
 from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection, Row
 
 from . import alter_sql, column_sql, migrate
 from .database import ensure_pgvector
+from .embedders import ModelIdentity, expected_identity
 from .errors import ModelMismatch, SchemaError, SpecError
-from .models import ModelIdentity, expected_identity
 from .spec import VECTOR_TYPES, Distance, EmbeddingSpec, EncodeOptions, HnswIndex
 from .sql import queries
 from .template import Template

@@ -289,7 +289,7 @@ def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search import reflect_column
+    from .query._search import reflect_column
 
     _check_search_flags(args)
     with _engine(args) as engine, engine.connect() as conn, _query_errors():
@@ -299,7 +299,7 @@ def _search(args: argparse.Namespace) -> int:
         shown = [c.name for c in column.table.columns
                  if c.name not in (entry.spec.column, entry.spec.hash_column)]
         if args.explain:
-            from .search import explain
+            from .query._search import explain
 
             print(explain(conn, column, args.query, k=args.k, where=where, plan=args.plan,
                           analyze=args.analyze))
@@ -334,7 +334,7 @@ def _query_errors() -> Iterator[None]:
 
 def _vector(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespace,
             where: Any, shown: list[str]) -> None:
-    from .search import search
+    from .query._search import search
 
     hits = search(conn, column, args.query, k=args.k, where=where, plan=args.plan)
     print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (plan {hits.plan})")
@@ -344,7 +344,7 @@ def _vector(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespac
 
 def _hybrid(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespace,
             where: Any, shown: list[str]) -> None:
-    from .hybrid import hybrid_search
+    from .query._hybrid import hybrid_search
 
     hits = hybrid_search(conn, column, args.query, k=args.k, where=where, plan=args.plan,
                          fulltext=_fulltext(column, args.fulltext))

@@ -24,9 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import column_sql
 from .database import create_engine
-from .models import load_embedder
+from .embedders import load_embedder
 from .orm import Embedding
-from .search import column_entry, search
+from .query._search import column_entry, search
 from .worker import Worker, WorkerConfig
 
 # Modules that open windows, play sounds, print on import, or only exist for tests.

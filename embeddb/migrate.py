@@ -1,4 +1,4 @@
-"""Applying embeddb's own schema: the Alembic revisions in ``embeddb/migrations``.
+"""Applying embeddb's own schema: the Alembic revisions in ``migrations/``.
 
 embeddb versions its schema with Alembic in a version table of its own,
 ``embeddb.alembic_version``, so it never meets an application's ``alembic_version``; dropping
@@ -22,7 +22,10 @@ Example::
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -44,7 +47,36 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "embeddb"
 VERSION_TABLE = "alembic_version"
-SCRIPT_LOCATION = "embeddb:migrations"
+
+
+def script_location() -> str:
+    """Where embeddb's Alembic environment is: the ``embeddb.migrations`` package of an
+    installed wheel (or editable install), else ``migrations/`` beside the package's source."""
+    found = importlib.util.find_spec("embeddb.migrations")
+    if found is not None and found.submodule_search_locations:
+        return next(iter(found.submodule_search_locations))
+    source_tree = Path(__file__).resolve().parent.parent / "migrations"
+    if not (source_tree / "env.py").is_file():
+        raise SchemaError(f"embeddb's migrations are missing (looked in {source_tree})")
+    return str(source_tree)
+
+
+Step = Callable[[Connection], None]
+
+
+def sql_steps(upgrade_sql: str, downgrade_sql: str) -> tuple[Step, Step]:
+    """``upgrade_on`` and ``downgrade_on`` for a revision that is plain SQL.
+
+    The SQL must hold no ``%``: the driver would read it as a placeholder.
+    """
+
+    def upgrade_on(conn: Connection) -> None:
+        conn.exec_driver_sql(upgrade_sql)
+
+    def downgrade_on(conn: Connection) -> None:
+        conn.exec_driver_sql(downgrade_sql)
+
+    return upgrade_on, downgrade_on
 
 
 def alembic_config() -> Config:
@@ -52,7 +84,7 @@ def alembic_config() -> Config:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.set_main_option("script_location", script_location())
     return config
 
 

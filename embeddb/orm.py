@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
 from . import catalog
+from .embedders import model_dimensions
 from .errors import SpecError
-from .models import model_dimensions
 from .spec import (
     DEFAULT_MODEL,
     VECTOR_TYPES,

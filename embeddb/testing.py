@@ -23,8 +23,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from .embedders import TESTING_PREFIX, ModelIdentity, Vectors
 from .errors import ModelError
-from .models import TESTING_PREFIX, ModelIdentity, Vectors
 from .spec import EncodeOptions
 
 POISON = "<<embeddb-poison>>"

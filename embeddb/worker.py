@@ -40,8 +40,8 @@ from sqlalchemy.engine import Engine
 from . import backfill, catalog, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
+from .embedders import Embedder, Vectors, load_embedder
 from .errors import EmbeddbError, ModelError, ModelUnavailable
-from .models import Embedder, Vectors, load_embedder
 from .sql import queries
 
 log = logging.getLogger(__name__)

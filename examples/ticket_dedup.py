@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Embedding, Worker
 from embeddb.database import create_engine, database_url
-from embeddb.similar import duplicate_groups, more_like_this, near_duplicates
+from embeddb.query._neighbours import duplicate_groups, more_like_this, near_duplicates
 
 TICKETS = [
     ("Can't log in", "I forgot my password and the reset email never arrives.", "open"),

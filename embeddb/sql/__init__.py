@@ -3,7 +3,7 @@
 Each query in ``queries.sql`` is a block that starts with a ``-- name --`` line; call sites
 use ``queries["name"]``. SQL that names a user's table or column is composed in
 :mod:`embeddb.column_sql` instead; embeddb's own schema is in its migrations
-(``embeddb/migrations/versions``).
+(``migrations/versions``).
 """
 
 from __future__ import annotations

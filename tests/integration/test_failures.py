@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from embeddb import ModelMismatch, search
 from embeddb.catalog import CatalogEntry
 from embeddb.cli import main
-from embeddb.models import load_embedder
+from embeddb.embedders import load_embedder
 from embeddb.testing import POISON, HashEmbedder
 from embeddb.worker import ModelUnavailable, Worker, WorkerConfig
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Embedding
 from embeddb.database import create_engine, sqlalchemy_url
-from embeddb.hybrid import ahybrid_search, hybrid_search
+from embeddb.query._hybrid import ahybrid_search, hybrid_search
 
 from .searching import captured_statements, module_database
 

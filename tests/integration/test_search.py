@@ -12,10 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import Embedding, Hit, local_settings, nearest, planner, reuse, search
+from embeddb import Embedding, Hit, nearest, search
 from embeddb.database import create_engine, sqlalchemy_url
-from embeddb.models import load_embedder
-from embeddb.search import asearch, explain
+from embeddb.embedders import load_embedder
+from embeddb.query import _planner as planner
+from embeddb.query import _settings as local_settings
+from embeddb.query import _statement_cache as reuse
+from embeddb.query._search import asearch, explain
 
 from .models import HASH_MODEL, MINILM, drain, ticket_model
 from .searching import captured_statements, ids, recall
@@ -165,7 +168,7 @@ def distances(hits: Any) -> list[float]:
 @pytest.mark.parametrize("api", ["orm", "core"])
 def test_each_call_binds_its_own_filter_values_and_k(db: sa.Engine, tickets: Any,
                                                      api: str) -> None:
-    """Filters of one structure share a statement (embeddb.reuse); every call, in a row, must
+    """Filters of one structure share a statement (embeddb.query._statement_cache); every call, in a row, must
     still run with its own values, list lengths and k, under every plan."""
     table = tickets.__table__
     column = tickets.embedding if api == "orm" else table.c.embedding

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from embeddb import nearest, search
 from embeddb.database import create_engine
-from embeddb.models import load_embedder
+from embeddb.embedders import load_embedder
 
 from .models import HASH_MODEL, drain, ticket_model
 from .searching import ids, recall

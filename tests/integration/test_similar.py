@@ -19,9 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from embeddb.database import sqlalchemy_url
-from embeddb.models import load_embedder
-from embeddb.search import search
-from embeddb.similar import (
+from embeddb.embedders import load_embedder
+from embeddb.query._neighbours import (
     DuplicatePair,
     amore_like_this,
     anear_duplicates,
@@ -29,6 +28,7 @@ from embeddb.similar import (
     more_like_this,
     near_duplicates,
 )
+from embeddb.query._search import search
 
 from .models import drain, ticket_model
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from embeddb.database import libpq_conninfo
-from embeddb.models import load_embedder
+from embeddb.embedders import load_embedder
 
 from .models import MINILM, cosine, drain, pending, run_worker, stored, ticket_model
 

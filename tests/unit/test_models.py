@@ -3,8 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddb.errors import ModelError
-from embeddb.models import (
+from embeddb.embedders import (
     MINILM,
     ModelIdentity,
     expected_identity,
@@ -12,6 +11,7 @@ from embeddb.models import (
     resolve_model_path,
     weights_fingerprint,
 )
+from embeddb.errors import ModelError
 from embeddb.spec import EncodeOptions
 from embeddb.testing import POISON, HashEmbedder, parse_testing_model
 

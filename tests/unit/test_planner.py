@@ -6,10 +6,11 @@ import pytest
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import Embedding, nearest, planner
-from embeddb.planner import Choice
-from embeddb.similar import DuplicatePair, duplicate_groups
-from embeddb.similarity import distance_bound, resolve
+from embeddb import Embedding, nearest
+from embeddb.query import _planner as planner
+from embeddb.query._neighbours import DuplicatePair, duplicate_groups
+from embeddb.query._planner import Choice
+from embeddb.query._target import distance_bound, resolve
 
 
 class Base(DeclarativeBase):

@@ -1,6 +1,6 @@
 """Reusing a search statement across filters of one structure, without a database.
 
-These pin the SQLAlchemy behaviour :mod:`embeddb.reuse` relies on: parameter names that depend
+These pin the SQLAlchemy behaviour :mod:`embeddb.query._statement_cache` relies on: parameter names that depend
 on the structure alone, found through the compiler's ``bind_names``, and execution parameters
 given under those names overriding the values bound in the statement.
 """
@@ -16,9 +16,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import Embedding, reuse
-from embeddb.search import _statement
-from embeddb.similarity import resolve
+from embeddb import Embedding
+from embeddb.query import _statement_cache as reuse
+from embeddb.query._search import _statement
+from embeddb.query._target import resolve
 
 DIALECT = postgresql.dialect()
 

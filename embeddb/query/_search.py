@@ -1,7 +1,7 @@
 """Query helpers: the k rows nearest to a text or a vector, combined with any SQL filter.
 
 ``search()`` returns k rows whenever at least k embedded rows match the filter, at the recall of
-an exact scan: :mod:`embeddb.planner` picks an exact scan of the matching rows when few match
+an exact scan: :mod:`embeddb.query._planner` picks an exact scan of the matching rows when few match
 and pgvector's iterative HNSW scan otherwise, and an index pass that comes back short is re-run
 exactly. ``result.plan`` says which plan ran; ``explain()`` shows the SQL, the settings and
 PostgreSQL's plan; ``nearest()`` is the same query as a composable ``Select``.
@@ -22,11 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import local_settings, planner, reuse
-from .orm import INFO_KEY
-from .planner import Choice, Filter, Plan
-from .query_vectors import column_entry, embed_query, query_vector, reflect_column
-from .similarity import (
+from ..orm import INFO_KEY
+from . import _planner as planner
+from . import _settings as local_settings
+from . import _statement_cache as reuse
+from ._planner import Choice, Filter, Plan
+from ._query_vectors import column_entry, embed_query, query_vector, reflect_column
+from ._target import (
     QueryVector,
     Target,
     check_dimensions,
@@ -305,7 +307,7 @@ def _run(session: Session | Connection, conn: Connection, target: Target, vector
         stmt, values = _statement(target, where, within, exact), {}
         single = _selects_one_entity(stmt)
     parameters = {**values, **_parameters(vector, k)}
-    if exact:  # the exact plan needs no setting (see embeddb.planner)
+    if exact:  # the exact plan needs no setting (see embeddb.query._planner)
         rows = session.execute(stmt, parameters).all()
     else:
         settings = planner.settings(choice, k, planner.pgvector_version(conn))

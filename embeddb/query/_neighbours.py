@@ -19,10 +19,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from . import local_settings, planner
-from .planner import Filter, Plan
-from .search import Hit, SearchResult, connection_for, search
-from .similarity import Target, distance, distance_bound, hidden_from_index, resolve, similarity
+from . import _planner as planner
+from . import _settings as local_settings
+from ._planner import Filter, Plan
+from ._search import Hit, SearchResult, connection_for, search
+from ._target import Target, distance, distance_bound, hidden_from_index, resolve, similarity
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession

@@ -22,11 +22,12 @@ from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from . import local_settings, planner
-from .planner import Choice, Filter, Plan
-from .query_vectors import query_vector
-from .search import SearchResult, connection_for, vector_off_loop
-from .similarity import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
+from . import _planner as planner
+from . import _settings as local_settings
+from ._planner import Choice, Filter, Plan
+from ._query_vectors import query_vector
+from ._search import SearchResult, connection_for, vector_off_loop
+from ._target import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession

@@ -18,7 +18,7 @@ match the filter (R) and how many the table has (N). An exact scan visits the R 
 visits about k / selectivity = k * N / R tuples, each much dearer. :func:`prefers_exact` picks
 the cheaper one.
 
-The settings are applied by :mod:`embeddb.local_settings`: transaction-local, and put back
+The settings are applied by :mod:`embeddb.query._settings`: transaction-local, and put back
 before anything else runs in the caller's transaction.
 """
 
@@ -41,9 +41,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from .database import parse_version
-from .similarity import Target
-from .sql import queries
+from ..database import parse_version
+from ..sql import queries
+from ._target import Target
 
 Plan = Literal["auto", "exact", "index"]
 Chosen = Literal["exact", "index"]

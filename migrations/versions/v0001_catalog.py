@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from embeddb.migrations import sql_steps
+from embeddb.migrate import sql_steps
 
 revision = "0001"
 down_revision = None

@@ -18,8 +18,8 @@ from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.types import UserDefinedType
 
-from .orm import INFO_KEY, Declaration, embedded_column
-from .spec import Distance
+from ..orm import INFO_KEY, Declaration, embedded_column
+from ..spec import Distance
 
 QueryVector = Sequence[float] | np.ndarray[Any, Any]
 

@@ -17,13 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import catalog
-from .catalog import CatalogEntry
-from .errors import ModelMismatch, SchemaError
-from .models import ModelIdentity, load_embedder
-from .orm import INFO_KEY, Declaration, current_schema
-from .similarity import QueryVector, Target, check_dimensions, resolve
-from .spec import EncodeOptions
+from .. import catalog
+from ..catalog import CatalogEntry
+from ..embedders import ModelIdentity, load_embedder
+from ..errors import ModelMismatch, SchemaError
+from ..orm import INFO_KEY, Declaration, current_schema
+from ..spec import EncodeOptions
+from ._target import QueryVector, Target, check_dimensions, resolve
 
 #: How long a column's catalog entry is trusted before it is read again.
 CATALOG_TTL_SECONDS = 60.0
