@@ -50,15 +50,15 @@ VERSION_TABLE = "alembic_version"
 
 
 def script_location() -> str:
-    """Where embeddb's Alembic environment is: the ``embeddb.migrations`` package of an
-    installed wheel (or editable install), else ``migrations/`` beside the package's source."""
+    """Where embeddb's Alembic environment is: ``migrations/`` in the source tree this package
+    was imported from, else the ``embeddb.migrations`` package of an installed wheel."""
+    source_root = Path(__file__).resolve().parent.parent
+    if (source_root / "pyproject.toml").is_file() and (source_root / "migrations/env.py").is_file():
+        return str(source_root / "migrations")
     found = importlib.util.find_spec("embeddb.migrations")
-    if found is not None and found.submodule_search_locations:
-        return next(iter(found.submodule_search_locations))
-    source_tree = Path(__file__).resolve().parent.parent / "migrations"
-    if not (source_tree / "env.py").is_file():
-        raise SchemaError(f"embeddb's migrations are missing (looked in {source_tree})")
-    return str(source_tree)
+    if found is None or not found.submodule_search_locations:
+        raise SchemaError("embeddb's migrations are missing: reinstall embeddb")
+    return next(iter(found.submodule_search_locations))
 
 
 Step = Callable[[Connection], None]
