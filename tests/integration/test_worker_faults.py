@@ -79,7 +79,7 @@ def test_second_sigterm_exits_at_once_and_hands_back_its_claims(
     worker = spawn_worker()
     wait_until(lambda: claims(engine) == 10, 30, "a claim")
     worker.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: "stopping after the current batch" in worker.log, 10, "the first SIGTERM")
     worker.signal(signal.SIGTERM)
     started = time.monotonic()
     assert worker.wait(10) == 128 + signal.SIGTERM
@@ -103,7 +103,10 @@ def test_a_worker_stopped_past_its_lease_cannot_overwrite_newer_work(
     other = spawn_worker("--lease-seconds", "1")
     wait_until(lambda: nothing_pending(engine), 30, "the other worker")
     late.signal(signal.SIGCONT)
-    time.sleep(2.5)  # the late worker wakes, tries to write and to complete its claims
+    # the late worker wakes and writes the batch it embedded before row 1 changed: the guard
+    # must refuse row 1's old text (superseded) while the same texts of the others are harmless
+    wait_until(lambda: re.search(r"tickets\.embedding: \d+ stored, [1-9]\d* superseded", late.log)
+               is not None, 30, "the late worker's guarded write")
     assert other.stop() == 0 and late.stop() == 0
     assert assert_in_step(engine, HASH_MODEL) == 5
 
@@ -188,10 +191,10 @@ def test_a_model_that_cannot_load_spends_no_attempts(
     make_tickets(engine, 5)
     execute(engine, "UPDATE embeddb.columns SET model_name = 'nobody/missing-model'")
     worker = spawn_worker()
-    time.sleep(3)
+    wait_until(lambda: "nobody/missing-model" in worker.log, 30,
+               "the worker to report the model it cannot load")
     assert worker.process.poll() is None  # still running, waiting for the model
     assert all(row.attempts == 0 and row.parked_at is None for row in pending_rows(engine))
-    assert "nobody/missing-model" in worker.log
     execute(engine, f"UPDATE embeddb.columns SET model_name = '{HASH_MODEL}'")
     execute(engine, "SELECT pg_notify('embeddb', 'model fixed')")
     wait_until(lambda: nothing_pending(engine), 30, "the rows, once the model is back")
