@@ -6,6 +6,7 @@ with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :fun
 """
 
 from .catalog import CatalogEntry
+from .database import create_engine, database_url
 from .errors import (
     DatabaseError,
     EmbeddbError,
@@ -61,6 +62,8 @@ __all__ = [
     "amore_like_this",
     "anear_duplicates",
     "asearch",
+    "create_engine",
+    "database_url",
     "duplicate_groups",
     "explain",
     "hybrid_search",
