@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from . import catalog
 from .catalog import CatalogEntry
-from .database import connect_check, create_engine, database_url, redacted
+from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
@@ -210,11 +210,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _run_processes(args: argparse.Namespace, url: str) -> int:
-    """Start ``--processes`` single workers, pass signals on, and wait for all of them."""
+    """Start ``--processes`` single workers, pass signals on, and wait for all of them.
+
+    The children read the database URL from their environment: a command line is visible to
+    every user of the machine (``ps``, ``/proc/<pid>/cmdline``), and the URL may hold a password.
+    """
+    import os
     import subprocess
 
     options = {
-        "--database-url": url, "--batch-size": args.batch_size,
+        "--batch-size": args.batch_size,
         "--lease-seconds": args.lease_seconds, "--poll-seconds": args.poll_seconds,
         "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
@@ -224,7 +229,8 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
                *(["--once"] if args.once else [])]
-    children = [subprocess.Popen(command) for _ in range(args.processes)]
+    environment = {**os.environ, URL_VARIABLE: url}
+    children = [subprocess.Popen(command, env=environment) for _ in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
