@@ -318,8 +318,10 @@ def _search(args: argparse.Namespace) -> int:
 
 def _check_search_flags(args: argparse.Namespace) -> None:
     """Refuse what cannot work before connecting, naming the flags."""
-    if args.k < 1:
-        raise EmbeddbError(f"-k must be at least 1, got {args.k}")
+    from .query._checks import check_k, check_query_text
+
+    check_k(args.k, "-k")
+    check_query_text(args.query)
     if args.analyze and not args.explain:
         raise EmbeddbError("--analyze goes with --explain")
     if args.explain and args.hybrid:
