@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from . import catalog
 from .catalog import CatalogEntry
-from .database import connect_check, create_engine, database_url, redacted
+from .column_names import quoted_column_name, split_column_name
+from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
@@ -106,13 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
                      " --where \"kind = 'function'\"\n"
+                     "embeddb search stdlib_docs.embedding 'parse a date' --where 'module = :m'"
+                     " --param m=datetime\n"
                      "embeddb search stdlib_docs.embedding 'parse a date' --explain --analyze\n"
                      "embeddb search stdlib_docs.embedding 'strptime' --hybrid")
     with_url(search)
-    search.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    search.add_argument("column", help='TABLE.COLUMN or SCHEMA.TABLE.COLUMN; double-quote a name'
+                                       ' with a dot in it: \'"dot.ted".embedding\'')
     search.add_argument("query", help="the text to search for")
     search.add_argument("-k", type=int, default=10, help="how many rows (default 10)")
-    search.add_argument("--where", help="an SQL condition on the table's columns")
+    search.add_argument("--where", help="an SQL condition on the table's columns; :name is a"
+                                        " parameter given with --param")
+    search.add_argument("--param", metavar="NAME=VALUE", action="append",
+                        help="a value for :NAME in --where, sent as a parameter (repeat for"
+                             " several); PostgreSQL casts it to the column's type")
     search.add_argument("--plan", choices=["auto", "exact", "index"], default="auto")
     search.add_argument("--explain", action="store_true",
                         help="print the plan embeddb chooses, its settings, the SQL and"
@@ -210,11 +218,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _run_processes(args: argparse.Namespace, url: str) -> int:
-    """Start ``--processes`` single workers, pass signals on, and wait for all of them."""
+    """Start ``--processes`` single workers, pass signals on, and wait for all of them.
+
+    The children read the database URL from their environment: a command line is visible to
+    every user of the machine (``ps``, ``/proc/<pid>/cmdline``), and the URL may hold a password.
+    """
+    import os
     import subprocess
 
     options = {
-        "--database-url": url, "--batch-size": args.batch_size,
+        "--batch-size": args.batch_size,
         "--lease-seconds": args.lease_seconds, "--poll-seconds": args.poll_seconds,
         "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
@@ -224,7 +237,8 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
                *(["--once"] if args.once else [])]
-    children = [subprocess.Popen(command) for _ in range(args.processes)]
+    environment = {**os.environ, URL_VARIABLE: url}
+    children = [subprocess.Popen(command, env=environment) for _ in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
@@ -276,26 +290,29 @@ def _peak_memory_mib() -> int:
 
 
 def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
-    parts = name.split(".")
-    if len(parts) not in (2, 3):
-        raise EmbeddbError(f"{name!r}: name a column as TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
-    if len(parts) == 2:
-        parts.insert(0, str(conn.execute(sa.text(queries["current_schema"])).scalar_one()))
-    entry = catalog.get_entry(conn, *parts)
+    """The catalog entry ``name`` (``TABLE.COLUMN`` or ``SCHEMA.TABLE.COLUMN``) stands for."""
+    schema, table, column = split_column_name(name)
+    if schema is None:
+        schema = str(conn.execute(sa.text(queries["current_schema"])).scalar_one())
+    entry = catalog.get_entry(conn, schema, table, column)
     if entry is None:
-        known = ", ".join(e.spec.qualified_column for e in catalog.list_entries(conn)) or "none"
-        raise EmbeddbError(f"{'.'.join(parts)} is not an embedded column (known: {known})")
+        entries = catalog.list_entries(conn)
+        known = [quoted_column_name(e.spec.schema, e.spec.table, e.spec.column) for e in entries]
+        # 'dot.ted.embedding' read as schema dot, table ted: show how to quote the name meant
+        meant = [k for e, k in zip(entries, known, strict=True)
+                 if name in (f"{e.spec.table}.{e.spec.column}", e.spec.qualified_column)]
+        hint = f"; quote a name that has a dot in it: {meant[0]!r}" if meant else ""
+        raise EmbeddbError(f"{quoted_column_name(schema, table, column)} is not an embedded column"
+                           f" (known: {', '.join(known) or 'none'}){hint}")
     return entry
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .query._search import reflect_column
-
     _check_search_flags(args)
+    where = _where(args)
     with _engine(args) as engine, engine.connect() as conn, _query_errors():
         entry = _entry(conn, args.column)
-        column = reflect_column(conn, entry)
-        where = sa.text(args.where) if args.where else None
+        column = _reflect(conn, entry)
         shown = [c.name for c in column.table.columns
                  if c.name not in (entry.spec.column, entry.spec.hash_column)]
         if args.explain:
@@ -310,10 +327,54 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reflect(conn: sa.Connection, entry: CatalogEntry) -> sa.Column[Any]:
+    from .query._search import reflect_column
+
+    try:
+        return reflect_column(conn, entry)
+    except sa.exc.NoSuchTableError as exc:
+        raise EmbeddbError(f"{entry.spec.qualified_column} is in embeddb's catalog but its table"
+                           " is gone; drop the catalog row with embeddb migrate, or recreate the"
+                           " table") from exc
+
+
+def _where(args: argparse.Namespace) -> sa.TextClause | None:
+    """``--where`` with its ``--param`` values bound; every :name it uses must have one."""
+    values = dict(_param(text) for text in args.param or [])
+    if args.where is None:
+        if values:
+            raise EmbeddbError("--param gives a value to a :name in --where; there is no --where")
+        return None
+    where = sa.text(args.where)
+    used = set(where.compile().params)  # the :names SQLAlchemy found in the text
+    missing, unused = sorted(used - values.keys()), sorted(values.keys() - used)
+    if missing:
+        raise EmbeddbError(
+            f"--where uses {', '.join(':' + name for name in missing)}; give"
+            f" {'each' if len(missing) > 1 else 'its'} value with"
+            f" {' '.join(f'--param {name}=VALUE' for name in missing)}"
+            " (or write a literal: a colon before a name starts a parameter, '\\:' is a colon)")
+    if unused:
+        raise EmbeddbError(f"--param {', '.join(unused)}: --where has no"
+                           f" {', '.join(':' + name for name in unused)}")
+    # untyped, so PostgreSQL reads each value as the type its comparison needs (id = '3')
+    return where.bindparams(*(sa.bindparam(name, value, type_=sa.types.NullType())
+                              for name, value in values.items()))
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise EmbeddbError(f"--param {text!r}: write NAME=VALUE, e.g. --param id=3")
+    return name, value
+
+
 def _check_search_flags(args: argparse.Namespace) -> None:
     """Refuse what cannot work before connecting, naming the flags."""
-    if args.k < 1:
-        raise EmbeddbError(f"-k must be at least 1, got {args.k}")
+    from .query._checks import check_k, check_query_text
+
+    check_k(args.k, "-k")
+    check_query_text(args.query)
     if args.analyze and not args.explain:
         raise EmbeddbError("--analyze goes with --explain")
     if args.explain and args.hybrid:

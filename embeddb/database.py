@@ -6,7 +6,9 @@ import os
 import re
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from .errors import DatabaseError, PgvectorMissing
@@ -15,6 +17,8 @@ from .sql import queries
 URL_VARIABLE = "EMBEDDB_DATABASE_URL"
 MIN_PGVECTOR = (0, 8, 0)
 MIN_POSTGRES = 140000
+#: libpq connection parameters that hold a secret (a file *path* such as passfile does not).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -33,7 +37,7 @@ def database_url(explicit: str | None = None) -> str:
 
 def sqlalchemy_url(url: str | URL) -> URL:
     """``url`` with the psycopg 3 driver, which embeddb's worker and helpers are written for."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -41,12 +45,53 @@ def sqlalchemy_url(url: str | URL) -> URL:
 
 def libpq_conninfo(url: str | URL) -> str:
     """The same URL as libpq (and so psycopg.connect) understands it."""
-    parsed = make_url(url).set(drivername="postgresql")
+    parsed = parse_url(url).set(drivername="postgresql")
     return parsed.render_as_string(hide_password=False)
 
 
+def parse_url(url: str | URL) -> URL:
+    """``url`` as a SQLAlchemy URL: a URL (``postgresql://...``) or a libpq keyword string
+    (``host=db dbname=app user=app``).
+
+    A string that is neither is refused without being repeated, since it may hold a password.
+
+    Example::
+
+        parse_url("host=/run/postgresql dbname=app").database  # 'app'
+    """
+    if isinstance(url, URL):
+        return url
+    try:
+        if "://" in url or not url.strip():
+            return make_url(url)
+        return _keyword_url(conninfo_to_dict(url))
+    except (sa.exc.ArgumentError, psycopg.ProgrammingError, ValueError) as exc:
+        raise DatabaseError(
+            "the database URL cannot be parsed (not shown: it may hold a password); give a URL"
+            " like postgresql://user@host:5432/dbname or libpq keywords like"
+            " 'host=... dbname=... user=...'"
+        ) from exc
+
+
+def _keyword_url(keywords: dict[str, Any]) -> URL:
+    """A libpq keyword string's settings as a URL: the database in its path, every other setting
+    (host, port, user, password, ...) as a query parameter, which libpq reads the same way."""
+    rest = {name: str(value) for name, value in keywords.items() if name != "dbname"}
+    return URL.create("postgresql", database=keywords.get("dbname"), query=rest)
+
+
 def redacted(url: str | URL) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """``url`` fit to print: its password hidden, whether written as ``user:password@`` or as
+    a query parameter (``?password=``, ``?sslpassword=``), and a keyword string shown as a URL.
+
+    Example::
+
+        redacted("postgresql://app@db/app?password=s3cret")  # 'postgresql://app@db/app?password=***'
+    """
+    parsed = parse_url(url)
+    hidden = {name: "***" for name in parsed.query if name in SECRET_PARAMETERS}
+    text = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return text.replace("=%2A%2A%2A", "=***")  # the marker, not an escaped password
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import column_sql
-from .database import create_engine
+from .database import connect_check, create_engine
 from .embedders import load_embedder
 from .orm import Embedding
 from .query._search import column_entry, search
@@ -138,6 +138,7 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
     from tqdm import tqdm
 
     engine = create_engine(database_url)
+    connect_check(engine)  # an unreachable server is one clear line, its URL without secrets
     if fresh:
         Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)

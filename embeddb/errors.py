@@ -9,7 +9,8 @@
     │   └── PgvectorMissing      pgvector is absent or older than embeddb needs
     ├── ModelError               a model cannot be found or loaded
     │   └── ModelUnavailable     the model fails for every input (the worker backs off)
-    └── ModelMismatch            the model at hand is not the one a column was embedded with
+    ├── ModelMismatch            the model at hand is not the one a column was embedded with
+    └── QueryError               a search's arguments cannot work (k, query, vector, filter)
 
 Messages name the table, column and model involved and say what to do.
 """
@@ -47,3 +48,7 @@ class ModelUnavailable(ModelError):
 
 class ModelMismatch(EmbeddbError):
     """The model at hand differs from the one recorded for a column."""
+
+
+class QueryError(EmbeddbError, ValueError):
+    """A query helper was given arguments it cannot answer; nothing was sent to the database."""

@@ -4,6 +4,7 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 (their names start with ``_``) and may change between releases:
 
 * ``_search``: :func:`search`, :func:`nearest`, :func:`explain` and their async twins;
+* ``_checks``: the arguments every helper shares (k, query text, where=), checked first;
 * ``_planner``: which plan a filter gets (exact scan or iterative HNSW scan);
 * ``_settings``: transaction-local settings, put back after the query;
 * ``_statement_cache``: one compiled statement per filter structure;

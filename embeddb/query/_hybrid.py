@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from . import _planner as planner
 from . import _settings as local_settings
+from ._checks import check_k, check_query_text, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
 from ._search import SearchResult, connection_for, vector_off_loop
@@ -81,10 +82,11 @@ def hybrid_search(
                              where=Ticket.status == "open", text_weight=0.5)
         for ticket, score, vector_rank, text_rank in hits: ...
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_k(k)
+    check_query_text(text)
     started = time.perf_counter()
     target = resolve(column)
+    check_where(target, where)
     conn = connection_for(session, target)
     wanted = candidates if candidates is not None else max(2 * k, 20)
     params = _Params(

@@ -21,6 +21,7 @@ from sqlalchemy.sql.visitors import replacement_traverse
 
 from . import _planner as planner
 from . import _settings as local_settings
+from ._checks import check_k, check_where
 from ._planner import Filter, Plan
 from ._search import Hit, SearchResult, connection_for, search
 from ._target import Target, distance, distance_bound, hidden_from_index, resolve, similarity
@@ -65,6 +66,7 @@ def more_like_this(
 
         for ticket, similarity in more_like_this(session, Ticket.embedding, ticket, k=5): ...
     """
+    check_k(k)
     target = resolve(column)
     key = _primary_key(target, row)
     conn = connection_for(session, target)
@@ -102,9 +104,9 @@ def near_duplicates(
                                 where=Ticket.status == "open")
         for group in duplicate_groups(pairs): ...
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_k(k)
     target = resolve(column)
+    check_where(target, where)
     conn = connection_for(session, target)
     choice = planner.choose(conn, Filter(target, where), k, plan)
     stmt = _pairs_statement(target, min_similarity, where, k, choice.plan == "exact")

@@ -23,6 +23,7 @@ from ..embedders import ModelIdentity, load_embedder
 from ..errors import ModelMismatch, SchemaError
 from ..orm import INFO_KEY, Declaration, current_schema
 from ..spec import EncodeOptions
+from ._checks import check_query_text
 from ._target import QueryVector, Target, check_dimensions, resolve
 
 #: How long a column's catalog entry is trusted before it is read again.
@@ -45,6 +46,7 @@ def query_vector(conn: Connection, target: Target, query: str | QueryVector) -> 
 
 def embed_query(entry: CatalogEntry, text: str) -> list[float]:
     """The column's own model's embedding of a query text (with its query prompt), cached."""
+    check_query_text(text, entry.spec.qualified_column)
     return list(_cached_query_vector(entry.spec.model, entry.spec.encode, entry.identity, text))
 
 

@@ -26,6 +26,7 @@ from ..orm import INFO_KEY
 from . import _planner as planner
 from . import _settings as local_settings
 from . import _statement_cache as reuse
+from ._checks import check_k, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import column_entry, embed_query, query_vector, reflect_column
 from ._target import (
@@ -132,8 +133,9 @@ def nearest(
         stmt = nearest(Ticket.embedding, vector, k=5).where(Ticket.status == "open")
         for ticket, similarity in session.execute(stmt): ...
     """
-    _check_k(k)
+    check_k(k)
     target = resolve(column)
+    check_where(target, where, within)
     stmt = _statement(target, where, within, exact)
     return stmt.params(_parameters(check_dimensions(target, query), k))
 
@@ -163,9 +165,10 @@ def search(
                       where=Ticket.status == "open")
         for ticket, similarity in hits: ...
     """
-    _check_k(k)
+    check_k(k)
     started = time.perf_counter()
     target = resolve(column)
+    check_where(target, where, within)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
     choice = planner.choose(conn, Filter(target, where, within), k, plan)
@@ -225,8 +228,9 @@ def explain(
 
         print(explain(session, Ticket.embedding, "refund", where=Ticket.status == "open"))
     """
-    _check_k(k)
+    check_k(k)
     target = resolve(column)
+    check_where(target, where, within)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
     choice = planner.choose(conn, Filter(target, where, within), k, plan)
@@ -324,8 +328,3 @@ def _selects_one_entity(stmt: sa.Select[Any]) -> bool:
     described = stmt.column_descriptions
     first = described[0]
     return len(described) == 2 and first["entity"] is not None and first["expr"] is first["entity"]
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")

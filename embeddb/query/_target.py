@@ -18,6 +18,7 @@ from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.types import UserDefinedType
 
+from ..errors import QueryError
 from ..orm import INFO_KEY, Declaration, embedded_column
 from ..spec import Distance
 
@@ -30,6 +31,8 @@ _COMPARATORS = {
     Distance.L2: "l2_distance",
 }
 _ONE = sa.literal_column("1", sa.Float)
+#: The largest magnitude each storage type holds (float32, IEEE half precision).
+_LARGEST = {"vector": float(np.finfo(np.float32).max), "halfvec": float(np.finfo(np.float16).max)}
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def resolve(column: Any) -> Target:
 
 
 def check_dimensions(target: Target, vector: QueryVector) -> list[float]:
-    """``vector`` as a list of floats, refused (ValueError) unless it fits the column."""
+    """``vector`` as a list of floats, refused (QueryError) unless it fits the column: its size,
+    finite values within the storage type's range, and not all zeros under cosine distance."""
     values: list[float]
     if isinstance(vector, np.ndarray) and vector.dtype.kind == "f":
         values = vector.ravel().tolist()  # Python floats already: no float64 copy needed
@@ -84,11 +88,31 @@ def check_dimensions(target: Target, vector: QueryVector) -> list[float]:
         # pgvector returns a halfvec column's values as a HalfVector
         raw = vector.to_list() if hasattr(vector, "to_list") else vector
         values = np.asarray(raw, dtype=np.float64).ravel().tolist()
+    column = f"{target.table.name}.{target.column.name}"
     if len(values) != target.dimensions:
-        raise ValueError(
+        raise QueryError(
             f"the query vector has {len(values)} dimensions, the column {target.dimensions}"
+            f" ({column})"
         )
+    _check_values(np.asarray(values, dtype=np.float64), target, column)
     return values
+
+
+def _check_values(array: np.ndarray[Any, Any], target: Target, column: str) -> None:
+    """What pgvector would refuse mid-transaction, or answer with similarity NaN, refused here."""
+    limit = _LARGEST[target.vector_type]
+    bad = np.flatnonzero(~np.isfinite(array) | (np.abs(array) > limit))
+    if bad.size:
+        raise QueryError(
+            f"the query vector for {column} has {bad.size} value(s) that are NaN, infinite or"
+            f" beyond {target.vector_type}'s range (+-{limit:.4g}), the first {array[bad[0]]!r}"
+            f" at index {bad[0]}"
+        )
+    if target.distance is Distance.COSINE and not array.any():
+        raise QueryError(
+            f"the query vector for {column} is all zeros: it has no direction, so its cosine"
+            " similarity to every row is undefined (NaN)"
+        )
 
 
 class VectorText(UserDefinedType[str]):
