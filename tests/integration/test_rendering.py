@@ -5,12 +5,15 @@ whose text is blank has nothing to embed."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from embeddb import catalog, column_sql, migrate, search
@@ -21,21 +24,30 @@ from embeddb.testing import HashEmbedder
 from .models import HASH_MODEL, MINILM, drain, pending, stored, ticket_model
 
 # Each differs from the others in every setting that changes how a value is cast to text.
-SESSIONS = {
-    "utc": "-c TimeZone=UTC",
-    "tokyo": "-c TimeZone=Asia/Tokyo -c DateStyle=ISO,DMY -c IntervalStyle=sql_standard"
-             " -c extra_float_digits=-3 -c bytea_output=escape -c lc_monetary=C.utf8"
-             " -c search_path=other,public",
-    "st_johns": "-c TimeZone=America/St_Johns -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
-                " -c extra_float_digits=3 -c search_path=public,other",
+SESSIONS: dict[str, dict[str, str]] = {
+    "utc": {"TimeZone": "UTC"},
+    "tokyo": {"TimeZone": "Asia/Tokyo", "DateStyle": "ISO, DMY", "IntervalStyle": "sql_standard",
+              "extra_float_digits": "-3", "bytea_output": "escape", "lc_monetary": "C.utf8",
+              "search_path": "other, public"},
+    "st_johns": {"TimeZone": "America/St_Johns", "DateStyle": "ISO, YMD",
+                 "IntervalStyle": "iso_8601", "extra_float_digits": "3",
+                 "search_path": "public, other"},
 }
 # Date styles other than ISO, which psycopg cannot read timestamps in (so no embeddb process
 # runs in them), but a session of another client may still use to call embeddb.render_N.
-RENDER_ONLY_SESSIONS = {
-    "sydney": "-c TimeZone=Australia/Sydney -c DateStyle=SQL,DMY -c bytea_output=escape",
-    "berlin": "-c TimeZone=Europe/Berlin -c DateStyle=German -c IntervalStyle=postgres_verbose",
-    "kathmandu": "-c TimeZone=Asia/Kathmandu -c DateStyle=Postgres,MDY -c extra_float_digits=0",
+RENDER_ONLY_SESSIONS: dict[str, dict[str, str]] = {
+    "sydney": {"TimeZone": "Australia/Sydney", "DateStyle": "SQL, DMY", "bytea_output": "escape"},
+    "berlin": {"TimeZone": "Europe/Berlin", "DateStyle": "German",
+               "IntervalStyle": "postgres_verbose"},
+    "kathmandu": {"TimeZone": "Asia/Kathmandu", "DateStyle": "Postgres, MDY",
+                  "extra_float_digits": "0"},
 }
+
+
+def options(settings: dict[str, str]) -> str:
+    """libpq's ``options`` for a session with ``settings``."""
+    return " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in settings.items())
+
 
 EVENTS_TEMPLATE = ("{at} | {local_at} | {day} | {clock} | {span} | {ratio} | {score} | {price}"
                    " | {blob} | {stamps} | {during} | {rel} | {amount} | {note}")
@@ -71,9 +83,11 @@ def _operations(conn: sa.Connection) -> Any:
     return Operations(MigrationContext.configure(conn))
 
 
-def rendered(database_url: str, options: str, column_id: int, table: str = "events") -> Any:
+def rendered(database_url: str, settings: dict[str, str], column_id: int,
+             table: str = "events") -> Any:
+    """The text and its md5 that ``embeddb.render_N`` gives in a session with ``settings``."""
     engine = create_engine(database_url, poolclass=sa.pool.NullPool,
-                           connect_args={"options": options})
+                           connect_args={"options": options(settings)})
     try:
         with engine.connect() as conn:
             render = column_sql.render_function(column_id).as_string(None)
@@ -85,8 +99,8 @@ def rendered(database_url: str, options: str, column_id: int, table: str = "even
 
 def test_same_row_renders_the_same_text_and_hash_in_every_session(engine, database_url) -> None:  # type: ignore[no-untyped-def]
     entry = make_events(engine)
-    texts = {name: rendered(database_url, options, entry.id)
-             for name, options in {**SESSIONS, **RENDER_ONLY_SESSIONS}.items()}
+    texts = {name: rendered(database_url, settings, entry.id)
+             for name, settings in {**SESSIONS, **RENDER_ONLY_SESSIONS}.items()}
     assert len({row.text for row in texts.values()}) == 1, texts
     assert len({row.hash for row in texts.values()}) == 1
     # the pinned settings: UTC, ISO dates, postgres intervals, shortest exact floats, hex bytea
@@ -96,18 +110,44 @@ def test_same_row_renders_the_same_text_and_hash_in_every_session(engine, databa
         " | [\"2026-01-02 00:00:00+00\",\"2026-01-03 00:00:00+00\") | other.thing | 1.50 | note")
 
 
+@pytest.fixture
+def role_urls(database_url: str) -> Iterator[dict[str, str]]:
+    """A login role per entry of SESSIONS whose settings are that session's, as role defaults:
+    the worker sets its own ``options``, so only the role's (or database's) defaults reach it."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {session: f"{session}_{suffix}" for session in SESSIONS}
+    engine = create_engine(database_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        for session, role in names.items():
+            conn.execute(sa.text(f"CREATE ROLE {role} LOGIN SUPERUSER"))
+            for name, value in SESSIONS[session].items():
+                conn.execute(sa.text(f"ALTER ROLE {role} SET {name} = {value!r}"
+                                     if name != "search_path" else
+                                     f"ALTER ROLE {role} SET {name} = {value}"))
+    yield {session: make_url(database_url).set(username=role).render_as_string(
+        hide_password=False) for session, role in names.items()}
+    with engine.begin() as conn:
+        for role in names.values():
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+    engine.dispose()
+
+
 def test_worker_in_tokyo_and_reconcile_in_utc_do_not_requeue_each_others_rows(  # type: ignore[no-untyped-def]
-        engine, database_url) -> None:
+        engine, database_url, role_urls) -> None:
     entry = make_events(engine)
 
     def embeddb(session: str, *args: str) -> subprocess.CompletedProcess[str]:
         finished = subprocess.run(
-            [sys.executable, "-m", "embeddb.cli", *args, "--database-url", database_url],
-            env={**os.environ, "PGOPTIONS": SESSIONS[session]},
+            [sys.executable, "-m", "embeddb.cli", *args, "--database-url", role_urls[session]],
             capture_output=True, text=True, timeout=120, check=False)
         assert finished.returncode == 0, finished.stderr
         return finished
 
+    tokyo = create_engine(role_urls["tokyo"], poolclass=sa.pool.NullPool)
+    with tokyo.connect() as conn:  # what every session of the role starts with
+        assert conn.execute(sa.text("SELECT current_setting('TimeZone')")).scalar() == "Asia/Tokyo"
+    tokyo.dispose()
     embeddb("tokyo", "worker", "--once")
     assert "0 rows queued" in embeddb("utc", "reconcile").stdout
     assert "0 rows queued" in embeddb("st_johns", "reconcile").stdout
