@@ -15,12 +15,12 @@ from psycopg import sql
 
 from .errors import SpecError
 
-ASCII_BLANKS = " \t\n\r\f\v"
+ASCII_BLANKS = " \t\n\r\f\v\x1c\x1d\x1e\x1f"
 """What makes a text blank in a database whose encoding is not UTF-8."""
 
 UNICODE_BLANKS = (
     ASCII_BLANKS
-    + "\x1c\x1d\x1e\x1f\x85\xa0\u1680"
+    + "\x85\xa0\u1680"
     + "".join(chr(code) for code in range(0x2000, 0x200B))
     + "\u2028\u2029\u202f\u205f\u3000"
     + "\u200b\ufeff"  # zero-width space and BOM: not White_Space, but nothing to read either
