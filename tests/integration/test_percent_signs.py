@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Embedding, catalog, column_sql, search
+from embeddb.migrate import sql_steps
 from embeddb.testing import HashEmbedder
 
 from .models import HASH_MODEL, run_worker
@@ -112,3 +113,14 @@ def test_alembic_operations_keep_percent_signs_as_written(engine, database_url) 
         Operations(MigrationContext.configure(conn)).drop_embedding(table, "embedding")
         names = {c["name"] for c in sa.inspect(conn).get_columns(table)}
     assert names == {"id", column}
+
+
+def test_plain_sql_revision_steps_send_percent_signs_as_written(engine) -> None:  # type: ignore[no-untyped-def]
+    upgrade_on, downgrade_on = sql_steps("COMMENT ON SCHEMA embeddb IS '100% %s %(x)s'",
+                                         "COMMENT ON SCHEMA embeddb IS NULL")
+    comment = "SELECT obj_description(CAST('embeddb' AS regnamespace), 'pg_namespace')"
+    with engine.begin() as conn:
+        upgrade_on(conn)
+        assert conn.execute(sa.text(comment)).scalar() == "100% %s %(x)s"
+        downgrade_on(conn)
+        assert conn.execute(sa.text(comment)).scalar() is None
