@@ -229,14 +229,21 @@ def refresh_render_function(conn: Connection, entry: CatalogEntry) -> int:
     """Re-create the column's render function as this embeddb writes it, and queue the rows
     whose text that changes; returns how many. For migrations that change how text renders.
 
-    A column whose table is gone is left alone (with a warning): there is nothing to render.
+    A column whose table is gone, or lacks a column the template reads, is left as it was with
+    a warning that says why: one broken column must not stop the upgrade of the others.
     """
-    if not _table_exists(conn, entry.spec):
-        log.warning("%s: its table is gone; render function left as it was",
-                    entry.spec.qualified_column)
+    spec = entry.spec
+    if not _table_exists(conn, spec):
+        log.warning("%s: its table is gone; render function left as it was", spec.qualified_column)
         return 0
-    verbatim.execute(conn, _render_function(conn, entry.spec, entry.id))
-    return reconcile(conn, entry)
+    try:
+        with conn.begin_nested():
+            _check_table(conn, spec, check_vector_type=False)
+            verbatim.execute(conn, _render_function(conn, spec, entry.id))
+            return reconcile(conn, entry)
+    except SchemaError as exc:
+        log.warning("%s: render function left as it was: %s", spec.qualified_column, exc)
+        return 0
 
 
 def check_model(entry: CatalogEntry, identity: ModelIdentity) -> None:

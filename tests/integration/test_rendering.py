@@ -261,3 +261,24 @@ def test_blank_rows_get_no_vector_and_are_never_ranked(engine, database_url) -> 
         for query in ("refund", "printer jams", "where is my parcel", blank_query):
             hits = search(session, Ticket.embedding, query, k=10)
             assert {ticket.id for ticket, _ in hits} == {1, 7}, query
+
+
+def test_upgrade_leaves_a_column_whose_table_lost_a_source_column_and_refreshes_the_others(  # type: ignore[no-untyped-def]
+        engine, caplog) -> None:
+    Base, Ticket = ticket_model(HASH_MODEL)
+    Base.metadata.create_all(engine)
+    make_events(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": 1, "subject": "\u3000", "body": " "}])
+        tickets = catalog.get_entry(conn, "public", "tickets", "embedding")
+        assert tickets is not None
+        render = column_sql.render_function(tickets.id).as_string(None)
+        conn.execute(sa.text(f"CREATE OR REPLACE FUNCTION {render}(r tickets) RETURNS text"
+                             " LANGUAGE sql STABLE AS $$SELECT r.subject || r.body$$"))
+        conn.execute(sa.text("ALTER TABLE events DROP COLUMN note CASCADE"))  # and its triggers
+        conn.execute(sa.text("UPDATE embeddb.alembic_version SET version_num = '0003'"))
+    with engine.begin() as conn:
+        assert migrate.upgrade(conn) == ["0004"]
+        assert conn.execute(sa.text(f"SELECT {render}(t) FROM tickets t")).scalar() is None
+    assert "public.events.embedding: render function left as it was" in caplog.text
+    assert "has no column 'note'" in caplog.text
