@@ -20,7 +20,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import column_sql
+from . import column_sql, verbatim
 from .catalog import CatalogEntry
 from .sql import queries
 
@@ -51,7 +51,7 @@ def set_index_aside(engine: Engine, entry: CatalogEntry, min_backlog: int,
         table_rows = _table_rows(conn, entry, deciding=backlog / max(min_share, 1e-9))
         if not worth_setting_aside(backlog, table_rows, min_backlog, min_share):
             return False
-        conn.exec_driver_sql(column_sql.drop_index(entry.spec))
+        verbatim.execute(conn, column_sql.drop_index(entry.spec))
         conn.execute(sa.text(queries["set_index_deferred"]), {**params, "deferred": True})
     log.info("%s: %d rows pending; HNSW index set aside until they are embedded",
              entry.spec.qualified_column, backlog)
@@ -66,7 +66,7 @@ def _table_rows(conn: sa.Connection, entry: CatalogEntry, deciding: float) -> fl
                                   {"table": column_sql.qualified_table(entry.spec)}).scalar_one())
     if estimate > 2 * deciding:
         return estimate
-    return float(conn.exec_driver_sql(column_sql.count_rows(entry.spec)).scalar_one())
+    return float(verbatim.execute(conn, column_sql.count_rows(entry.spec)).scalar_one())
 
 
 def rebuild_index(engine: Engine, entry: CatalogEntry, memory: str) -> bool:
@@ -103,8 +103,8 @@ def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> None:
     invalid = conn.execute(sa.text(queries["index_is_invalid"]),
                            {"qualified_index": column_sql.qualified_index(spec)}).scalar()
     if invalid:  # left behind by a build that was interrupted
-        conn.exec_driver_sql(column_sql.drop_index(spec, concurrently=True))
+        verbatim.execute(conn, column_sql.drop_index(spec, concurrently=True))
     log.info("%s: building the HNSW index", spec.qualified_column)
-    conn.exec_driver_sql(statement)
+    verbatim.execute(conn, statement)
     conn.execute(sa.text(queries["set_index_deferred"]), {**params, "deferred": False})
     log.info("%s: HNSW index built", spec.qualified_column)

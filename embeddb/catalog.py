@@ -16,10 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import alter_sql, column_sql, migrate
+from . import alter_sql, column_sql, migrate, verbatim
 from .database import ensure_pgvector
 from .embedders import ModelIdentity, expected_identity
 from .errors import ModelMismatch, SchemaError, SpecError
+from .rendering import render_context
 from .spec import VECTOR_TYPES, Distance, EmbeddingSpec, EncodeOptions, HnswIndex
 from .sql import queries
 from .template import Template
@@ -112,11 +113,11 @@ def install(
             column_id = existing.id
             _update_entry(conn, spec, column_id)
             if (existing.spec.index, existing.spec.distance) != (spec.index, spec.distance):
-                conn.exec_driver_sql(column_sql.drop_index(existing.spec))
+                verbatim.execute(conn, column_sql.drop_index(existing.spec))
         if actual is not None and actual != _column_type(spec):
             _retype(conn, spec, actual)
-        for statement in _install_statements(spec, column_id):
-            conn.exec_driver_sql(statement)
+        for statement in _install_statements(conn, spec, column_id):
+            verbatim.execute(conn, statement)
         entry = CatalogEntry(column_id, spec, identity)
         if enqueue_existing:
             queued = reconcile(conn, entry)
@@ -125,15 +126,21 @@ def install(
         return entry
 
 
-def _install_statements(spec: EmbeddingSpec, column_id: int) -> list[str]:
+def _install_statements(conn: Connection, spec: EmbeddingSpec, column_id: int) -> list[str]:
     index = column_sql.create_index(spec)
     return [
         *column_sql.add_columns(spec),
-        column_sql.create_render_function(spec, column_id),
+        _render_function(conn, spec, column_id),
         column_sql.create_enqueue_function(spec, column_id),
         *column_sql.create_triggers(spec, column_id),
         *([index] if index else []),
     ]
+
+
+def _render_function(conn: Connection, spec: EmbeddingSpec, column_id: int) -> str:
+    """The render function's DDL, pinning the session's settings if the source columns need it."""
+    context = render_context(conn, column_sql.qualified_table(spec), spec.template.columns)
+    return column_sql.create_render_function(spec, column_id, context)
 
 
 def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False) -> CatalogEntry:
@@ -165,13 +172,13 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         resize = old.dimensions != spec.dimensions
         reembed = _vectors_differ(existing.identity, identity)
         if rebuild_index or resize or (old.index, old.distance) != (spec.index, spec.distance):
-            conn.exec_driver_sql(column_sql.drop_index(old))
+            verbatim.execute(conn, column_sql.drop_index(old))
         if resize:
-            conn.exec_driver_sql(alter_sql.resize_vector(spec))
+            verbatim.execute(conn, alter_sql.resize_vector(spec))
         elif actual is not None and actual != _column_type(spec):
             _retype(conn, spec, actual)
         if reembed:
-            cleared = conn.exec_driver_sql(alter_sql.clear_vectors(spec)).rowcount
+            cleared = verbatim.execute(conn, alter_sql.clear_vectors(spec)).rowcount
             log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
                         spec.qualified_column, "; ".join(existing.identity.differences(identity)),
                         cleared)
@@ -181,8 +188,8 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             conn.execute(sa.text(queries["forget_pending"]), {"id": existing.id})
         _update_entry(conn, spec, existing.id)
         _update_model(conn, spec, identity, existing.id)
-        for statement in _install_statements(spec, existing.id):
-            conn.exec_driver_sql(statement)
+        for statement in _install_statements(conn, spec, existing.id):
+            verbatim.execute(conn, statement)
         entry = CatalogEntry(existing.id, spec, identity)
         if requeue:
             queued = reconcile(conn, entry)
@@ -199,23 +206,44 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     entry = get_entry(conn, spec.schema, spec.table, spec.column)
     if entry is None:
         if drop_columns:
-            conn.exec_driver_sql(column_sql.drop_index(spec))
-            conn.exec_driver_sql(alter_sql.drop_vector_columns(spec))
+            verbatim.execute(conn, column_sql.drop_index(spec))
+            verbatim.execute(conn, alter_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
-            conn.exec_driver_sql(statement)
+            verbatim.execute(conn, statement)
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})
     return True
 
 
 def reconcile(conn: Connection, entry: CatalogEntry) -> int:
     """Queue every row whose vector is missing or stale; returns how many were queued."""
-    result = conn.exec_driver_sql(column_sql.enqueue_stale_rows(entry.spec, entry.id))
+    result = verbatim.execute(conn, column_sql.enqueue_stale_rows(entry.spec, entry.id))
     if result.rowcount:
         conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                      {"channel": column_sql.NOTIFY_CHANNEL, "payload": str(entry.id)})
     return int(result.rowcount)
+
+
+def refresh_render_function(conn: Connection, entry: CatalogEntry) -> int:
+    """Re-create the column's render function as this embeddb writes it, and queue the rows
+    whose text that changes; returns how many. For migrations that change how text renders.
+
+    A column whose table is gone, or lacks a column the template reads, is left as it was with
+    a warning that says why: one broken column must not stop the upgrade of the others.
+    """
+    spec = entry.spec
+    if not _table_exists(conn, spec):
+        log.warning("%s: its table is gone; render function left as it was", spec.qualified_column)
+        return 0
+    try:
+        with conn.begin_nested():
+            _check_table(conn, spec, check_vector_type=False)
+            verbatim.execute(conn, _render_function(conn, spec, entry.id))
+            return reconcile(conn, entry)
+    except SchemaError as exc:
+        log.warning("%s: render function left as it was: %s", spec.qualified_column, exc)
+        return 0
 
 
 def check_model(entry: CatalogEntry, identity: ModelIdentity) -> None:
@@ -251,8 +279,8 @@ def _vectors_differ(old: ModelIdentity, new: ModelIdentity) -> bool:
 
 def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
     """Cast the column to ``spec``'s vector type; the install statements rebuild the index."""
-    conn.exec_driver_sql(column_sql.drop_index(spec))
-    conn.exec_driver_sql(alter_sql.retype_vector(spec))
+    verbatim.execute(conn, column_sql.drop_index(spec))
+    verbatim.execute(conn, alter_sql.retype_vector(spec))
     log.info("%s: converted from %s to %s, stored vectors kept", spec.qualified_column, actual,
              _column_type(spec))
 
@@ -260,6 +288,11 @@ def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
 def _column_type(spec: EmbeddingSpec) -> str:
     """The vector column's type as ``format_type`` spells it: ``vector(384)``."""
     return f"{spec.vector_type}({spec.dimensions})"
+
+
+def _table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
+    return bool(conn.execute(sa.text(queries["table_exists"]),
+                             {"qualified_table": column_sql.qualified_table(spec)}).scalar())
 
 
 def _check_table(

@@ -9,13 +9,15 @@ Each embedded column (catalog id N) owns these database objects, all visible wit
 * the vector column and ``<column>_source_hash``, the md5 of the text its vector was made from.
 
 Statements for the worker use psycopg's ``%(name)s`` placeholders and run through
-``exec_driver_sql``; DDL carries no parameters.
+``exec_driver_sql`` with parameters, so a ``%`` in a name is doubled there; the others carry no
+parameters and run through :func:`embeddb.verbatim.execute`, which sends them as written.
 """
 
 from __future__ import annotations
 
 from psycopg import sql
 
+from .rendering import RenderContext
 from .spec import EmbeddingSpec
 
 NOTIFY_CHANNEL = "embeddb"
@@ -24,6 +26,17 @@ _ROW = "src"
 
 def _text(composable: sql.Composable) -> str:
     return composable.as_string(None)
+
+
+def _with_parameters(composable: sql.Composable) -> str:
+    """The statement for a driver that reads ``%`` as a placeholder: each ``%`` in a name or
+    literal is doubled, while the placeholders written into the SQL text stay as they are."""
+    if isinstance(composable, sql.Composed):
+        return "".join(_with_parameters(part) for part in composable)
+    text = composable.as_string(None)
+    if isinstance(composable, (sql.SQL, sql.Placeholder)):
+        return text
+    return text.replace("%", "%%")
 
 
 def table(spec: EmbeddingSpec) -> sql.Identifier:
@@ -82,12 +95,14 @@ def add_columns(spec: EmbeddingSpec) -> list[str]:
     ]
 
 
-def create_render_function(spec: EmbeddingSpec, column_id: int) -> str:
-    body = sql.SQL("SELECT {}").format(spec.template.sql_expression("r"))
+def create_render_function(spec: EmbeddingSpec, column_id: int, context: RenderContext) -> str:
+    """``embeddb.render_N(row)``; ``context`` says whether it pins the session's settings."""
+    body = sql.SQL("SELECT {}").format(spec.template.sql_expression("r", context.blanks))
     return _text(sql.SQL(
         "CREATE OR REPLACE FUNCTION {}(r {}) RETURNS text"
-        " LANGUAGE sql STABLE PARALLEL SAFE AS {}"
-    ).format(render_function(column_id), table(spec), sql.Literal(_text(body))))
+        " LANGUAGE sql STABLE PARALLEL SAFE{} AS {}"
+    ).format(render_function(column_id), table(spec), context.function_options(),
+             sql.Literal(_text(body))))
 
 
 def create_enqueue_function(spec: EmbeddingSpec, column_id: int) -> str:
@@ -233,7 +248,7 @@ def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> lis
 
 def fetch_texts(spec: EmbeddingSpec, column_id: int) -> str:
     """Text and its hash for each claimed key that still exists. Params: keys (JSON array)."""
-    return _text(sql.SQL(
+    return _with_parameters(sql.SQL(
         "SELECT k.row_key, {render}({row}) AS text, {hash} AS hash"
         " FROM jsonb_array_elements(%(keys)s::jsonb) AS k(row_key)"
         " JOIN {table} AS {row} ON {match}"
@@ -251,7 +266,7 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
     ``%(vectors)b``), hashes (uuid[]).
     Returns the keys that were written.
     """
-    return _text(sql.SQL(
+    return _with_parameters(sql.SQL(
         "UPDATE {table} AS {row} SET {column} = v.vector, {hash_column} = v.hash"
         " FROM unnest(%(keys)s::jsonb[], %(vectors)b::{vector_type}[], %(hashes)s::uuid[])"
         " AS v(row_key, vector, hash)"
@@ -268,7 +283,7 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
 
 def sample_texts(spec: EmbeddingSpec, column_id: int) -> str:
     """A random sample of the column's texts, for measuring the model. Params: limit."""
-    return _text(sql.SQL(
+    return _with_parameters(sql.SQL(
         "SELECT {}({}) AS text FROM {} AS {} WHERE {}({}) IS NOT NULL"
         " ORDER BY random() LIMIT %(limit)s"
     ).format(

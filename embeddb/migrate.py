@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from . import verbatim
 from .database import create_engine, ensure_pgvector
 from .errors import SchemaError
 from .sql import queries
@@ -65,16 +66,14 @@ Step = Callable[[Connection], None]
 
 
 def sql_steps(upgrade_sql: str, downgrade_sql: str) -> tuple[Step, Step]:
-    """``upgrade_on`` and ``downgrade_on`` for a revision that is plain SQL.
-
-    The SQL must hold no ``%``: the driver would read it as a placeholder.
-    """
+    """``upgrade_on`` and ``downgrade_on`` for a revision that is plain SQL, sent as written
+    (a ``%`` in it is no placeholder)."""
 
     def upgrade_on(conn: Connection) -> None:
-        conn.exec_driver_sql(upgrade_sql)
+        verbatim.execute(conn, upgrade_sql)
 
     def downgrade_on(conn: Connection) -> None:
-        conn.exec_driver_sql(downgrade_sql)
+        verbatim.execute(conn, downgrade_sql)
 
     return upgrade_on, downgrade_on
 

@@ -15,6 +15,19 @@ from psycopg import sql
 
 from .errors import SpecError
 
+ASCII_BLANKS = " \t\n\r\f\v\x1c\x1d\x1e\x1f"
+"""What makes a text blank in a database whose encoding is not UTF-8."""
+
+UNICODE_BLANKS = (
+    ASCII_BLANKS
+    + "\x85\xa0\u1680"
+    + "".join(chr(code) for code in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000"
+    + "\u200b\ufeff"  # zero-width space and BOM: not White_Space, but nothing to read either
+)
+"""What makes a text blank: every character Python's ``str.isspace`` accepts (Unicode's spaces,
+line and paragraph separators), plus the invisible zero-width space and byte order mark."""
+
 
 @dataclass(frozen=True)
 class Template:
@@ -60,11 +73,12 @@ class Template:
                 seen.setdefault(field)
         return tuple(seen)
 
-    def sql_expression(self, row: str) -> sql.Composable:
+    def sql_expression(self, row: str, blanks: str = UNICODE_BLANKS) -> sql.Composable:
         """The SQL that renders this template for the row variable ``row``.
 
         Values are cast to text and NULL renders as the empty string. When every column is
-        NULL or empty the result is NULL: such a row has nothing to embed and its vector is NULL.
+        NULL, empty or blank (only characters of ``blanks``: spaces, tabs, newlines, U+00A0,
+        U+3000...) the result is NULL: such a row has nothing to embed and its vector is NULL.
         """
         pieces: list[sql.Composable] = []
         for literal, field in self.parts:
@@ -73,7 +87,8 @@ class Template:
             if field is not None:
                 pieces.append(sql.SQL("{}::text").format(sql.Identifier(row, field)))
         all_empty = sql.SQL(" AND ").join(
-            sql.SQL("coalesce({}::text, '') = ''").format(sql.Identifier(row, column))
+            sql.SQL("btrim(coalesce({}::text, ''), {}) = ''").format(
+                sql.Identifier(row, column), sql.Literal(blanks))
             for column in self.columns
         )
         return sql.SQL("CASE WHEN {} THEN NULL ELSE concat({}) END").format(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy.engine import Connection
 
+from embeddb import verbatim
+
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = None
@@ -27,11 +29,11 @@ DOWNGRADE = """
 
 
 def upgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(UPGRADE)
+    verbatim.execute(conn, UPGRADE)
 
 
 def downgrade_on(conn: Connection) -> None:
-    conn.exec_driver_sql(DOWNGRADE)
+    verbatim.execute(conn, DOWNGRADE)
 
 
 def upgrade() -> None:

@@ -217,3 +217,28 @@ JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_am am ON am.oid = c.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
 WHERE c.oid = to_regclass(:qualified_index)
+
+-- render_context --
+-- Whether the text of every given column is the same in every session: strings, integers,
+-- numeric, booleans, enums, network addresses, bit strings, uuid, json, xml, tsvector, and
+-- domains and arrays of those. Anything else (times, floats, money, bytea, composites...) may
+-- depend on a setting. And the database's encoding.
+WITH RECURSIVE source(type_oid) AS (
+    SELECT a.atttypid FROM pg_attribute a
+    WHERE a.attrelid = to_regclass(:qualified_table) AND a.attname = ANY(:columns)
+      AND a.attnum > 0 AND NOT a.attisdropped
+  UNION
+    SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+    FROM source s JOIN pg_type t ON t.oid = s.type_oid
+    WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+)
+SELECT coalesce(bool_and(
+           t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+           OR t.typcategory IN ('S', 'B', 'E', 'I', 'V')
+           OR t.oid = ANY(CAST('{int2,int4,int8,numeric,oid,uuid,json,jsonb,xml,tsvector}'
+                               AS regtype[]))), true) AS session_independent,
+       current_setting('server_encoding') AS encoding
+FROM source s JOIN pg_type t ON t.oid = s.type_oid
+
+-- table_exists --
+SELECT to_regclass(:qualified_table) IS NOT NULL

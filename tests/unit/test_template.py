@@ -1,7 +1,7 @@
 import pytest
 
 from embeddb.errors import SpecError
-from embeddb.template import Template
+from embeddb.template import ASCII_BLANKS, UNICODE_BLANKS, Template
 
 
 def test_columns_in_order_of_first_use() -> None:
@@ -34,13 +34,19 @@ def test_invalid_templates_are_refused_with_a_reason(source: str, message: str) 
         Template.parse(source)
 
 
-def test_sql_renders_null_as_empty_and_all_empty_as_null() -> None:
-    sql_text = Template.parse("{title}\n\n{body}").sql_expression("r").as_string(None)
+def test_sql_renders_null_as_empty_and_all_blank_as_null() -> None:
+    sql_text = Template.parse("{title}\n\n{body}").sql_expression("r", blanks=" \t").as_string(None)
     assert sql_text == (
-        "CASE WHEN coalesce(\"r\".\"title\"::text, '') = ''"
-        " AND coalesce(\"r\".\"body\"::text, '') = '' THEN NULL"
+        "CASE WHEN btrim(coalesce(\"r\".\"title\"::text, ''), ' \t') = ''"
+        " AND btrim(coalesce(\"r\".\"body\"::text, ''), ' \t') = '' THEN NULL"
         " ELSE concat(\"r\".\"title\"::text, '\n\n', \"r\".\"body\"::text) END"
     )
+
+
+def test_blank_characters_are_what_python_calls_space_plus_zero_width_ones() -> None:
+    spaces = {chr(code) for code in range(0x110000) if chr(code).isspace()}
+    assert set(UNICODE_BLANKS) == spaces | {"\u200b", "\ufeff"}
+    assert set(ASCII_BLANKS) == {c for c in spaces if c.isascii()}
 
 
 def test_sql_quotes_literals_and_identifiers() -> None:
