@@ -2,10 +2,12 @@
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
-:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`.
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; check a database's
+health with :func:`doctor`.
 """
 
 from .catalog import CatalogEntry
+from .doctor import Finding, doctor
 from .errors import (
     DatabaseError,
     EmbeddbError,
@@ -47,6 +49,7 @@ __all__ = [
     "Embedding",
     "EmbeddingSpec",
     "Explanation",
+    "Finding",
     "Hit",
     "HybridHit",
     "ModelError",
@@ -61,6 +64,7 @@ __all__ = [
     "amore_like_this",
     "anear_duplicates",
     "asearch",
+    "doctor",
     "duplicate_groups",
     "explain",
     "hybrid_search",

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from . import catalog
 from .catalog import CatalogEntry
 from .database import connect_check, create_engine, database_url, redacted
+from .doctor import Limits as DoctorLimits
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
@@ -140,6 +141,26 @@ def _parser() -> argparse.ArgumentParser:
                         "Queue every row whose vector is missing or stale.",
                         "embeddb reconcile")
     with_url(reconcile)
+
+    doctor = command(
+        "doctor", _doctor,
+        "Check indexes, triggers, the catalog, stale rows, claims, workers and parked rows;"
+        " each finding names its fix. Exit code: 0 healthy, 1 warnings, 2 errors, 3 the"
+        " database could not be checked.",
+        "embeddb doctor --json || alert")
+    with_url(doctor)
+    doctor_limits = DoctorLimits()
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--stale-row-limit", type=int, default=doctor_limits.stale_row_limit,
+                        help="stop counting a column's stale rows at this many")
+    doctor.add_argument("--stale-seconds", type=float, default=doctor_limits.stale_seconds,
+                        help="time budget for counting one column's stale rows")
+    doctor.add_argument("--heartbeat-seconds", type=float,
+                        default=doctor_limits.heartbeat_seconds,
+                        help="a running worker silent this long counts as stopped")
+    doctor.add_argument("--lease-grace-seconds", type=float,
+                        default=doctor_limits.lease_grace_seconds,
+                        help="a claim this far past its lease, not taken back, is reported")
 
     migrate = command(
         "migrate", _migrate,
@@ -420,6 +441,22 @@ def _reconcile(args: argparse.Namespace) -> int:
         for entry in catalog.list_entries(conn):
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import EXIT_UNKNOWN, doctor, exit_code, report_json, report_text
+
+    limits = DoctorLimits(
+        stale_row_limit=args.stale_row_limit, stale_seconds=args.stale_seconds,
+        heartbeat_seconds=args.heartbeat_seconds, lease_grace_seconds=args.lease_grace_seconds)
+    try:
+        with _engine(args) as engine:
+            findings = doctor(engine, limits)
+    except EmbeddbError as exc:  # unreachable database: unknown, as monitoring plugins say
+        print(f"embeddb: error: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    print(report_json(findings) if args.json else report_text(findings))
+    return exit_code(findings)
 
 
 def _migrate(args: argparse.Namespace) -> int:
