@@ -6,7 +6,8 @@ or worker involved, what is wrong, and the command or SQL that fixes it. The che
 * embeddb's schema is at this embeddb's revision;
 * each catalog row has its table, its key, source, vector and hash columns, and its functions
   (``embeddb.render_N``, ``embeddb.enqueue_N``) and triggers;
-* the vector column's type and dimension are the catalog's;
+* the vector column's type and dimension are the catalog's, and the model installed here is
+  the one the column was embedded with (else a worker here refuses the column);
 * the HNSW index exists and is valid, or, if set aside for a backlog, a worker will build it;
 * no embeddb function or trigger is left without its catalog row;
 * rows whose vector is missing or stale and that nobody has queued (what ``reconcile`` would
@@ -35,6 +36,8 @@ from sqlalchemy.engine import Connection, Engine
 from . import alter_sql, catalog, column_sql, migrate
 from .catalog import CatalogEntry
 from .database import create_engine
+from .embedders import expected_identity
+from .errors import ModelError
 from .sql import queries
 
 Severity = Literal["error", "warning", "info"]
@@ -166,9 +169,29 @@ class _Doctor:
                       "embeddb migrate")
 
     def _column(self, conn: Connection, entry: CatalogEntry) -> None:
+        self._model(entry)
         if self._table_intact(conn, entry):
             self._index(conn, entry)
             self._stale_rows(conn, entry)
+
+    def _model(self, entry: CatalogEntry) -> None:
+        """The model as installed where doctor runs, against the one the catalog records."""
+        spec, name = entry.spec, entry.spec.qualified_column
+        try:
+            here = expected_identity(spec.model, spec.encode)
+        except ModelError:
+            self._add("model_mismatch", "info", name, f"model {spec.model} is not installed"
+                      " here, so it was not compared with the catalog's",
+                      "run doctor where the workers run to compare it")
+            return
+        differences = entry.identity.differences(here)
+        if differences:
+            self._add("model_mismatch", "warning", name,
+                      f"the column was embedded with {entry.identity.describe()} but the model"
+                      f" here is {here.describe()} ({'; '.join(differences)}): a worker here"
+                      " refuses the column",
+                      "install the model the column was made with, or re-embed the column:"
+                      f" op.alter_embedding({spec.table!r}, {spec.column!r}, model=...)")
 
     def _table_intact(self, conn: Connection, entry: CatalogEntry) -> bool:
         """The table, its columns, functions and triggers; False when rows cannot be checked."""

@@ -163,6 +163,13 @@ def test_vector_column_of_another_dimension(healthy: Any, engine: sa.Engine) -> 
     assert "TYPE vector(32) USING NULL" in finding.fix
 
 
+def test_a_model_other_than_the_catalogs(healthy: Any, engine: sa.Engine) -> None:
+    execute(engine, "UPDATE embeddb.columns SET model_fingerprint = 'other-weights'")
+    finding = only(doctor(engine), "model_mismatch")
+    assert finding.severity == "warning"
+    assert "other-weights" in finding.problem and "hash-v1" in finding.problem
+
+
 def test_a_dropped_source_column_and_the_trigger_it_took(healthy: Any, engine: sa.Engine) -> None:
     execute(engine, "ALTER TABLE tickets DROP COLUMN body CASCADE")
     findings = doctor(engine)
