@@ -18,7 +18,7 @@ from embeddb.worker import FAILPOINT_VARIABLE
 
 from .conftest import SpawnWorker
 from .models import HASH_MODEL, drain, run_worker, ticket_model
-from .workers import wait_until
+from .workers import scalar, wait_until
 
 
 def make_tickets(engine: sa.Engine, count: int = 10, **options: Any) -> Any:
@@ -248,9 +248,8 @@ def test_a_worker_whose_heartbeat_stopped(healthy: Any, engine: sa.Engine,
 def test_a_worker_that_stopped_cleanly_is_not_reported(
         healthy: Any, engine: sa.Engine, spawn_worker: SpawnWorker) -> None:
     worker = spawn_worker()
-    wait_until(lambda: bool(engine.connect().execute(sa.text(
-        "SELECT count(*) FROM embeddb.workers WHERE state = 'running'")).scalar()), 30,
-        "a heartbeat")
+    wait_until(lambda: scalar(engine, "SELECT count(*) FROM embeddb.workers"
+                                      " WHERE state = 'running'") > 0, 30, "a heartbeat")
     assert worker.stop() == 0
     assert doctor(engine, Limits(heartbeat_seconds=0)) == []
 
