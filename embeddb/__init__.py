@@ -2,11 +2,13 @@
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
-:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`.
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; check a database's
+health with :func:`doctor`.
 """
 
 from .catalog import CatalogEntry
 from .database import create_engine, database_url
+from .doctor import Finding, doctor
 from .errors import (
     DatabaseError,
     EmbeddbError,
@@ -48,6 +50,7 @@ __all__ = [
     "Embedding",
     "EmbeddingSpec",
     "Explanation",
+    "Finding",
     "Hit",
     "HybridHit",
     "ModelError",
@@ -64,6 +67,7 @@ __all__ = [
     "asearch",
     "create_engine",
     "database_url",
+    "doctor",
     "duplicate_groups",
     "explain",
     "hybrid_search",

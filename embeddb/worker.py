@@ -104,6 +104,10 @@ class BatchResult:
     stored: int
     superseded: int
     failed: int
+    column: str = ""  # the column's qualified name
+    model_seconds: float = 0.0
+    write_seconds: float = 0.0
+    batch_seconds: float = 0.0  # from the claim to the write's commit
 
 
 @dataclass
@@ -115,6 +119,8 @@ class _EmbeddedBatch:
     claimed: int
     lease_ends: float  # time.monotonic() by which its claims may have expired
     gone: list[Any]
+    started: float = 0.0  # time.monotonic() when it was claimed
+    model_seconds: float = 0.0
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -150,6 +156,9 @@ class Worker:
         self._embedder_for = embedder_for or _load_checked_embedder
         self._stopping = threading.Event()
         self._last_heartbeat = 0.0
+        self.heartbeat_at: float | None = None  # time.time() of the last heartbeat written
+        # called with every batch's result, e.g. by embeddb.metrics
+        self.batch_listeners: list[Callable[[BatchResult], None]] = []
         self._catalog_ready = False
         if self.config.threads:
             _set_torch_threads(self.config.threads)
@@ -270,16 +279,17 @@ class Worker:
 
     def _report(self, entry: CatalogEntry, result: BatchResult,
                 on_batch: Callable[[BatchResult], None] | None) -> None:
-        if on_batch is not None:
-            on_batch(result)
+        for listener in [*self.batch_listeners, *([on_batch] if on_batch else [])]:
+            listener(result)
         log.info("%s: %d stored, %d superseded, %d failed (%.1f rows/s overall)",
                   entry.spec.qualified_column, result.stored, result.superseded, result.failed,
-                  self.stats.rate)
+                  self.stats.rate, extra=_batch_fields(result, self.stats.rate))
 
     def _prepare(self, entry: CatalogEntry, embedder: Embedder) -> _EmbeddedBatch | None:
         """Claim a batch and run the model on it (no transaction is open while it runs)."""
         token = uuid.uuid4()
-        lease_ends = time.monotonic() + self.config.lease_seconds  # no later than the claim's
+        started = time.monotonic()
+        lease_ends = started + self.config.lease_seconds  # no later than the claim's
         claimed, rows = self._claim(entry, token)
         if not claimed:
             return None
@@ -287,10 +297,13 @@ class Worker:
         rows, claimed = self._within_token_budget(entry, token, rows, claimed)
         found = {_key_id(row.row_key) for row in rows}
         batch = _EmbeddedBatch(entry, token, len(claimed), lease_ends,
-                               gone=[key for key in claimed if _key_id(key) not in found])
+                               gone=[key for key in claimed if _key_id(key) not in found],
+                               started=started)
         texts = [row.text for row in rows if row.text is not None]
         try:
+            model_started = time.monotonic()
             vectors, failures = self._embed(embedder, texts)
+            batch.model_seconds = time.monotonic() - model_started
         except ModelUnavailable:
             with self.engine.begin() as conn:
                 _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(claimed))
@@ -308,6 +321,7 @@ class Worker:
     def _write(self, batch: _EmbeddedBatch) -> BatchResult:
         """Store the vectors (guarded), forget stored rows, hand back the rest; one transaction."""
         entry, token = batch.entry, batch.token
+        write_started = time.monotonic()
         with self.engine.begin() as conn:
             stored = self._store(conn, entry, batch.to_store)
             _run(conn, "complete", column_id=entry.id, token=token,
@@ -335,7 +349,10 @@ class Worker:
             log.warning("%s: %d of %d rows failed and will be retried",
                         entry.spec.qualified_column, len(batch.failed), batch.claimed)
         self._heartbeat()
-        return BatchResult(batch.claimed, len(stored), len(superseded), len(batch.failed))
+        done = time.monotonic()
+        return BatchResult(batch.claimed, len(stored), len(superseded), len(batch.failed),
+                           entry.spec.qualified_column, batch.model_seconds,
+                           done - write_started, done - batch.started)
 
     def _claim(self, entry: CatalogEntry, token: uuid.UUID) -> tuple[list[Any], list[Any]]:
         with self.engine.begin() as conn:
@@ -464,6 +481,7 @@ class Worker:
             _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
                  pid=os.getpid(), rows_embedded=self.stats.embedded, state=state)
             _run(conn, "prune_throughput")
+        self.heartbeat_at = time.time()
 
     def _release_claims(self) -> None:
         try:
@@ -482,6 +500,16 @@ def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
 
 def _run(conn: sa.Connection, name: str, **params: Any) -> sa.CursorResult[Any]:
     return conn.execute(sa.text(queries[name]), params)
+
+
+def _batch_fields(result: BatchResult, overall_rate: float) -> dict[str, Any]:
+    """A batch's log record fields, for structured logs (``--log-format json``)."""
+    seconds = result.batch_seconds
+    return {"column": result.column, "batch_size": result.claimed, "rows": result.stored,
+            "superseded": result.superseded, "failed": result.failed,
+            "seconds": round(seconds, 4),
+            "rows_per_second": round(result.stored / seconds, 1) if seconds > 0 else None,
+            "overall_rows_per_second": round(overall_rate, 1)}
 
 
 def _key_id(key: Any) -> str:

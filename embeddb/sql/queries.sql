@@ -242,3 +242,93 @@ FROM source s JOIN pg_type t ON t.oid = s.type_oid
 
 -- table_exists --
 SELECT to_regclass(:qualified_table) IS NOT NULL
+-- metrics_queue --
+-- Per column, for a Prometheus scrape: what waits, what is being embedded, what is parked, and
+-- the age of the oldest entry not parked. One pass over embeddb.pending.
+SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name AS qualified_column,
+       count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
+                                   OR p.claim_expires_at < now())) AS pending,
+       count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
+       count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
+       coalesce(extract(epoch FROM now() - min(p.enqueued_at)
+                FILTER (WHERE p.parked_at IS NULL)), 0)::float8 AS lag_seconds
+FROM embeddb.columns c
+LEFT JOIN embeddb.pending p ON p.column_id = c.id
+GROUP BY c.id
+ORDER BY c.id
+
+-- doctor_index_state --
+-- Whether a column's HNSW index exists and is valid, and whether a worker is building it now
+-- (backfill holds the advisory lock (hashtext('embeddb.index'), column id) while it builds).
+SELECT c.index_deferred,
+       i.indexrelid IS NOT NULL AS index_exists,
+       coalesce(i.indisvalid, false) AS index_valid,
+       EXISTS (
+           SELECT 1 FROM pg_locks l
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.classid = hashtext('embeddb.index')::oid AND l.objid = c.id::oid
+       ) AS being_built
+FROM embeddb.columns c
+LEFT JOIN pg_index i ON i.indexrelid = to_regclass(
+    quote_ident(c.table_schema) || '.' || quote_ident(c.index_name))
+WHERE c.id = :column_id
+
+-- doctor_functions --
+-- embeddb's per-column functions (render_N, enqueue_N) and the catalog id N they belong to.
+SELECT p.oid::regprocedure::text AS signature, p.proname AS name,
+       substring(p.proname FROM '[0-9]+$')::int AS column_id
+FROM pg_proc p
+WHERE p.pronamespace = to_regnamespace('embeddb') AND p.proname ~ '^(render|enqueue)_[0-9]+$'
+ORDER BY p.proname
+
+-- doctor_triggers --
+-- Every trigger that calls one of embeddb's functions, with the catalog id it serves: the N of
+-- enqueue_N, or forget_truncated's argument.
+SELECT t.tgname AS name, t.tgrelid::regclass::text AS on_table, t.tgrelid AS table_oid,
+       p.proname AS function_name,
+       CASE WHEN p.proname ~ '^enqueue_[0-9]+$' THEN substring(p.proname FROM '[0-9]+$')::int
+            WHEN p.proname = 'forget_truncated' AND t.tgnargs = 1
+                THEN nullif(split_part(encode(t.tgargs, 'escape'), '\000', 1), '')::int
+       END AS column_id
+FROM pg_trigger t
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE p.pronamespace = to_regnamespace('embeddb') AND NOT t.tgisinternal
+ORDER BY t.tgrelid, t.tgname
+
+-- doctor_expired_claims --
+-- Claims whose lease ran out more than :grace_seconds ago and that no worker has taken since:
+-- their worker died and nobody is left to take them.
+SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name AS qualified_column,
+       p.claimed_by, count(*) AS rows,
+       extract(epoch FROM now() - min(p.claim_expires_at))::float8 AS overdue_seconds
+FROM embeddb.pending p
+JOIN embeddb.columns c ON c.id = p.column_id
+WHERE p.claim_token IS NOT NULL
+  AND p.claim_expires_at < now() - make_interval(secs => :grace_seconds)
+GROUP BY c.id, p.claimed_by
+ORDER BY c.id, p.claimed_by
+
+-- doctor_silent_workers --
+-- Workers that say they are running but have not sent a heartbeat for :seconds.
+SELECT worker_id, hostname, pid,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS silent_seconds
+FROM embeddb.workers
+WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => :seconds)
+ORDER BY heartbeat_at
+
+-- doctor_live_workers --
+SELECT count(*) FROM embeddb.workers
+WHERE state = 'running' AND heartbeat_at >= now() - make_interval(secs => :seconds)
+
+-- doctor_parked --
+SELECT c.id, c.table_schema || '.' || c.table_name || '.' || c.column_name AS qualified_column,
+       count(*) AS rows
+FROM embeddb.pending p
+JOIN embeddb.columns c ON c.id = p.column_id
+WHERE p.parked_at IS NOT NULL
+GROUP BY c.id
+ORDER BY c.id
+
+-- doctor_table_triggers --
+SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(:qualified_table) AND NOT tgisinternal
