@@ -217,3 +217,13 @@ JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_am am ON am.oid = c.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
 WHERE c.oid = to_regclass(:qualified_index)
+
+-- embeddb_schema_usage --
+SELECT has_schema_privilege('embeddb', 'USAGE')
+
+-- missing_table_privileges --
+-- Of the (table, privilege) pairs asked, those the current role lacks; absent tables are skipped.
+SELECT t.table_name, t.privilege
+FROM unnest(CAST(:tables AS text[]), CAST(:privileges AS text[])) AS t(table_name, privilege)
+WHERE to_regclass(t.table_name) IS NOT NULL
+  AND NOT has_table_privilege(to_regclass(t.table_name), t.privilege)
