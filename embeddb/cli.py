@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from . import catalog
 from .catalog import CatalogEntry
 from .database import connect_check, create_engine, database_url, redacted
-from .errors import EmbeddbError
+from .errors import EmbeddbError, PrivilegeError
+from .privileges import first_line, is_permission_error
 from .server import EmbeddedServer
 from .sql import queries
 from .worker import Worker, WorkerConfig
@@ -400,6 +401,11 @@ def _status(args: argparse.Namespace) -> int:
               f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
               f" lag {lag}, {row['rows_per_second']:.1f} rows/s (5 min);"
               f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)")
+        if row["fault"]:
+            print(f"  failing since {row['fault_since']:%Y-%m-%d %H:%M:%S%z}, next try in"
+                  f" {row['fault_retry_seconds']:.0f}s: {row['fault']}")
+        if row["parked_reason"]:
+            print(f"  last parked: {row['parked_reason']}")
     for worker in workers:
         print(f"worker {worker['worker_id']}: {worker['state']}, {worker['rows_embedded']} rows,"
               f" heartbeat {worker['heartbeat_age_seconds']:.0f}s ago")
@@ -417,7 +423,15 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     with _engine(args) as engine, engine.begin() as conn:
-        for entry in catalog.list_entries(conn):
+        try:
+            entries = catalog.list_entries(conn)
+        except sa.exc.ProgrammingError as exc:
+            if not is_permission_error(exc):
+                raise
+            raise PrivilegeError(f"reconcile: cannot read embeddb's catalog: {first_line(exc)}"
+                                 " (the role needs USAGE on schema embeddb and SELECT on"
+                                 " embeddb.columns)") from exc
+        for entry in entries:
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
     return 0
 
