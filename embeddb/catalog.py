@@ -223,8 +223,11 @@ def reconcile(conn: Connection, entry: CatalogEntry) -> int:
     except sa.exc.ProgrammingError as exc:
         if not privileges.is_permission_error(exc):
             raise
-        raise privileges.privilege_error(conn, exc, privileges.reconcile_needs(entry.spec),
-                                         f"reconcile {entry.spec.qualified_column}") from exc
+        error = privileges.privilege_error(conn, exc, privileges.reconcile_needs(entry.spec),
+                                           f"reconcile {entry.spec.qualified_column}")
+        if error is None:
+            raise
+        raise error from exc
     hidden = conn.execute(sa.text(queries["row_security_active"]), {"table": table}).one()
     if hidden.active:
         log.warning("%s: row-level security on %s applies to role %s: rows it hides were not"

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backoff-seconds", type=float,
                         default=defaults.backoff_seconds,
                         help="first retry delay of a failed row; doubles per attempt")
+    worker.add_argument("--column-backoff-seconds", type=float,
+                        default=defaults.column_backoff_seconds,
+                        help="first retry delay of a column whose table or privileges fail;"
+                             " doubles per failure, with jitter")
     worker.add_argument("--max-batch-tokens", type=int,
                         default=defaults.max_batch_tokens,
                         help="cut a claim at about this many tokens (characters / 4)")
@@ -204,6 +208,7 @@ def _worker(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
         backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
         defer_index_rows=args.defer_index_rows, defer_index_share=args.defer_index_share,
+        column_backoff_seconds=args.column_backoff_seconds,
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
@@ -221,6 +226,7 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
         "--defer-index-rows": args.defer_index_rows,
         "--defer-index-share": args.defer_index_share,
+        "--column-backoff-seconds": args.column_backoff_seconds,
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],

@@ -65,9 +65,10 @@ def missing_privileges(conn: sa.Connection, needs: Mapping[str, Sequence[str]]) 
     return [f"{row.privilege} on {row.table_name}" for row in rows]
 
 
-def privilege_error(conn: sa.Connection, exc: BaseException,
-                    needs: Mapping[str, Sequence[str]], doing: str) -> PrivilegeError:
-    """A :class:`PrivilegeError` for ``exc``, naming what the role lacks of ``needs``.
+def privilege_error(conn: sa.Connection, exc: BaseException | None,
+                    needs: Mapping[str, Sequence[str]], doing: str) -> PrivilegeError | None:
+    """A :class:`PrivilegeError` for ``exc``, naming what the role lacks of ``needs``; without
+    ``exc``, None when it lacks nothing (a check before starting).
 
     ``conn`` must not be in the transaction ``exc`` aborted (a fresh connection, or a
     savepoint rolled back).
@@ -78,6 +79,8 @@ def privilege_error(conn: sa.Connection, exc: BaseException,
         grant = "them" if len(gaps) > 1 else "it"
         return PrivilegeError(f"{doing}: role {role} lacks {', '.join(gaps)}; grant {grant}"
                               " (README: 'Roles and privileges')")
+    if exc is None:
+        return None
     return PrivilegeError(f"{doing}: role {role}: {first_line(exc)}")
 
 

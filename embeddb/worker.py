@@ -199,6 +199,7 @@ class Worker:
         others; the first such error is raised once they are done.
         """
         refused: list[EmbeddbError] = []
+        lacking = self._check_privileges()
         try:
             entries = self._entries()
         except sa.exc.DBAPIError as exc:
@@ -212,6 +213,8 @@ class Worker:
         self._heartbeat(force=True, state="idle")
         if refused:
             raise refused[0]
+        if lacking is not None:  # what could be embedded was; the missing grant still fails
+            raise lacking
         return self.stats
 
     def run(self) -> None:
@@ -226,6 +229,7 @@ class Worker:
         heartbeat = threading.Thread(target=self._beat_until_stopped, name="embeddb-heartbeat",
                                      daemon=True)
         heartbeat.start()
+        self._check_privileges()
         try:
             while not self._stopping.is_set():
                 try:
@@ -582,11 +586,26 @@ class Worker:
         if is_permission_error(exc):
             try:
                 with self.engine.connect() as conn:
-                    return privilege_error(conn, exc, worker_needs(
+                    error = privilege_error(conn, exc, worker_needs(
                         entry.spec if entry is not None else None), doing)
+                if error is not None:
+                    return error
             except sa.exc.DBAPIError:
                 pass
         return DatabaseError(f"{doing}: {first_line(exc)}")
+
+    def _check_privileges(self) -> EmbeddbError | None:
+        """What the role lacks on embeddb's own tables, said once before starting, so a grant
+        forgotten is named at once instead of failing some statement much later."""
+        try:
+            with self.engine.connect() as conn:
+                error = privilege_error(conn, None, worker_needs(), "embeddb worker")
+        except sa.exc.DBAPIError as exc:
+            log.debug("privileges not checked: %s", _first_line(exc))
+            return None
+        if error is not None:
+            self._warn_once("privileges", "%s", error)
+        return error
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._warned:

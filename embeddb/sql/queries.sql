@@ -269,3 +269,15 @@ WHERE id = :column_id AND fault IS NOT NULL
 
 -- table_is_partitioned --
 SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(:table)), false)
+
+-- hnsw_index_ready --
+-- Whether a valid HNSW index serves the column (a partitioned table's is valid once every
+-- partition has its own).
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = c.relam
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
+      AND i.indisvalid)
