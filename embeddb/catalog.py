@@ -231,7 +231,7 @@ def reconcile(conn: Connection, entry: CatalogEntry) -> int:
     hidden = conn.execute(sa.text(queries["row_security_active"]), {"table": table}).one()
     if hidden.active:
         log.warning("%s: row-level security on %s applies to role %s: rows it hides were not"
-                    " checked", entry.spec.qualified_column, table, hidden.role)
+                    " checked", entry.spec.qualified_column, hidden.table_name, hidden.role)
     if result.rowcount:
         conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                      {"channel": column_sql.NOTIFY_CHANNEL, "payload": str(entry.id)})

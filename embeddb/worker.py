@@ -406,8 +406,8 @@ class Worker:
         except sa.exc.ProgrammingError as exc:
             if not is_permission_error(exc):
                 raise
-            self._warn_once("throughput", "%s; throughput is not recorded",
-                            self._explain(exc, None))
+            self._warn_once("throughput", "%s: throughput is not recorded: %s",
+                            entry.spec.qualified_column, first_line(exc))
 
     def _claim(self, entry: CatalogEntry, token: uuid.UUID
                ) -> tuple[list[Any], list[Any], str | None]:
@@ -431,7 +431,8 @@ class Worker:
                 check = _run(conn, "row_security_active", table=table).one()
                 if check.active:
                     hidden_by = (
-                        f"row-level security on {table} hides this row from role {check.role};"
+                        f"row-level security on {check.table_name} hides this row from role"
+                        f" {check.role};"
                         " run the worker as a role with BYPASSRLS (or as the table's owner"
                         " without FORCE ROW LEVEL SECURITY), then `embeddb retry`")
         return claimed, list(rows), hidden_by
@@ -649,8 +650,7 @@ class Worker:
                 log.debug("heartbeat failed: %s", _first_line(exc))
                 return
             self._warn_once(f"heartbeat:{getattr(exc.orig, 'sqlstate', '')}",
-                            "%s; this worker is not shown by status",
-                            self._explain(exc, None))
+                            "this worker is not shown by status: %s", first_line(exc))
 
     def _release_claims(self) -> None:
         try:

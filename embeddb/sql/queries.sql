@@ -234,10 +234,13 @@ SELECT has_schema_privilege('embeddb', 'USAGE')
 
 -- missing_table_privileges --
 -- Of the (table, privilege) pairs asked, those the current role lacks; absent tables are skipped.
-SELECT t.table_name, t.privilege
-FROM unnest(CAST(:tables AS text[]), CAST(:privileges AS text[])) AS t(table_name, privilege)
-WHERE to_regclass(t.table_name) IS NOT NULL
-  AND NOT has_table_privilege(to_regclass(t.table_name), t.privilege)
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table_name, t.privilege
+FROM unnest(CAST(:tables AS text[]), CAST(:privileges AS text[])) WITH ORDINALITY
+         AS t(table_name, privilege, n)
+JOIN pg_class c ON c.oid = to_regclass(t.table_name)
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT has_table_privilege(c.oid, t.privilege)
+ORDER BY t.n
 
 -- park --
 -- Set rows aside at once with a reason that no retry would change (rows hidden by row-level
@@ -249,7 +252,10 @@ WHERE column_id = :column_id AND claim_token = :token
   AND row_key IN (SELECT jsonb_array_elements(CAST(:keys AS jsonb)))
 
 -- row_security_active --
-SELECT row_security_active(CAST(:table AS regclass)) AS active, current_user AS role
+SELECT row_security_active(CAST(:table AS regclass)) AS active, current_user AS role,
+       (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = CAST(:table AS regclass)) AS table_name
 
 -- release_column_claims --
 UPDATE embeddb.pending
