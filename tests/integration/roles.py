@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -71,10 +69,3 @@ class Roles:
                     sql.Identifier(role)))
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-
-
-@pytest.fixture
-def roles(database_url: str) -> Iterator[Roles]:
-    made = Roles(database_url)
-    yield made
-    made.drop_all()

@@ -14,7 +14,7 @@ from embeddb.errors import PrivilegeError
 from embeddb.worker import Worker, WorkerConfig
 
 from .models import HASH_MODEL, drain, pending, stored, ticket_model
-from .roles import WORKER_GRANTS, Roles, roles  # noqa: F401 (the fixture)
+from .roles import WORKER_GRANTS, Roles
 from .workers import WorkerProcess, wait_until
 
 TABLE_GRANTS = ["GRANT SELECT, UPDATE ON tickets TO {role}"]
@@ -174,9 +174,9 @@ def test_an_application_role_needs_no_rights_on_embeddb_to_write_its_table(
         conn.execute(sa.text("UPDATE tickets SET body = 'e' WHERE id = 2"))
         conn.execute(sa.text("DELETE FROM tickets WHERE id = 1"))
         # and it cannot read, or park, anyone's queue entries
-        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for schema"):
-            with conn.begin_nested():
-                conn.execute(sa.text("SELECT * FROM embeddb.pending"))
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for schema"), \
+                conn.begin_nested():
+            conn.execute(sa.text("SELECT * FROM embeddb.pending"))
     with engine.connect() as conn:
         assert [e.row_key for e in pending(conn)] == [{"id": 2}]
     with roles.engine(app).begin() as conn:
