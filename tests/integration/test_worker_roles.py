@@ -78,7 +78,9 @@ def test_the_owner_under_forced_row_level_security_parks_what_it_cannot_see(
     drain(roles.url(owner))
     assert vectors(engine) == {1: True, 2: False, 3: True, 4: False}
     with engine.connect() as conn:
-        assert all(e.parked_at is not None and owner in e.last_error for e in pending(conn))
+        hidden = pending(conn)
+    assert [entry.row_key for entry in hidden] == [{"id": 2}, {"id": 4}]
+    assert all(e.parked_at is not None and owner in e.last_error for e in hidden)
 
 
 def test_reconcile_without_rights_names_them_instead_of_a_traceback(
