@@ -11,6 +11,16 @@ would lose their index meanwhile (they stay exact, but an exact scan of a big ta
 
 Only one worker sets an index aside or rebuilds it (a row lock on the catalog row, then an
 advisory lock for the build); the build is CONCURRENTLY, so the application keeps writing.
+
+Two cases keep the index in place whatever the backlog:
+
+* a partitioned table: its index is a tree of one index per partition, which PostgreSQL cannot
+  build CONCURRENTLY in one statement. Building each partition's index concurrently and
+  attaching it would work, but leaves the parent's index invalid until the last partition is
+  done, with more ways to stop half-way; partitioned tables are also the big ones, where a
+  backlog is rarely most of the table. Kept in place, every row is indexed as it is stored.
+* a role that may not drop the index (it belongs to another role): the worker embeds with the
+  index in place rather than not at all (:class:`CannotSetAside`).
 """
 
 from __future__ import annotations
@@ -22,9 +32,15 @@ from sqlalchemy.engine import Engine
 
 from . import column_sql, verbatim
 from .catalog import CatalogEntry
+from .errors import EmbeddbError
+from .privileges import first_line, is_permission_error
 from .sql import queries
 
 log = logging.getLogger(__name__)
+
+
+class CannotSetAside(EmbeddbError):
+    """The worker's role may not drop the column's index; the backlog is embedded with it."""
 
 
 def worth_setting_aside(backlog: int, table_rows: float, min_backlog: int,
@@ -48,14 +64,30 @@ def set_index_aside(engine: Engine, entry: CatalogEntry, min_backlog: int,
         backlog = int(conn.execute(sa.text(queries["column_backlog"]), params).scalar_one())
         if backlog < min_backlog:
             return False
+        if _partitioned(conn, entry):
+            return False  # see the module's docstring
         table_rows = _table_rows(conn, entry, deciding=backlog / max(min_share, 1e-9))
         if not worth_setting_aside(backlog, table_rows, min_backlog, min_share):
             return False
-        verbatim.execute(conn, column_sql.drop_index(entry.spec))
+        try:
+            with conn.begin_nested():
+                verbatim.execute(conn, column_sql.drop_index(entry.spec))
+        except sa.exc.ProgrammingError as exc:
+            if not is_permission_error(exc):
+                raise
+            raise CannotSetAside(
+                f"{entry.spec.qualified_column}: {backlog} rows pending, embedded with the HNSW"
+                f" index in place: {first_line(exc)} (the index's owner may set it aside)"
+            ) from exc
         conn.execute(sa.text(queries["set_index_deferred"]), {**params, "deferred": True})
     log.info("%s: %d rows pending; HNSW index set aside until they are embedded",
              entry.spec.qualified_column, backlog)
     return True
+
+
+def _partitioned(conn: sa.Connection, entry: CatalogEntry) -> bool:
+    return bool(conn.execute(sa.text(queries["table_is_partitioned"]),
+                             {"table": column_sql.qualified_table(entry.spec)}).scalar())
 
 
 def _table_rows(conn: sa.Connection, entry: CatalogEntry, deciding: float) -> float:
@@ -94,7 +126,10 @@ def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> None:
     spec, params = entry.spec, {"column_id": entry.id}
     if not conn.execute(sa.text(queries["index_is_deferred"]), params).scalar():
         return  # built by another worker between our checks
-    statement = column_sql.create_index(spec, concurrently=True)
+    # A partitioned table's index cannot be built CONCURRENTLY: built in place, it blocks
+    # writes meanwhile. Only an index set aside by an older embeddb is rebuilt so.
+    concurrently = not _partitioned(conn, entry)
+    statement = column_sql.create_index(spec, concurrently=concurrently)
     assert statement is not None
     # a build takes minutes on a big table; give it memory so the graph fits while it grows
     conn.exec_driver_sql("SET statement_timeout = 0")
@@ -103,7 +138,7 @@ def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> None:
     invalid = conn.execute(sa.text(queries["index_is_invalid"]),
                            {"qualified_index": column_sql.qualified_index(spec)}).scalar()
     if invalid:  # left behind by a build that was interrupted
-        verbatim.execute(conn, column_sql.drop_index(spec, concurrently=True))
+        verbatim.execute(conn, column_sql.drop_index(spec, concurrently=concurrently))
     log.info("%s: building the HNSW index", spec.qualified_column)
     verbatim.execute(conn, statement)
     conn.execute(sa.text(queries["set_index_deferred"]), {**params, "deferred": False})

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import alter_sql, column_sql, migrate, verbatim
+from . import alter_sql, column_sql, migrate, privileges, verbatim
 from .database import ensure_pgvector
 from .embedders import ModelIdentity, expected_identity
 from .errors import ModelMismatch, SchemaError, SpecError
@@ -217,8 +217,28 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
 
 
 def reconcile(conn: Connection, entry: CatalogEntry) -> int:
-    """Queue every row whose vector is missing or stale; returns how many were queued."""
-    result = verbatim.execute(conn, column_sql.enqueue_stale_rows(entry.spec, entry.id))
+    """Queue every row whose vector is missing or stale; returns how many were queued.
+
+    Raises :class:`~embeddb.errors.PrivilegeError`, naming the privileges, when the role may
+    not read the table or add to embeddb's queue (the caller's transaction stays usable). Under
+    row-level security only the rows the role can see are queued; a warning says so.
+    """
+    table = column_sql.qualified_table(entry.spec)
+    try:
+        with conn.begin_nested():
+            result = verbatim.execute(conn, column_sql.enqueue_stale_rows(entry.spec, entry.id))
+    except sa.exc.ProgrammingError as exc:
+        if not privileges.is_permission_error(exc):
+            raise
+        error = privileges.privilege_error(conn, exc, privileges.reconcile_needs(entry.spec),
+                                           f"reconcile {entry.spec.qualified_column}")
+        if error is None:
+            raise
+        raise error from exc
+    hidden = conn.execute(sa.text(queries["row_security_active"]), {"table": table}).one()
+    if hidden.active:
+        log.warning("%s: row-level security on %s applies to role %s: rows it hides were not"
+                    " checked", entry.spec.qualified_column, hidden.table_name, hidden.role)
     if result.rowcount:
         conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
                      {"channel": column_sql.NOTIFY_CHANNEL, "payload": str(entry.id)})

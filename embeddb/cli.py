@@ -19,7 +19,8 @@ from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .doctor import Limits as DoctorLimits
-from .errors import EmbeddbError
+from .errors import EmbeddbError, PrivilegeError
+from .privileges import first_line, is_permission_error
 from .server import EmbeddedServer
 from .sql import queries
 from .worker import Worker, WorkerConfig
@@ -92,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backoff-seconds", type=float,
                         default=defaults.backoff_seconds,
                         help="first retry delay of a failed row; doubles per attempt")
+    worker.add_argument("--column-backoff-seconds", type=float,
+                        default=defaults.column_backoff_seconds,
+                        help="first retry delay of a column whose table or privileges fail;"
+                             " doubles per failure, with jitter")
     worker.add_argument("--max-batch-tokens", type=int,
                         default=defaults.max_batch_tokens,
                         help="cut a claim at about this many tokens (characters / 4)")
@@ -237,6 +242,7 @@ def _worker(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
         backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
         defer_index_rows=args.defer_index_rows, defer_index_share=args.defer_index_share,
+        column_backoff_seconds=args.column_backoff_seconds,
     )
     with Worker(url, config) as worker:
         connect_check(worker.engine)
@@ -263,6 +269,7 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
         "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
         "--defer-index-rows": args.defer_index_rows,
         "--defer-index-share": args.defer_index_share,
+        "--column-backoff-seconds": args.column_backoff_seconds,
     }
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
@@ -501,6 +508,11 @@ def _status(args: argparse.Namespace) -> int:
               f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
               f" lag {lag}, {row['rows_per_second']:.1f} rows/s (5 min);"
               f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)")
+        if row["fault"]:
+            print(f"  failing since {row['fault_since']:%Y-%m-%d %H:%M:%S%z}, next try in"
+                  f" {row['fault_retry_seconds']:.0f}s: {row['fault']}")
+        if row["parked_reason"]:
+            print(f"  last parked: {row['parked_reason']}")
     for worker in workers:
         print(f"worker {worker['worker_id']}: {worker['state']}, {worker['rows_embedded']} rows,"
               f" heartbeat {worker['heartbeat_age_seconds']:.0f}s ago")
@@ -518,7 +530,15 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     with _engine(args) as engine, engine.begin() as conn:
-        for entry in catalog.list_entries(conn):
+        try:
+            entries = catalog.list_entries(conn)
+        except sa.exc.ProgrammingError as exc:
+            if not is_permission_error(exc):
+                raise
+            raise PrivilegeError(f"reconcile: cannot read embeddb's catalog: {first_line(exc)}"
+                                 " (the role needs USAGE on schema embeddb and SELECT on"
+                                 " embeddb.columns)") from exc
+        for entry in entries:
             print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
     return 0
 

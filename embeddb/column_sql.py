@@ -146,8 +146,11 @@ END
         hash_column=sql.Identifier(spec.hash_column),
         new_hash=_source_hash(column_id, sql.SQL("NEW")),
     )
+    # As its owner (the installer), with a pinned search_path: a role that may write the table
+    # needs no rights on schema embeddb, and gets none over other tables' queue entries.
     return _text(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}"
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+        " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
     ).format(enqueue_function(column_id), sql.Literal(_text(body))))
 
 

@@ -6,7 +6,8 @@
     ├── SpecError                an Embedding declaration that cannot work (template, option)
     ├── SchemaError              the database lacks what a declaration needs (table, column)
     ├── DatabaseError            the database cannot be reached or lacks pgvector
-    │   └── PgvectorMissing      pgvector is absent or older than embeddb needs
+    │   ├── PgvectorMissing      pgvector is absent or older than embeddb needs
+    │   └── PrivilegeError       the role lacks a privilege (the message names which)
     ├── ModelError               a model cannot be found or loaded
     │   └── ModelUnavailable     the model fails for every input (the worker backs off)
     ├── ModelMismatch            the model at hand is not the one a column was embedded with
@@ -52,3 +53,7 @@ class ModelMismatch(EmbeddbError):
 
 class QueryError(EmbeddbError, ValueError):
     """A query helper was given arguments it cannot answer; nothing was sent to the database."""
+
+
+class PrivilegeError(DatabaseError):
+    """The database role lacks a privilege embeddb needs; the message names it."""

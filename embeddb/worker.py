@@ -13,7 +13,12 @@ database's share of the time hides behind the model's.
 
 A crashed worker's claims expire after ``lease_seconds`` and are taken by another. A row the
 model fails on is retried with backoff and parked after ``max_attempts``; when the model fails
-for everything, the worker backs off as a whole and no row's attempts are spent.
+for everything, the worker backs off as a whole and no row's attempts are spent. A row the
+worker's role cannot see (row-level security) is parked with that reason, never forgotten.
+
+A failure confined to one column (its table dropped, a privilege missing, an index that cannot
+be built) is that column's fault (:mod:`embeddb.faults`): logged once, retried with backoff and
+jitter, recorded for ``embeddb status``, while the other columns keep flowing.
 """
 
 from __future__ import annotations
@@ -41,13 +46,17 @@ from . import backfill, catalog, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
-from .errors import EmbeddbError, ModelError, ModelUnavailable
+from .errors import DatabaseError, EmbeddbError, ModelError, ModelUnavailable
+from .faults import Faults, confined_to_column
+from .privileges import first_line, is_permission_error, privilege_error, worker_needs
+from .scrub import describe_failure
 from .sql import queries
 
 log = logging.getLogger(__name__)
 
 _PROBE_TEXT = "embeddb model health check"
 _MAX_ERROR_LENGTH = 2000
+_WORKER = 0  # the fault key of what is no column's (the catalog, the worker's own rows)
 _CHARS_PER_TOKEN = 4
 # Seen in pg_stat_activity; a statement that hangs (a dead peer, a lock) fails instead of
 # stalling the worker, and a transaction left idle cannot hold claims' row locks for long.
@@ -80,7 +89,18 @@ class WorkerConfig:
     max_attempts: int = 5
     backoff_seconds: float = 2.0
     backoff_max_seconds: float = 600.0
+    # A column whose table or privileges fail is retried after this, doubling, with jitter.
+    column_backoff_seconds: float = 5.0
+    column_backoff_max_seconds: float = 300.0
+    # A running worker's heartbeat; status calls it gone after stale_after_seconds of silence.
+    heartbeat_seconds: float = 5.0
     threads: int | None = None
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """Silence after which this worker counts as gone: three missed heartbeats, plus a
+        lease, since a ``--once`` worker beats only between batches and a batch fits a lease."""
+        return 3 * self.heartbeat_seconds + self.lease_seconds
 
 
 @dataclass
@@ -121,6 +141,7 @@ class _EmbeddedBatch:
     gone: list[Any]
     started: float = 0.0  # time.monotonic() when it was claimed
     model_seconds: float = 0.0
+    hidden_by: str | None = None  # why the gone keys may be rows hidden from us, not deleted
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -160,6 +181,10 @@ class Worker:
         # called with every batch's result, e.g. by embeddb.metrics
         self.batch_listeners: list[Callable[[BatchResult], None]] = []
         self._catalog_ready = False
+        self._faults = Faults(self.config.column_backoff_seconds,
+                              self.config.column_backoff_max_seconds)
+        self._index_kept: set[int] = set()  # columns whose index we may not set aside
+        self._warned: set[str] = set()
         if self.config.threads:
             _set_torch_threads(self.config.threads)
 
@@ -177,19 +202,28 @@ class Worker:
     # --- loops ---------------------------------------------------------------------------
 
     def run_once(self, on_batch: Callable[[BatchResult], None] | None = None) -> WorkerStats:
-        """Embed everything that is ready now, then return. Raises if a column's model is wrong."""
+        """Embed everything that is ready now, then return.
+
+        A column that fails (a wrong model, a missing table or privilege) does not stop the
+        others; the first such error is raised once they are done.
+        """
         refused: list[EmbeddbError] = []
-        for entry in self._entries():
-            try:
-                embedder = self._embedder_for(entry)
-            except EmbeddbError as exc:
-                log.error("%s: %s", entry.spec.qualified_column, exc)
-                refused.append(exc)
-                continue
-            self._drain_column(entry, embedder, on_batch)
+        lacking = self._check_privileges()
+        try:
+            entries = self._entries()
+        except sa.exc.DBAPIError as exc:
+            if not confined_to_column(exc):
+                raise
+            raise self._explain(exc, None) from exc
+        for entry in entries:
+            error = self._drain_isolated(entry, on_batch)
+            if error is not None:
+                refused.append(error)
         self._heartbeat(force=True, state="idle")
         if refused:
             raise refused[0]
+        if lacking is not None:  # what could be embedded was; the missing grant still fails
+            raise lacking
         return self.stats
 
     def run(self) -> None:
@@ -201,15 +235,19 @@ class Worker:
         """
         listener: psycopg.Connection[Any] | None = None
         delay = 0.0
+        heartbeat = threading.Thread(target=self._beat_until_stopped, name="embeddb-heartbeat",
+                                     daemon=True)
+        heartbeat.start()
+        self._check_privileges()
         try:
             while not self._stopping.is_set():
                 try:
                     if listener is None:
                         listener = self._listen()
                     if not self._drain_ready():
-                        self._heartbeat()
                         self._wait_for_notify(listener)
                     delay = 0.0
+                    self._faults.recovered(_WORKER, "embeddb worker")
                 except _TRANSIENT_ERRORS as exc:
                     delay = min(max(delay * 2, 1.0), 30.0)
                     log.warning("worker paused %.0fs: %s", delay, _first_line(exc))
@@ -217,10 +255,19 @@ class Worker:
                         listener.close()
                         listener = None
                     self._stopping.wait(delay)
+                except sa.exc.DBAPIError as exc:
+                    # the catalog itself fails (a privilege on embeddb's tables): wait and retry
+                    if not confined_to_column(exc):
+                        raise
+                    fault = self._faults.failed(_WORKER, "embeddb worker",
+                                                str(self._explain(exc, None)))
+                    self._stopping.wait(fault.wait_seconds())
         finally:
+            self._stopping.set()
             if listener is not None:
                 listener.close()
             self._release_claims()
+            heartbeat.join(timeout=5)
 
     @property
     def stopping(self) -> bool:
@@ -247,8 +294,13 @@ class Worker:
         database's time per batch hides behind the model's instead of adding to it.
         """
         claimed = 0
-        backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows,
-                                 self.config.defer_index_share)
+        if entry.id not in self._index_kept:
+            try:
+                backfill.set_index_aside(self.engine, entry, self.config.defer_index_rows,
+                                         self.config.defer_index_share)
+            except backfill.CannotSetAside as exc:
+                self._index_kept.add(entry.id)  # for this worker's life: say it once
+                log.warning("%s", exc)
         with ThreadPoolExecutor(1, thread_name_prefix="embeddb-writer") as writer:
             writing: tuple[_EmbeddedBatch, Future[BatchResult]] | None = None
             while True:
@@ -290,7 +342,7 @@ class Worker:
         token = uuid.uuid4()
         started = time.monotonic()
         lease_ends = started + self.config.lease_seconds  # no later than the claim's
-        claimed, rows = self._claim(entry, token)
+        claimed, rows, hidden_by = self._claim(entry, token)
         if not claimed:
             return None
         _failpoint("claimed")
@@ -298,7 +350,7 @@ class Worker:
         found = {_key_id(row.row_key) for row in rows}
         batch = _EmbeddedBatch(entry, token, len(claimed), lease_ends,
                                gone=[key for key in claimed if _key_id(key) not in found],
-                               started=started)
+                               started=started, hidden_by=hidden_by)
         texts = [row.text for row in rows if row.text is not None]
         try:
             model_started = time.monotonic()
@@ -324,8 +376,15 @@ class Worker:
         write_started = time.monotonic()
         with self.engine.begin() as conn:
             stored = self._store(conn, entry, batch.to_store)
+            if batch.hidden_by is not None and batch.gone:
+                # hidden or deleted, we cannot tell; a deleted row's trigger drops its entry
+                # anyway, so parking loses nothing and never forgets a row we cannot see
+                _run(conn, "park", column_id=entry.id, token=token, keys=_keys_json(batch.gone),
+                     reason=batch.hidden_by)
+                self._warn_once(f"hidden:{entry.id}", "%s: %d rows parked: %s",
+                                entry.spec.qualified_column, len(batch.gone), batch.hidden_by)
             _run(conn, "complete", column_id=entry.id, token=token,
-                 keys=_keys_json(stored + batch.gone))
+                 keys=_keys_json(stored if batch.hidden_by is not None else stored + batch.gone))
             written = {_key_id(k) for k in stored}
             superseded = [k for k, _, _ in batch.to_store if _key_id(k) not in written]
             if superseded:
@@ -336,7 +395,7 @@ class Worker:
                      backoff_seconds=self.config.backoff_seconds,
                      backoff_max_seconds=self.config.backoff_max_seconds)
             if stored:
-                _run(conn, "record_throughput", column_id=entry.id, rows=len(stored))
+                self._record_throughput(conn, entry, len(stored))
             _failpoint("stored")  # written, not yet committed
 
         cleared = sum(1 for _, vector, _ in batch.to_store if vector is None)
@@ -354,7 +413,22 @@ class Worker:
                            entry.spec.qualified_column, batch.model_seconds,
                            done - write_started, done - batch.started)
 
-    def _claim(self, entry: CatalogEntry, token: uuid.UUID) -> tuple[list[Any], list[Any]]:
+    def _record_throughput(self, conn: sa.Connection, entry: CatalogEntry, rows: int) -> None:
+        """Count stored rows for ``status``; without the rights, the vectors are kept all the
+        same (a savepoint), and the missing privilege is named once."""
+        try:
+            with conn.begin_nested():
+                _run(conn, "record_throughput", column_id=entry.id, rows=rows)
+        except sa.exc.ProgrammingError as exc:
+            if not is_permission_error(exc):
+                raise
+            self._warn_once("throughput", "%s: throughput is not recorded: %s",
+                            entry.spec.qualified_column, first_line(exc))
+
+    def _claim(self, entry: CatalogEntry, token: uuid.UUID
+               ) -> tuple[list[Any], list[Any], str | None]:
+        """The claimed keys, the rows found for them, and, when some were not found and
+        row-level security may hide them from this role, the reason to park them with."""
         with self.engine.begin() as conn:
             claimed = [
                 row.row_key
@@ -363,11 +437,21 @@ class Worker:
                                 lease_seconds=self.config.lease_seconds)
             ]
             if not claimed:
-                return [], []
+                return [], [], None
             rows = conn.exec_driver_sql(
                 column_sql.fetch_texts(entry.spec, entry.id), {"keys": json.dumps(claimed)}
             ).all()
-        return claimed, list(rows)
+            hidden_by = None
+            if len(rows) < len(claimed):
+                table = column_sql.qualified_table(entry.spec)
+                check = _run(conn, "row_security_active", table=table).one()
+                if check.active:
+                    hidden_by = (
+                        f"row-level security on {check.table_name} hides this row from role"
+                        f" {check.role};"
+                        " run the worker as a role with BYPASSRLS (or as the table's owner"
+                        " without FORCE ROW LEVEL SECURITY), then `embeddb retry`")
+        return claimed, list(rows), hidden_by
 
     def _within_token_budget(
         self, entry: CatalogEntry, token: uuid.UUID, rows: list[Any], claimed: list[Any]
@@ -401,15 +485,16 @@ class Worker:
         except Exception as exc:
             if len(distinct) == 1:
                 self._probe(embedder, exc)
-                return {}, {distinct[0]: _describe(exc)}
+                return {}, {distinct[0]: describe_failure(exc, distinct[0])}
         # Something in the batch breaks the model: find it text by text, so the rest flow.
+        # Each error is stored without its text (a model may quote its input).
         vectors: dict[str, Vectors] = {}
         failures: dict[str, str] = {}
         for text in distinct:
             try:
                 vectors.update(_checked([text], embedder.embed_documents([text])))
             except Exception as exc:
-                failures[text] = _describe(exc)
+                failures[text] = describe_failure(exc, text)
         if not vectors:
             self._probe(embedder, ModelError(next(iter(failures.values()))))
         return vectors, failures
@@ -449,16 +534,100 @@ class Worker:
             return catalog.list_entries(conn)
 
     def _drain_ready(self) -> bool:
-        """One pass over every column until nothing is ready; True if any row was claimed."""
+        """One pass over every column until nothing is ready; True if any row was claimed.
+
+        A column backing off after a fault is skipped until its retry time.
+        """
         busy = False
         for entry in self._entries():
-            try:
-                embedder = self._embedder_for(entry)
-            except EmbeddbError as exc:
-                log.error("%s: skipped: %s", entry.spec.qualified_column, exc)
+            if self._stopping.is_set():
+                break
+            if self._faults.waiting(entry.id):
                 continue
-            busy = self._drain_column(entry, embedder) > 0 or busy
+            claimed: list[int] = []
+            self._drain_isolated(entry, None, claimed)
+            busy = busy or bool(claimed and claimed[0])
         return busy
+
+    def _drain_isolated(self, entry: CatalogEntry, on_batch: Callable[[BatchResult], None] | None,
+                        claimed: list[int] | None = None) -> EmbeddbError | None:
+        """Drain one column; a failure of its own becomes its fault, returned, not raised."""
+        name = entry.spec.qualified_column
+        try:
+            embedder = self._embedder_for(entry)
+            count = self._drain_column(entry, embedder, on_batch)
+        except EmbeddbError as exc:
+            if isinstance(exc, ModelUnavailable):
+                raise  # the model, not the column: the whole worker backs off
+            self._column_failed(entry, exc)
+            return exc
+        except sa.exc.DBAPIError as exc:
+            if not confined_to_column(exc):
+                raise
+            error = self._explain(exc, entry)
+            self._column_failed(entry, error)
+            return error
+        if claimed is not None:
+            claimed.append(count)
+        if self._faults.recovered(entry.id, name):
+            self._record_fault(entry, None)
+        return None
+
+    def _column_failed(self, entry: CatalogEntry, error: EmbeddbError) -> None:
+        """Record ``entry``'s fault, hand back its claims, and back off from it."""
+        fault = self._faults.failed(entry.id, entry.spec.qualified_column, str(error))
+        self._record_fault(entry, fault.reason, fault.wait_seconds())
+        try:
+            with self.engine.begin() as conn:
+                _run(conn, "release_column_claims", column_id=entry.id, worker_id=self.worker_id)
+        except sa.exc.DBAPIError as exc:
+            log.debug("%s: claims left to expire: %s", entry.spec.qualified_column,
+                      _first_line(exc))
+
+    def _record_fault(self, entry: CatalogEntry, reason: str | None,
+                      retry_in: float = 0.0) -> None:
+        """Show the fault (or its end) in embeddb.columns, for ``status``; best effort."""
+        try:
+            with self.engine.begin() as conn:
+                if reason is None:
+                    _run(conn, "clear_fault", column_id=entry.id)
+                else:
+                    _run(conn, "record_fault", column_id=entry.id, fault=reason,
+                         retry_seconds=retry_in)
+        except sa.exc.DBAPIError as exc:
+            log.debug("%s: fault not recorded: %s", entry.spec.qualified_column, _first_line(exc))
+
+    def _explain(self, exc: sa.exc.DBAPIError, entry: CatalogEntry | None) -> EmbeddbError:
+        """``exc`` as a clear error: the missing privileges by name, else PostgreSQL's reason."""
+        doing = entry.spec.qualified_column if entry is not None else "embeddb worker"
+        if is_permission_error(exc):
+            try:
+                with self.engine.connect() as conn:
+                    error = privilege_error(conn, exc, worker_needs(
+                        entry.spec if entry is not None else None), doing)
+                if error is not None:
+                    return error
+            except sa.exc.DBAPIError:
+                pass
+        return DatabaseError(f"{doing}: {first_line(exc)}")
+
+    def _check_privileges(self) -> EmbeddbError | None:
+        """What the role lacks on embeddb's own tables, said once before starting, so a grant
+        forgotten is named at once instead of failing some statement much later."""
+        try:
+            with self.engine.connect() as conn:
+                error = privilege_error(conn, None, worker_needs(), "embeddb worker")
+        except sa.exc.DBAPIError as exc:
+            log.debug("privileges not checked: %s", _first_line(exc))
+            return None
+        if error is not None:
+            self._warn_once("privileges", "%s", error)
+        return error
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _listen(self) -> psycopg.Connection[Any]:
         listener = psycopg.connect(
@@ -472,24 +641,42 @@ class Worker:
         for _ in listener.notifies(timeout=self.config.poll_seconds, stop_after=1):
             pass
 
+    def _beat_until_stopped(self) -> None:
+        """The heartbeat of ``run()``, on a thread of its own so that a long model run or
+        index build never makes a live worker look gone."""
+        while not self._stopping.wait(self.config.heartbeat_seconds):
+            self._heartbeat(force=True)
+
     def _heartbeat(self, force: bool = False, state: str = "running") -> None:
+        """Say this worker is alive; a failure (a missing privilege) is logged once, never
+        raised: the rows matter more than the worker's own bookkeeping."""
         now = time.monotonic()
-        if not force and now - self._last_heartbeat < 5.0:
+        if not force and now - self._last_heartbeat < self.config.heartbeat_seconds:
             return
         self._last_heartbeat = now
-        with self.engine.begin() as conn:
-            _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
-                 pid=os.getpid(), rows_embedded=self.stats.embedded, state=state)
-            _run(conn, "prune_throughput")
-        self.heartbeat_at = time.time()
+        try:
+            with self.engine.begin() as conn:
+                _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
+                     pid=os.getpid(), rows_embedded=self.stats.embedded, state=state,
+                     stale_after_seconds=self.config.stale_after_seconds)
+            self.heartbeat_at = time.time()
+            with self.engine.begin() as conn:
+                _run(conn, "prune_throughput")
+        except sa.exc.DBAPIError as exc:
+            if not confined_to_column(exc):
+                log.debug("heartbeat failed: %s", _first_line(exc))
+                return
+            self._warn_once(f"heartbeat:{getattr(exc.orig, 'sqlstate', '')}",
+                            "this worker is not shown by status: %s", first_line(exc))
 
     def _release_claims(self) -> None:
         try:
             with self.engine.begin() as conn:
                 _run(conn, "release_worker_claims", worker_id=self.worker_id)
-            self._heartbeat(force=True, state="stopped")
-        except sa.exc.OperationalError as exc:
-            log.warning("could not release claims on exit (leases will expire): %s", exc)
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not release claims on exit (leases will expire): %s",
+                        _first_line(exc))
+        self._heartbeat(force=True, state="stopped")
 
 
 def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
@@ -547,6 +734,7 @@ def _send_vectors_in_binary(conn: sa.Connection) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """A model error that quotes no row text (the probe's, or one for every input)."""
     return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
 
 

@@ -13,6 +13,12 @@ Two plans answer "the k rows nearest to q among rows matching a filter":
     the index scan, so PostgreSQL cannot swap in a B-tree-and-sort plan, whatever a generic plan
     of a prepared statement would have estimated.
 
+Either plan needs the HNSW index to exist, not only to be declared: while the worker embeds a
+large backlog it sets the index aside (:mod:`embeddb.backfill`), and a partitioned table's
+index is usable only once every partition has one. Without a valid index PostgreSQL would
+answer the ``index`` plan with a sequential scan, so :func:`choose` then runs, and reports,
+``exact``. Whether the index is there is asked once per :data:`INDEX_TTL_SECONDS`.
+
 ``auto`` asks the planner (one ``EXPLAIN``, remembered per filter for a minute) how many rows
 match the filter (R) and how many the table has (N). An exact scan visits the R rows; the index
 visits about k / selectivity = k * N / R tuples, each much dearer. :func:`prefers_exact` picks
@@ -66,11 +72,16 @@ ITERATIVE_SCAN_SINCE = (0, 8, 0)
 #: How long, and for how many filters, the planner's row estimates are remembered per engine.
 ESTIMATE_TTL_SECONDS = 60.0
 ESTIMATE_CACHE_SIZE = 1024
+#: How long whether a column's HNSW index exists (and is valid) is remembered per engine.
+INDEX_TTL_SECONDS = 5.0
 
 # Per-engine memory: pgvector's version, and recent row estimates by filter.
 _lock = threading.Lock()
 _estimates: weakref.WeakKeyDictionary[
     sa.Engine, OrderedDict[Hashable, tuple[float, tuple[float, float]]]
+] = weakref.WeakKeyDictionary()
+_indexes: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, bool]]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -124,16 +135,38 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan) -> Choice:
         if not target.indexed:
             raise ValueError(f"{target.table.name}.{target.column.name} has no HNSW index;"
                              " use plan='exact' or 'auto'")
+        if not index_ready(conn, target):
+            raise ValueError(f"{target.table.name}.{target.column.name}'s HNSW index is not"
+                             " built (set aside while a backlog is embedded, or missing);"
+                             " use plan='exact' or 'auto'")
         return Choice("index")
     if plan != "auto":
         raise ValueError(f"plan must be 'auto', 'exact' or 'index', got {plan!r}")
-    if not target.indexed:
+    if not target.indexed or not index_ready(conn, target):
         return Choice("exact")
     if not rows.filters:
         return Choice("index")
     matching, table_rows = estimate(conn, rows)
     chosen: Chosen = "exact" if prefers_exact(matching, table_rows, k) else "index"
     return Choice(chosen, matching, table_rows)
+
+
+def index_ready(conn: Connection, target: Target) -> bool:
+    """Whether the column has a valid HNSW index now (remembered :data:`INDEX_TTL_SECONDS`)."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _indexes.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
+        return known[1]
+    ready = bool(conn.execute(sa.text(queries["hnsw_index_ready"]), {
+        "table": conn.dialect.identifier_preparer.format_table(table),
+        "column": target.column.name,
+    }).scalar())
+    with _lock:
+        _indexes.setdefault(conn.engine, {})[key] = (now, ready)
+    return ready
 
 
 def prefers_exact(rows: float, table_rows: float, k: int) -> bool:

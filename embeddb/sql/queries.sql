@@ -123,14 +123,24 @@ SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
        extract(epoch FROM now() - min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL))::float8
-           AS lag_seconds
+           AS lag_seconds,
+       (array_agg(p.last_error ORDER BY p.parked_at DESC)
+            FILTER (WHERE p.parked_at IS NOT NULL))[1] AS parked_reason,
+       c.fault, c.fault_since,
+       greatest(extract(epoch FROM c.fault_retry_at - now()), 0)::float8 AS fault_retry_seconds
 FROM embeddb.columns c
 LEFT JOIN embeddb.pending p ON p.column_id = c.id
 GROUP BY c.id
 ORDER BY c.id
 
 -- workers --
-SELECT worker_id, hostname, pid, state, rows_embedded, started_at,
+-- A worker that says it is running but has not beaten for longer than it promised is gone
+-- (killed, its machine lost): its claims expire with their leases.
+SELECT worker_id, hostname, pid,
+       CASE WHEN state = 'running'
+                 AND heartbeat_at < now() - make_interval(secs => stale_after_seconds)
+            THEN 'gone' ELSE state END AS state,
+       rows_embedded, started_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
 FROM embeddb.workers
 WHERE heartbeat_at > now() - interval '1 hour'
@@ -177,8 +187,9 @@ ORDER BY parked_at
 LIMIT :limit
 
 -- heartbeat --
-INSERT INTO embeddb.workers (worker_id, hostname, pid, rows_embedded, state)
-VALUES (:worker_id, :hostname, :pid, :rows_embedded, :state)
+INSERT INTO embeddb.workers (worker_id, hostname, pid, rows_embedded, state,
+                             stale_after_seconds)
+VALUES (:worker_id, :hostname, :pid, :rows_embedded, :state, :stale_after_seconds)
 ON CONFLICT (worker_id) DO UPDATE
 SET heartbeat_at = now(), rows_embedded = EXCLUDED.rows_embedded, state = EXCLUDED.state
 
@@ -242,6 +253,7 @@ FROM source s JOIN pg_type t ON t.oid = s.type_oid
 
 -- table_exists --
 SELECT to_regclass(:qualified_table) IS NOT NULL
+
 -- metrics_queue --
 -- Per column, for a Prometheus scrape: what waits, what is being embedded, what is parked, and
 -- the age of the oldest entry not parked. One pass over embeddb.pending.
@@ -332,3 +344,62 @@ ORDER BY c.id
 
 -- doctor_table_triggers --
 SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(:qualified_table) AND NOT tgisinternal
+
+-- embeddb_schema_usage --
+SELECT has_schema_privilege('embeddb', 'USAGE')
+
+-- missing_table_privileges --
+-- Of the (table, privilege) pairs asked, those the current role lacks; absent tables are skipped.
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table_name, t.privilege
+FROM unnest(CAST(:tables AS text[]), CAST(:privileges AS text[])) WITH ORDINALITY
+         AS t(table_name, privilege, n)
+JOIN pg_class c ON c.oid = to_regclass(t.table_name)
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT has_table_privilege(c.oid, t.privilege)
+ORDER BY t.n
+
+-- park --
+-- Set rows aside at once with a reason that no retry would change (rows hidden by row-level
+-- security); `embeddb retry` brings them back.
+UPDATE embeddb.pending
+SET parked_at = now(), last_error = :reason,
+    claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL
+WHERE column_id = :column_id AND claim_token = :token
+  AND row_key IN (SELECT jsonb_array_elements(CAST(:keys AS jsonb)))
+
+-- row_security_active --
+SELECT row_security_active(CAST(:table AS regclass)) AS active, current_user AS role,
+       (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = CAST(:table AS regclass)) AS table_name
+
+-- release_column_claims --
+UPDATE embeddb.pending
+SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL
+WHERE column_id = :column_id AND claimed_by = :worker_id
+
+-- record_fault --
+UPDATE embeddb.columns
+SET fault = :fault, fault_since = CASE WHEN fault IS DISTINCT FROM :fault THEN now()
+                                       ELSE coalesce(fault_since, now()) END,
+    fault_retry_at = now() + make_interval(secs => :retry_seconds)
+WHERE id = :column_id
+
+-- clear_fault --
+UPDATE embeddb.columns SET fault = NULL, fault_since = NULL, fault_retry_at = NULL
+WHERE id = :column_id AND fault IS NOT NULL
+
+-- table_is_partitioned --
+SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(:table)), false)
+
+-- hnsw_index_ready --
+-- Whether a valid HNSW index serves the column (a partitioned table's is valid once every
+-- partition has its own).
+SELECT EXISTS (
+    SELECT 1
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_am am ON am.oid = c.relam
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
+      AND i.indisvalid)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from embeddb.database import create_engine
 
+from .roles import Roles
 from .searching import module_database
 from .workers import WorkerProcess
 
@@ -42,3 +43,11 @@ def db(module_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(module_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def roles(database_url: str) -> Iterator[Roles]:
+    """Login roles on the test's database, dropped with what they own when the test ends."""
+    made = Roles(database_url)
+    yield made
+    made.drop_all()
