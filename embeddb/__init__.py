@@ -15,6 +15,7 @@ from .errors import (
     SchemaError,
     SpecError,
 )
+from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
     DuplicatePair,
@@ -49,6 +50,8 @@ __all__ = [
     "Explanation",
     "Hit",
     "HybridHit",
+    "ImportRefused",
+    "ImportResult",
     "ModelError",
     "ModelMismatch",
     "PgvectorMissing",
@@ -64,6 +67,7 @@ __all__ = [
     "duplicate_groups",
     "explain",
     "hybrid_search",
+    "import_vectors",
     "install",
     "more_like_this",
     "near_duplicates",
