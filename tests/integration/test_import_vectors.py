@@ -35,7 +35,7 @@ def test_imported_vectors_are_stored_current_and_the_worker_has_nothing_to_do(
         engine: sa.Engine, database_url: str) -> None:
     Ticket, vectors = setup(engine)
     assert queued(engine) == len(ROWS)
-    result = import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors))
+    result = import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True))
     assert result.rows == len(ROWS) and result.checked == 8 and result.min_cosine > 0.9999
     assert queued(engine) == 0
     with engine.connect() as conn:
@@ -58,7 +58,7 @@ def test_vectors_of_another_model_are_refused_naming_the_rows_and_nothing_is_wri
     wrong = vectors.copy()
     wrong[5] = load_embedder(HASH_MODEL).embed_documents(["something else entirely"])[0]
     with pytest.raises(ImportRefused, match=r'\{"id": 5\} \(cosine'):
-        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), wrong), check=len(ROWS))
+        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), wrong, strict=True), check=len(ROWS))
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0
@@ -75,3 +75,17 @@ def test_unknown_or_repeated_keys_are_refused(engine: sa.Engine, keys: list[int]
     with pytest.raises(ImportRefused, match=problem):
         import_vectors(engine, Ticket.embedding, [(k, vectors[0]) for k in keys], check=0)
     assert queued(engine) == len(ROWS)
+
+
+def test_estimate_counts_rows_and_tokens_with_the_models_tokenizer_and_prices_them(
+        engine: sa.Engine, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from embeddb.cli import main
+
+    setup(engine)
+    texts = [f"{r['subject']}\n\n{r['body']}" for r in ROWS]
+    tokens = sum(load_embedder(HASH_MODEL).count_tokens(texts))
+    assert main(["estimate", "tickets.embedding", "--database-url", database_url,
+                 "--price-per-million-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ROWS)} rows with text, {tokens:,} tokens (counted by the model's tokenizer)" in out
+    assert f"price: {tokens * 2 / 1e6:,.4f}" in out

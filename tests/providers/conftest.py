@@ -8,6 +8,7 @@ infinity-emb runs from its own venv (it pins sentence-transformers<4 and numpy<2
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -95,11 +96,8 @@ def _wait_healthy(server: Infinity, process: subprocess.Popen[bytes], log_path: 
                 return
         except httpx.TransportError:
             pass
-        process_wait = 0.2
-        try:
-            process.wait(process_wait)  # wakes early if it dies
-        except subprocess.TimeoutExpired:
-            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(0.2)  # wakes early if it dies
     raise RuntimeError(f"infinity not healthy in 180s: {log_path.read_text()[-3000:]}")
 
 

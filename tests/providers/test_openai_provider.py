@@ -139,7 +139,7 @@ def test_an_outage_releases_the_batch_without_spending_attempts_then_heals(
     monkeypatch.setenv("EMBEDDB_HTTP_GIVE_UP_AFTER", "1")
     make_docs(engine, http_model(proxy.base_url), dimensions=384)
     proxy.down = True
-    with pytest.raises(ModelUnavailable, match="did not answer within 1s.*503"):
+    with pytest.raises(ModelUnavailable, match=r"did not answer within 1s.*503"):
         drain(database_url)
     rows = pending_rows(engine)
     assert len(rows) == len(TEXTS)
@@ -216,7 +216,7 @@ def test_a_wrong_key_is_unavailable_and_the_key_is_never_logged(
     monkeypatch.setenv("EMBEDDB_TEST_WRONG_KEY", "wrong-key-0123456789")
     make_docs(engine, http_model(infinity.base_url, "EMBEDDB_TEST_WRONG_KEY"), dimensions=384)
     with caplog.at_level(logging.DEBUG), pytest.raises(
-            ModelUnavailable, match="HTTP 401.*check the key in EMBEDDB_TEST_WRONG_KEY"):
+            ModelUnavailable, match=r"HTTP 401.*check the key in EMBEDDB_TEST_WRONG_KEY"):
         drain(database_url)
     assert "wrong-key-0123456789" not in caplog.text
     assert all(r.attempts == 0 for r in pending_rows(engine))
