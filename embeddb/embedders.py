@@ -252,9 +252,9 @@ def check_dimensions(name: str, native: int, dimensions: int | None) -> int:
         return native
     if not 1 <= dimensions <= native:
         raise SpecError(
-            f"dimensions={dimensions} for model {name!r}, which makes {native}-dimensional"
-            f" vectors: a column can keep 1..{native} of them (fewer cuts them, Matryoshka"
-            " style); drop dimensions= or choose another model"
+            f"declared with {dimensions} dimensions but model {name} makes {native}-dimensional"
+            f" vectors: a column keeps 1..{native} of them (fewer: cut, Matryoshka style);"
+            " drop dimensions= or choose another model"
         )
     return dimensions
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
 from . import catalog
-from .embedders import check_dimensions, is_http_model, model_dimensions
-from .errors import EmbeddbError, SpecError
+from .embedders import is_http_model, model_dimensions
+from .errors import SpecError
 from .providers import openai as providers_openai
 from .spec import (
     DEFAULT_MODEL,
@@ -127,14 +127,9 @@ def _with_provider_options(model: str, base_url: str | None, api_key_env: str | 
 
 
 def _declared_dimensions(model: str, dimensions: int | None) -> int:
-    """The column's dimension: the model's own, or ``dimensions`` if the model can make it."""
-    if dimensions is None:
-        return model_dimensions(model)
-    try:
-        native = model_dimensions(model)
-    except EmbeddbError:
-        return dimensions  # the model is not here (or not knowable): install checks it later
-    return check_dimensions(model, native, dimensions)
+    """The column's dimension: the model's own unless ``dimensions`` says otherwise."""
+    # a declared dimension is checked against the model on install (create_all, install())
+    return model_dimensions(model) if dimensions is None else dimensions
 
 
 def embedded_column(target: Any) -> sa.Column[Any]:

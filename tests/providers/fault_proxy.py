@@ -15,6 +15,7 @@ Independently, a request whose body contains :attr:`reject_marker` is answered 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -80,7 +81,7 @@ class FaultProxy:
             pass
         finally:
             self.in_flight -= 1
-            writer.close()
+            await _close(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -124,8 +125,14 @@ class FaultProxy:
         writer.write(head.encode("latin-1") + b"\r\n" + body)
         await writer.drain()
         response = await reader.read(-1)
-        writer.close()
+        await _close(writer)
         return response
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _inputs(body: bytes) -> int:

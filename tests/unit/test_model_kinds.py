@@ -35,10 +35,10 @@ def test_local_matryoshka_cuts_and_renormalises_and_is_in_the_identity() -> None
 
 
 def test_dimensions_larger_than_the_model_are_a_clear_error() -> None:
-    with pytest.raises(SpecError, match=r"dimensions=512 for model .*makes 384-dimensional"):
-        Embedding("{body}", dimensions=512)
+    with pytest.raises(SpecError, match=r"declared with 512 dimensions but model .* makes 384"):
+        expected_identity(MINILM, EncodeOptions(), 512)
     with pytest.raises(SpecError, match="makes 1536-dimensional"):
-        Embedding("{body}", model="openai/text-embedding-3-small", dimensions=4000)
+        expected_identity("openai/text-embedding-3-small", EncodeOptions(), 4000)
 
 
 def test_an_unknown_provider_is_a_clear_error() -> None:
