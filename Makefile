@@ -8,6 +8,9 @@ PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# infinity-emb, the OpenAI-compatible server the HTTP provider's tests start (its own venv:
+# it pins sentence-transformers<4 and numpy<2)
+INFINITY_VENV ?= .venv-infinity
 
 .PHONY: install demo test lint clean
 
@@ -21,15 +24,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(INFINITY_VENV)/.installed: tests/providers/infinity-venv.sh
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" sh tests/providers/infinity-venv.sh $(INFINITY_VENV)
+
 demo: install
 	$(BIN)/embeddb demo
 
-test: install lint
-	$(BIN)/pytest
+test: install lint $(INFINITY_VENV)/.installed
+	EMBEDDB_INFINITY_VENV=$(abspath $(INFINITY_VENV)) $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .embeddb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFINITY_VENV) .embeddb .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from .errors import (
     SchemaError,
     SpecError,
 )
+from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
     DuplicatePair,
@@ -53,6 +54,8 @@ __all__ = [
     "Finding",
     "Hit",
     "HybridHit",
+    "ImportRefused",
+    "ImportResult",
     "ModelError",
     "ModelMismatch",
     "PgvectorMissing",
@@ -71,6 +74,7 @@ __all__ = [
     "duplicate_groups",
     "explain",
     "hybrid_search",
+    "import_vectors",
     "install",
     "more_like_this",
     "near_duplicates",

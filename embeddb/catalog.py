@@ -283,7 +283,10 @@ def _check_same_model(entry: CatalogEntry, identity: ModelIdentity) -> None:
 
 
 def _identity(spec: EmbeddingSpec) -> ModelIdentity:
-    identity = expected_identity(spec.model, spec.encode)
+    try:
+        identity = expected_identity(spec.model, spec.encode, spec.dimensions)
+    except SpecError as exc:
+        raise SpecError(f"{spec.qualified_column}: {exc}") from exc
     if identity.dimensions != spec.dimensions:
         raise SpecError(
             f"{spec.qualified_column} is declared with {spec.dimensions} dimensions but model"

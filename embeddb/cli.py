@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -144,6 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--fulltext", metavar="COLUMN", action="append",
                         help="with --hybrid: a text or tsvector column for the text leg instead"
                              " of the template text (repeat for several)")
+
+    estimate = command("estimate", _estimate,
+                       "Count the rows and tokens a column's backfill sends to its model, and"
+                       " the price given one per million tokens.",
+                       "embeddb estimate tickets.embedding --price-per-million-tokens 0.02")
+    with_url(estimate)
+    estimate.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    estimate.add_argument("--price-per-million-tokens", type=float,
+                          help="the provider's price (default: $EMBEDDB_PRICE_PER_MILLION_TOKENS)")
 
     status = command("status", _status, "Show pending, in-flight and parked rows per column.",
                      "embeddb status --json")
@@ -352,6 +362,17 @@ def _entry(conn: sa.Connection, name: str) -> CatalogEntry:
         raise EmbeddbError(f"{quoted_column_name(schema, table, column)} is not an embedded column"
                            f" (known: {', '.join(known) or 'none'}){hint}")
     return entry
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate
+
+    price = args.price_per_million_tokens
+    if price is None and os.environ.get("EMBEDDB_PRICE_PER_MILLION_TOKENS"):
+        price = float(os.environ["EMBEDDB_PRICE_PER_MILLION_TOKENS"])
+    with _engine(args) as engine, engine.connect() as conn:
+        print(estimate(conn, _entry(conn, args.column), price).describe())
+    return 0
 
 
 def _search(args: argparse.Namespace) -> int:

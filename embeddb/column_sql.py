@@ -316,3 +316,10 @@ def sample_texts(spec: EmbeddingSpec, column_id: int) -> str:
         render_function(column_id), sql.Identifier(_ROW), table(spec), sql.Identifier(_ROW),
         render_function(column_id), sql.Identifier(_ROW),
     ))
+
+
+def all_texts(spec: EmbeddingSpec, column_id: int) -> str:
+    """The text of every row that has one (for ``embeddb estimate``)."""
+    return _text(sql.SQL(
+        "SELECT {render}({row}) AS text FROM {table} AS {row} WHERE {render}({row}) IS NOT NULL"
+    ).format(render=render_function(column_id), row=sql.Identifier(_ROW), table=table(spec)))

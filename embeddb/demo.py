@@ -164,7 +164,8 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
 
     with Session(engine) as session:
         entry = column_entry(session.connection(), StdlibDoc.embedding)
-        load_embedder(entry.spec.model, entry.spec.encode)  # query times exclude model loading
+        # query times exclude model loading
+        load_embedder(entry.spec.model, entry.spec.encode, entry.spec.dimensions)
         for question, module in EXAMPLES:
             where = StdlibDoc.module == module if module else None
             hits = search(session, StdlibDoc.embedding, question, k=3, where=where)
@@ -186,7 +187,7 @@ def _print_encode_ratio(engine: sa.Engine, worker_rate: float, sample: int = 512
         entry = column_entry(conn, StdlibDoc.embedding)
         texts = [row.text for row in conn.exec_driver_sql(
             column_sql.sample_texts(entry.spec, entry.id), {"limit": sample})]
-    embedder = load_embedder(entry.spec.model, entry.spec.encode)
+    embedder = load_embedder(entry.spec.model, entry.spec.encode, entry.spec.dimensions)
     started = time.perf_counter()
     embedder.embed_documents(texts)
     raw = len(texts) / (time.perf_counter() - started)

@@ -3,26 +3,36 @@
 A model's *identity* (name, a fingerprint of its weights, dimensions and how texts are encoded)
 is recorded per column in the catalog. The worker and the query helpers compare the identity of
 the model they loaded with that record and refuse to mix vectors from different models.
+
+A model name's prefix picks its *kind*: ``openai/...`` an OpenAI-compatible HTTP API
+(:mod:`embeddb.providers.openai`), ``embeddb-testing/...`` the test embedder
+(:mod:`embeddb.testing`), anything else a sentence-transformers model on this machine. Kinds are
+looked up in a small registry and imported on first use, so this module imports neither.
+
+``dimensions=N`` below a model's own makes a Matryoshka column: a local model's vectors are cut
+to their first N components and normalised again; an HTTP model is asked for N (the API's
+``dimensions`` parameter).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelError
+from .errors import ModelError, SpecError
 from .spec import EncodeOptions
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,8 @@ Vectors = npt.NDArray[np.float32]
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TESTING_PREFIX = "embeddb-testing/"
+#: Characters per token where no tokenizer is known (English prose averages about four).
+CHARS_PER_TOKEN_ESTIMATE = 4
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -69,6 +81,66 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> Vectors:
         """A single float32 vector for a search query."""
         ...
+
+
+class ModelKind(Protocol):
+    """One way of making vectors (a local library, an HTTP API), chosen by a name's prefix.
+
+    ``dimensions`` is the column's declared dimension (None: the model's own); a kind refuses
+    one it cannot make with :class:`~embeddb.errors.SpecError`.
+    """
+
+    def native_dimensions(self, name: str) -> int:
+        """The model's own output dimension, known without loading it or calling a server."""
+        ...
+
+    def identity(
+        self, name: str, options: EncodeOptions, dimensions: int | None
+    ) -> ModelIdentity:
+        """The identity the model will have, computed without loading it."""
+        ...
+
+    def load(self, name: str, options: EncodeOptions, dimensions: int | None) -> Embedder:
+        """The model, ready to encode."""
+        ...
+
+
+# prefix -> module defining MODEL_KIND, imported on first use (no import cycle with embedders)
+_KIND_MODULES: dict[str, str] = {
+    TESTING_PREFIX: "embeddb.testing",
+    "openai/": "embeddb.providers.openai",
+}
+_kinds: dict[str, ModelKind] = {}
+
+
+def register_model_kind(prefix: str, kind: ModelKind) -> None:
+    """Make model names starting with ``prefix`` (e.g. ``"acme/"``) use ``kind``.
+
+    Example::
+
+        embeddb.embedders.register_model_kind("acme/", AcmeKind())
+    """
+    _kinds[prefix] = kind
+
+
+def model_kind(name: str) -> ModelKind:
+    """The kind that makes the vectors of model ``name`` (local sentence-transformers if none)."""
+    prefixes = sorted({*_KIND_MODULES, *_kinds}, key=len, reverse=True)
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            if prefix not in _kinds:
+                module = importlib.import_module(_KIND_MODULES[prefix])
+                _kinds[prefix] = module.MODEL_KIND
+            return _kinds[prefix]
+    return _LOCAL
+
+
+def is_http_model(name: str) -> bool:
+    """Whether ``name`` is served by an HTTP provider (its prefix names one)."""
+    return any(name.startswith(prefix) for prefix in _HTTP_PREFIXES)
+
+
+_HTTP_PREFIXES = ("openai/",)
 
 
 def resolve_model_path(name: str) -> Path | None:
@@ -110,10 +182,10 @@ def _hf_cache_path(name: str) -> Path | None:
 
 def model_dimensions(name: str) -> int:
     """The output dimension of a model, read from its files without loading its weights."""
-    if name.startswith(TESTING_PREFIX):
-        from .testing import parse_testing_model
+    return model_kind(name).native_dimensions(name)
 
-        return parse_testing_model(name).dimensions
+
+def _local_dimensions(name: str) -> int:
     path = resolve_model_path(name)
     if path is None:
         raise ModelError(
@@ -165,12 +237,83 @@ def _fingerprint_cached(path: str, signature: tuple[tuple[str, int, int], ...]) 
     return digest.hexdigest()[:16]
 
 
-def expected_identity(name: str, options: EncodeOptions) -> ModelIdentity:
-    """The identity of ``name`` as installed here, computed from files (no weights loaded)."""
-    if name.startswith(TESTING_PREFIX):
-        from .testing import testing_identity
+def expected_identity(
+    name: str, options: EncodeOptions, dimensions: int | None = None
+) -> ModelIdentity:
+    """The identity of ``name`` as installed here, computed from files (no weights loaded).
 
-        return testing_identity(name, options)
+    ``dimensions`` below the model's own is a Matryoshka cut, recorded in the identity.
+    """
+    return model_kind(name).identity(name, options, dimensions)
+
+
+def check_dimensions(name: str, native: int, dimensions: int | None) -> int:
+    """The dimension a column of ``name`` gets: ``dimensions`` if the model can make it."""
+    if dimensions is None:
+        return native
+    if not 1 <= dimensions <= native:
+        raise SpecError(
+            f"declared with {dimensions} dimensions but model {name} makes {native}-dimensional"
+            f" vectors: a column keeps 1..{native} of them (fewer: cut, Matryoshka style);"
+            " drop dimensions= or choose another model"
+        )
+    return dimensions
+
+
+def truncated(identity: ModelIdentity, dimensions: int | None) -> ModelIdentity:
+    """``identity`` cut to ``dimensions`` (checked against the model's own dimension)."""
+    kept = check_dimensions(identity.name, identity.dimensions, dimensions)
+    return replace(identity, dimensions=kept)
+
+
+class TruncatedEmbedder:
+    """A model's vectors cut to their first ``dimensions`` components (Matryoshka), normalised
+    again when the column's vectors are normalised."""
+
+    def __init__(self, inner: Embedder, identity: ModelIdentity, normalize: bool) -> None:
+        self._inner = inner
+        self._identity = identity
+        self._normalize = normalize
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._identity
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._cut(self._inner.embed_documents(texts))
+
+    def embed_query(self, text: str) -> Vectors:
+        vector: Vectors = self._cut(self._inner.embed_query(text)[np.newaxis, :])[0]
+        return vector
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return token_counts(self._inner, texts)
+
+    def _cut(self, vectors: Vectors) -> Vectors:
+        cut: Vectors = np.array(vectors[:, : self._identity.dimensions], dtype=np.float32)
+        if self._normalize:
+            norms = np.linalg.norm(cut, axis=1, keepdims=True)
+            cut /= np.where(norms == 0, 1.0, norms).astype(np.float32)
+        return cut
+
+
+def token_counts(embedder: Embedder, texts: Sequence[str]) -> list[int]:
+    """Tokens per text by the model's own tokenizer, or estimated where it has none.
+
+    The estimate is ``ceil(characters / CHARS_PER_TOKEN_ESTIMATE)``, at least 1.
+    """
+    counter = getattr(embedder, "count_tokens", None)
+    if counter is not None:
+        return list(counter(texts))
+    return estimate_tokens(texts)
+
+
+def estimate_tokens(texts: Sequence[str]) -> list[int]:
+    """Tokens per text estimated from its length: for models whose tokenizer is unknown."""
+    return [max(1, -(-len(text) // CHARS_PER_TOKEN_ESTIMATE)) for text in texts]
+
+
+def _local_identity(name: str, options: EncodeOptions) -> ModelIdentity:
     path = resolve_model_path(name)
     if path is None:
         raise ModelError(
@@ -200,7 +343,7 @@ class SentenceTransformerEmbedder:
             raise ModelError(
                 "sentence-transformers is not installed: pip install 'embeddb[models]'"
             ) from exc
-        self._identity = expected_identity(name, options)
+        self._identity = _local_identity(name, options)
         self._options = options
         self.batch_size = batch_size
         _quiet_transformers()
@@ -220,6 +363,12 @@ class SentenceTransformerEmbedder:
     @property
     def max_tokens(self) -> int:
         return int(self._model.max_seq_length)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text by the model's tokenizer, special tokens included, before truncation
+        to ``max_tokens``."""
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         return self._encode(list(texts), self._options.document_prompt)
@@ -254,7 +403,25 @@ def _device() -> str:
     return os.environ.get("EMBEDDB_DEVICE", "cpu")
 
 
-_loaded: dict[tuple[str, EncodeOptions], Embedder] = {}
+class _LocalKind:
+    """sentence-transformers models found on this machine (the default kind)."""
+
+    def native_dimensions(self, name: str) -> int:
+        return _local_dimensions(name)
+
+    def identity(
+        self, name: str, options: EncodeOptions, dimensions: int | None
+    ) -> ModelIdentity:
+        return truncated(_local_identity(name, options), dimensions)
+
+    def load(self, name: str, options: EncodeOptions, dimensions: int | None) -> Embedder:
+        log.info("loading model %s", name)
+        return SentenceTransformerEmbedder(name, options)
+
+
+_LOCAL = _LocalKind()
+
+_loaded: dict[tuple[str, EncodeOptions, int | None], Embedder] = {}
 _loading = threading.Lock()
 _load_seconds: dict[str, float] = {}
 
@@ -265,19 +432,35 @@ def load_times() -> dict[str, float]:
         return dict(_load_seconds)
 
 
-def load_embedder(name: str, options: EncodeOptions | None = None) -> Embedder:
-    """The embedder for ``name``, loaded at most once per process."""
+def load_embedder(
+    name: str, options: EncodeOptions | None = None, dimensions: int | None = None
+) -> Embedder:
+    """The embedder for ``name``, loaded at most once per process.
+
+    ``dimensions`` is the column's dimension; below the model's own, vectors are cut to it.
+
+    Example::
+
+        embedder = load_embedder("sentence-transformers/all-MiniLM-L6-v2", dimensions=256)
+        embedder.embed_query("reset my password").shape   # (256,)
+    """
     options = options or EncodeOptions()
-    key = (name, options)
+    key = (name, options, dimensions)
     with _loading:
         if key not in _loaded:
             started = time.monotonic()
-            if name.startswith(TESTING_PREFIX):
-                from .testing import load_testing_embedder
-
-                _loaded[key] = load_testing_embedder(name, options)
-            else:
-                log.info("loading model %s", name)
-                _loaded[key] = SentenceTransformerEmbedder(name, options)
+            _loaded[key] = _load(name, options, dimensions)
             _load_seconds[name] = time.monotonic() - started
         return _loaded[key]
+
+
+def _load(name: str, options: EncodeOptions, dimensions: int | None) -> Embedder:
+    kind = model_kind(name)
+    if dimensions is None or is_http_model(name):
+        return kind.load(name, options, dimensions)  # HTTP kinds ask the API for dimensions
+    wanted = kind.identity(name, options, dimensions)
+    full = _loaded.get((name, options, None)) or kind.load(name, options, None)
+    _loaded[(name, options, None)] = full
+    if wanted.dimensions == full.identity.dimensions:
+        return full
+    return TruncatedEmbedder(full, wanted, options.normalize)

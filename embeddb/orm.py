@@ -20,8 +20,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
 from . import catalog
-from .embedders import model_dimensions
+from .embedders import is_http_model, model_dimensions
 from .errors import SpecError
+from .providers import openai as providers_openai
 from .spec import (
     DEFAULT_MODEL,
     VECTOR_TYPES,
@@ -64,6 +65,8 @@ def Embedding(
     document_prompt: str | None = None,
     deferred: bool = True,
     vector_type: str = "vector",
+    base_url: str | None = None,
+    api_key_env: str | None = None,
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -73,6 +76,12 @@ def Embedding(
     ``vector_type="halfvec"`` stores half-precision floats: half the space, and HNSW indexes up
     to 4,000 dimensions instead of 2,000; queries are cast to match the index.
 
+    ``dimensions`` below the model's own keeps the first N components of each vector,
+    normalised again (Matryoshka); an ``openai/...`` model is asked for N by the API.
+    ``base_url`` and ``api_key_env`` say where an ``openai/...`` model is served and which
+    environment variable of the embedding process holds its key (default ``OPENAI_API_KEY``;
+    ``""`` for a server without keys).
+
     Example::
 
         class Ticket(Base):
@@ -81,14 +90,16 @@ def Embedding(
             subject: Mapped[str]
             body: Mapped[str]
             embedding = Embedding("{subject}\\n\\n{body}")
+            small = Embedding("{body}", model="openai/text-embedding-3-small", dimensions=256)
     """
+    model = _with_provider_options(model, base_url, api_key_env)
     if vector_type not in VECTOR_TYPES:
         choices = ", ".join(VECTOR_TYPES)
         raise SpecError(f"vector_type must be one of {choices}, got {vector_type!r}")
     declaration = Declaration(
         template=Template.parse(template),
         model=model,
-        dimensions=dimensions if dimensions is not None else model_dimensions(model),
+        dimensions=_declared_dimensions(model, dimensions),
         distance=Distance.parse(distance),
         index=HnswIndex(m, ef_construction) if index else None,
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
@@ -101,6 +112,24 @@ def Embedding(
         deferred=deferred,
         info={INFO_KEY: declaration},
     )
+
+
+def _with_provider_options(model: str, base_url: str | None, api_key_env: str | None) -> str:
+    if base_url is None and api_key_env is None:
+        return model
+    if not is_http_model(model):
+        provider = model.partition("/")[0] if "/" in model else model
+        raise SpecError(
+            f"unknown provider {provider!r} for base_url=/api_key_env= (model {model!r});"
+            " HTTP models are named openai/<model> (any OpenAI-compatible server)"
+        )
+    return providers_openai.model_name(model, base_url=base_url, api_key_env=api_key_env)
+
+
+def _declared_dimensions(model: str, dimensions: int | None) -> int:
+    """The column's dimension: the model's own unless ``dimensions`` says otherwise."""
+    # a declared dimension is checked against the model on install (create_all, install())
+    return model_dimensions(model) if dimensions is None else dimensions
 
 
 def embedded_column(target: Any) -> sa.Column[Any]:

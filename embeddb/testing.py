@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from .embedders import TESTING_PREFIX, ModelIdentity, Vectors
+from .embedders import TESTING_PREFIX, Embedder, ModelIdentity, Vectors, truncated
 from .errors import ModelError
 from .spec import EncodeOptions
 
@@ -85,6 +85,10 @@ class HashEmbedder:
     def embed_query(self, text: str) -> Vectors:
         return self._vector((self._options.query_prompt or "") + text)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """One token per word, like the hashing does."""
+        return [max(1, len(_WORD.findall(text))) for text in texts]
+
     def _vector(self, text: str) -> Vectors:
         vector = np.zeros(self._model.dimensions, dtype=np.float32)
         for word in _WORD.findall(text.lower()) or [text]:
@@ -100,3 +104,21 @@ class HashEmbedder:
 
 def load_testing_embedder(name: str, options: EncodeOptions) -> HashEmbedder:
     return HashEmbedder(name, options)
+
+
+class _TestingKind:
+    """The ``embeddb-testing/`` prefix in :mod:`embeddb.embedders`' registry of model kinds."""
+
+    def native_dimensions(self, name: str) -> int:
+        return parse_testing_model(name).dimensions
+
+    def identity(
+        self, name: str, options: EncodeOptions, dimensions: int | None
+    ) -> ModelIdentity:
+        return truncated(testing_identity(name, options), dimensions)
+
+    def load(self, name: str, options: EncodeOptions, dimensions: int | None) -> Embedder:
+        return HashEmbedder(name, options)
+
+
+MODEL_KIND = _TestingKind()

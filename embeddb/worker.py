@@ -482,6 +482,8 @@ class Worker:
             return {}, {}
         try:
             return _checked(distinct, embedder.embed_documents(distinct)), {}
+        except ModelUnavailable:
+            raise  # an outage or a rate limit (HTTP providers): no row is to blame
         except Exception as exc:
             if len(distinct) == 1:
                 self._probe(embedder, exc)
@@ -680,7 +682,7 @@ class Worker:
 
 
 def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
-    embedder = load_embedder(entry.spec.model, entry.spec.encode)
+    embedder = load_embedder(entry.spec.model, entry.spec.encode, entry.spec.dimensions)
     catalog.check_model(entry, embedder.identity)
     return embedder
 

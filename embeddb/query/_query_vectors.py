@@ -109,7 +109,7 @@ def _cached_entry(engine: sa.Engine, key: _Key) -> CatalogEntry | None:
 def _cached_query_vector(
     model: str, encode: EncodeOptions, identity: ModelIdentity, text: str
 ) -> tuple[float, ...]:
-    embedder = load_embedder(model, encode)
+    embedder = load_embedder(model, encode, identity.dimensions)
     differences = identity.differences(embedder.identity)
     if differences:
         raise ModelMismatch(
