@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, column_sql
+from . import backfill, catalog, chunk_worker, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -90,6 +90,8 @@ class WorkerStats:
     failed: int = 0
     superseded: int = 0
     batches: int = 0
+    chunks_encoded: int = 0  # chunked columns: chunk texts the model embedded
+    chunks_reused: int = 0  # ... and chunks that kept their stored vector
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -117,6 +119,7 @@ class _EmbeddedBatch:
     gone: list[Any]
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    chunks: dict[str, chunk_worker.Document] | None = None  # a chunked column's, by row key
 
 
 _TRANSIENT_ERRORS = (
@@ -289,8 +292,12 @@ class Worker:
         batch = _EmbeddedBatch(entry, token, len(claimed), lease_ends,
                                gone=[key for key in claimed if _key_id(key) not in found])
         texts = [row.text for row in rows if row.text is not None]
+        vectors: Mapping[str, Vectors | None]
         try:
-            vectors, failures = self._embed(embedder, texts)
+            if entry.spec.chunking is not None:
+                vectors, failures = self._embed_chunked(entry, embedder, batch, rows)
+            else:
+                vectors, failures = self._embed(embedder, texts)
         except ModelUnavailable:
             with self.engine.begin() as conn:
                 _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(claimed))
@@ -310,6 +317,8 @@ class Worker:
         entry, token = batch.entry, batch.token
         with self.engine.begin() as conn:
             stored = self._store(conn, entry, batch.to_store)
+            if batch.chunks is not None:  # in the same transaction as the guarded parent write
+                chunk_worker.write_chunks(conn, entry, stored, batch.chunks)
             _run(conn, "complete", column_id=entry.id, token=token,
                  keys=_keys_json(stored + batch.gone))
             written = {_key_id(k) for k in stored}
@@ -396,6 +405,20 @@ class Worker:
         if not vectors:
             self._probe(embedder, ModelError(next(iter(failures.values()))))
         return vectors, failures
+
+    def _embed_chunked(
+        self, entry: CatalogEntry, embedder: Embedder, batch: _EmbeddedBatch, rows: list[Any]
+    ) -> tuple[dict[str, Vectors | None], dict[str, str]]:
+        """Split a chunked column's documents and embed the chunks they do not have yet."""
+        with self.engine.connect() as conn:
+            _send_vectors_in_binary(conn)
+            stored = chunk_worker.stored_chunk_vectors(conn, entry, [r.row_key for r in rows])
+        chunked = chunk_worker.embed_documents(
+            entry, rows, stored, lambda texts: self._embed(embedder, texts))
+        batch.chunks = chunked.documents
+        self.stats.chunks_encoded += chunked.encoded
+        self.stats.chunks_reused += chunked.reused
+        return chunked.vectors, chunked.failures
 
     def _probe(self, embedder: Embedder, original: Exception) -> None:
         """Raise ModelUnavailable if the model fails on a known-good text too."""

@@ -217,3 +217,8 @@ JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_am am ON am.oid = c.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
 WHERE c.oid = to_regclass(:qualified_index)
+
+-- set_column_chunking --
+UPDATE embeddb.columns
+SET chunking = CAST(:chunking AS jsonb), chunk_table = :chunk_table, updated_at = now()
+WHERE id = :id
