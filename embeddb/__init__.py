@@ -2,10 +2,12 @@
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
-:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`.
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; long documents
+with ``Embedding(..., chunks=Chunking(...))`` and :func:`search_chunks`.
 """
 
 from .catalog import CatalogEntry
+from .chunking import Chunking
 from .errors import (
     DatabaseError,
     EmbeddbError,
@@ -17,6 +19,8 @@ from .errors import (
 )
 from .orm import Embedding, install
 from .query import (
+    ChunkHit,
+    ChunkSpan,
     DuplicatePair,
     Explanation,
     Hit,
@@ -26,6 +30,7 @@ from .query import (
     amore_like_this,
     anear_duplicates,
     asearch,
+    asearch_chunks,
     duplicate_groups,
     explain,
     hybrid_search,
@@ -33,6 +38,7 @@ from .query import (
     near_duplicates,
     nearest,
     search,
+    search_chunks,
 )
 from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig
@@ -40,6 +46,9 @@ from .worker import Worker, WorkerConfig
 __all__ = [
     "DEFAULT_MODEL",
     "CatalogEntry",
+    "ChunkHit",
+    "ChunkSpan",
+    "Chunking",
     "DatabaseError",
     "Distance",
     "DuplicatePair",
@@ -61,6 +70,7 @@ __all__ = [
     "amore_like_this",
     "anear_duplicates",
     "asearch",
+    "asearch_chunks",
     "duplicate_groups",
     "explain",
     "hybrid_search",
@@ -69,4 +79,5 @@ __all__ = [
     "near_duplicates",
     "nearest",
     "search",
+    "search_chunks",
 ]

@@ -66,7 +66,8 @@ def stored_chunk_vectors(
     stored: dict[str, dict[uuid.UUID, Vectors]] = {}
     if not keys:
         return stored
-    rows = conn.exec_driver_sql(chunk_sql.fetch_chunks(entry.spec), {"keys": json.dumps(list(keys))})
+    rows = conn.exec_driver_sql(chunk_sql.fetch_chunks(entry.spec),
+                                {"keys": json.dumps(list(keys))})
     for row in rows:
         vector = row.embedding
         values = vector.to_numpy() if hasattr(vector, "to_numpy") else vector
