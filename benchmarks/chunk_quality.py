@@ -33,8 +33,16 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from common import DATA_DIR, RESULTS_DIR, Databases, machine_facts, print_table, read_jsonl
-from common import server_versions, write_json
+from common import (
+    DATA_DIR,
+    RESULTS_DIR,
+    Databases,
+    machine_facts,
+    print_table,
+    read_jsonl,
+    server_versions,
+    write_json,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Chunking, Embedding, Worker, WorkerConfig, search, search_chunks
