@@ -1,6 +1,7 @@
 """Chunked columns through the whole embeddb path: quality, speed, partial re-embedding, latency.
 
-Run: ``.venv/bin/python benchmarks/chunk_quality.py [--sizes 128:32,64:16] [--database-url URL]``.
+Run: ``.venv/bin/python benchmarks/chunk_quality.py [--sizes 128:32,64:16] [--data DIR]``
+(``--data``: where ``scifact/`` and ``nfcorpus/`` are; default ``../shared/data``).
 Prints the figures and writes them to ``benchmarks/results/chunk_quality.json``.
 
 For SciFact and NFCorpus (BEIR, from ``../shared/data``), the corpus goes into a table (one
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 import sqlalchemy as sa
 from common import (
@@ -53,6 +55,7 @@ from embeddb.query._query_vectors import column_entry, embed_query
 OUTPUT = RESULTS_DIR / "chunk_quality.json"
 K = 10
 TARGET_SCIFACT = 0.676
+DATA_DIR = common.DATA_DIR
 
 
 def model_for(chunking: Chunking | None) -> tuple[type[DeclarativeBase], Any]:
@@ -209,7 +212,10 @@ def main() -> None:
                         help="chunk sizes as max_tokens:overlap, comma-separated")
     parser.add_argument("--corpora", default="scifact,nfcorpus")
     parser.add_argument("--database-url")
+    parser.add_argument("--data", type=Path, default=common.DATA_DIR)
     args = parser.parse_args()
+    global DATA_DIR
+    DATA_DIR = args.data
     sizes = [Chunking(*map(int, size.split(":"))) for size in args.sizes.split(",")]
     databases = Databases.choose(args.database_url)
     results = [edit_one_paragraph(databases, Chunking())]

@@ -43,6 +43,7 @@ from .ops import (
     CreateEmbeddingOp,
     Definition,
     DropEmbeddingOp,
+    chunks_argument,
 )
 from .render import ImportsOp  # also registers the renderers of the operations made here
 
@@ -219,6 +220,7 @@ def _alter(
         compare("opclass", wanted.opclass, actual.opclass)
     compare("m", wanted.m, actual.m)
     compare("ef_construction", wanted.ef_construction, actual.ef_construction)
+    compare("chunks", chunks_argument(spec.chunking), chunks_argument(old.chunking))
     if not changes:
         return None
     return AlterEmbeddingOp(spec.table, spec.column, changes, existing, schema=schema)
