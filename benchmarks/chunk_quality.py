@@ -36,7 +36,6 @@ import common
 import numpy as np
 import sqlalchemy as sa
 from common import (
-    DATA_DIR,
     RESULTS_DIR,
     Databases,
     machine_facts,
