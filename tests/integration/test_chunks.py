@@ -106,3 +106,26 @@ def test_one_giant_word_is_cut_inside_and_an_oversized_document_is_parked(engine
         assert "10,006 characters, more than this column's Chunking(max_chars=5,000)" in parked.last_error
         assert "public.docs.embedding" in parked.last_error
     assert "word word" not in caplog.text
+
+
+def test_cli_search_shows_the_best_chunk_and_status_counts_documents_and_chunks(engine, database_url, capsys) -> None:  # type: ignore[no-untyped-def]
+    from embeddb.cli import main
+
+    Base, Doc = doc_model()
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Doc), [
+            {"id": 1, "title": "One", "body": paragraphs(1, 5)},
+            {"id": 2, "title": "Two", "body": paragraphs(2, 3) + "\n\nzebra giraffe okapi."},
+        ])
+    drain(database_url)
+    assert main(["search", "docs.embedding", "zebra giraffe", "-k", "2",
+                 "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    first_hit = out.splitlines()[1:3]
+    assert "id=2" in first_hit[0]
+    assert "best chunk 3 [" in first_hit[1] and "zebra giraffe okapi." in first_hit[1]
+    with engine.connect() as conn:
+        chunks = conn.execute(sa.text(f"SELECT count(*) FROM {CHUNKS}")).scalar_one()
+    assert main(["status", "--database-url", database_url]) == 0
+    assert f"2 documents in {chunks} chunks" in capsys.readouterr().out
