@@ -118,3 +118,24 @@ def test_async_twins(loaded, module_url) -> None:  # type: ignore[no-untyped-def
         return len({d.id for d, _ in documents}), len({h.row.id for h in chunks})
 
     assert asyncio.run(main()) == (4, 4)
+
+
+def test_hybrid_more_like_this_and_near_duplicates_use_the_documents_mean_vector(loaded, db) -> None:  # type: ignore[no-untyped-def]
+    from embeddb import hybrid_search, more_like_this, near_duplicates
+
+    Doc = loaded
+    with Session(db) as session:
+        hybrid = hybrid_search(session, Doc.embedding, "flood0 alpha", k=3)
+        assert hybrid[0].row.id == 1  # both legs: the words are only in doc 1
+        doc = session.get(Doc, 5)
+        similar = more_like_this(session, Doc.embedding, doc, k=5)
+        assert len(similar) == 5 and 5 not in {d.id for d, _ in similar}
+        # the stored document vector is the normalised mean of its chunk vectors
+        mean = session.execute(sa.text(
+            f"SELECT avg(embedding)::text FROM {CHUNKS} WHERE id = 5")).scalar_one()
+        mean = np.array(mean.strip("[]").split(","), np.float32)
+        stored = session.execute(sa.text("SELECT embedding::text FROM docs WHERE id = 5")).scalar_one()
+        stored = np.array(stored.strip("[]").split(","), np.float32)
+        assert np.allclose(stored, mean / np.linalg.norm(mean), atol=1e-5)
+        pairs = near_duplicates(session, Doc.embedding, min_similarity=0.3)
+        assert all(pair.similarity >= 0.3 for pair in pairs)
