@@ -162,8 +162,11 @@ def _text_splitter(model: str, chunking: Chunking) -> Any:
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     tokenizer.no_truncation()  # the model's truncation would hide a chunk's real length
     tokenizer.no_padding()
+    # the splitter counts a chunk's own word pieces; the model also reads [CLS] and [SEP]
+    specials = len(tokenizer.encode("").ids)
     return TextSplitter.from_huggingface_tokenizer(
-        tokenizer, chunking.max_tokens, overlap=chunking.overlap)
+        tokenizer, chunking.max_tokens - specials, overlap=min(chunking.overlap,
+                                                               chunking.max_tokens - specials - 1))
 
 
 def _count_words(text: str) -> int:
