@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -32,7 +33,7 @@ def test_minilm_chunks_fit_the_window_counted_in_its_word_pieces() -> None:
     # overlap: within a paragraph (a chunk that ends at a paragraph break has none)
     one_paragraph = Splitter(MINILM, Chunking(max_tokens=60, overlap=25)).split(
         TEXT.replace("\n\n", " "))
-    assert all(b.start < a.end for a, b in zip(one_paragraph, one_paragraph[1:], strict=False))
+    assert all(b.start < a.end for a, b in itertools.pairwise(one_paragraph))
 
 
 def test_whitespace_has_no_chunks_and_bad_settings_are_refused() -> None:
