@@ -2,11 +2,13 @@
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
-:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; check a database's
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; long documents
+with ``Embedding(..., chunks=Chunking(...))`` and :func:`search_chunks`; check a database's
 health with :func:`doctor`.
 """
 
 from .catalog import CatalogEntry
+from .chunking import Chunking
 from .database import create_engine, database_url
 from .doctor import Finding, doctor
 from .errors import (
@@ -21,6 +23,8 @@ from .errors import (
 from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
+    ChunkHit,
+    ChunkSpan,
     DuplicatePair,
     Explanation,
     Hit,
@@ -30,6 +34,7 @@ from .query import (
     amore_like_this,
     anear_duplicates,
     asearch,
+    asearch_chunks,
     duplicate_groups,
     explain,
     hybrid_search,
@@ -37,6 +42,7 @@ from .query import (
     near_duplicates,
     nearest,
     search,
+    search_chunks,
 )
 from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig
@@ -44,6 +50,9 @@ from .worker import Worker, WorkerConfig
 __all__ = [
     "DEFAULT_MODEL",
     "CatalogEntry",
+    "ChunkHit",
+    "ChunkSpan",
+    "Chunking",
     "DatabaseError",
     "Distance",
     "DuplicatePair",
@@ -68,6 +77,7 @@ __all__ = [
     "amore_like_this",
     "anear_duplicates",
     "asearch",
+    "asearch_chunks",
     "create_engine",
     "database_url",
     "doctor",
@@ -80,4 +90,5 @@ __all__ = [
     "near_duplicates",
     "nearest",
     "search",
+    "search_chunks",
 ]

@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import alter_sql, column_sql, migrate, privileges, verbatim
+from . import alter_sql, chunk_sql, column_sql, migrate, privileges, verbatim
+from .chunking import Chunking
 from .database import ensure_pgvector
 from .embedders import ModelIdentity, expected_identity
 from .errors import ModelMismatch, SchemaError, SpecError
@@ -51,6 +52,7 @@ class CatalogEntry:
             index=HnswIndex(**options) if options else None,
             encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt),
             vector_type=row.vector_type,
+            chunking=Chunking.from_catalog(getattr(row, "chunking", None)),
         )
         identity = ModelIdentity(
             name=row.model_name,
@@ -114,10 +116,14 @@ def install(
             _update_entry(conn, spec, column_id)
             if (existing.spec.index, existing.spec.distance) != (spec.index, spec.distance):
                 verbatim.execute(conn, column_sql.drop_index(existing.spec))
+                verbatim.execute(conn, chunk_sql.drop_index(existing.spec))
+            if existing.spec.chunking != spec.chunking:
+                _change_chunking(conn, existing, spec)
         if actual is not None and actual != _column_type(spec):
             _retype(conn, spec, actual)
         for statement in _install_statements(conn, spec, column_id):
             verbatim.execute(conn, statement)
+        _install_chunks(conn, spec, column_id)
         entry = CatalogEntry(column_id, spec, identity)
         if enqueue_existing:
             queued = reconcile(conn, entry)
@@ -173,6 +179,14 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         reembed = _vectors_differ(existing.identity, identity)
         if rebuild_index or resize or (old.index, old.distance) != (spec.index, spec.distance):
             verbatim.execute(conn, column_sql.drop_index(old))
+            verbatim.execute(conn, chunk_sql.drop_index(old))
+        if old.chunking is not None and (reembed or resize or old.vector_type != spec.vector_type):
+            # chunk vectors of another model (or size) must not be reused by text hash
+            for statement in chunk_sql.drop_objects(old, existing.id):
+                verbatim.execute(conn, statement)
+        rechunk = old.chunking != spec.chunking
+        if rechunk:
+            _change_chunking(conn, existing, spec)
         if resize:
             verbatim.execute(conn, alter_sql.resize_vector(spec))
         elif actual is not None and actual != _column_type(spec):
@@ -182,7 +196,8 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
                         spec.qualified_column, "; ".join(existing.identity.differences(identity)),
                         cleared)
-        requeue = reembed or (old.template, old.key_columns) != (spec.template, spec.key_columns)
+        requeue = reembed or rechunk or (
+            (old.template, old.key_columns) != (spec.template, spec.key_columns))
         if requeue:
             # A fresh pending set: claims made for the old text or model must not complete it.
             conn.execute(sa.text(queries["forget_pending"]), {"id": existing.id})
@@ -190,6 +205,7 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         _update_model(conn, spec, identity, existing.id)
         for statement in _install_statements(conn, spec, existing.id):
             verbatim.execute(conn, statement)
+        _install_chunks(conn, spec, existing.id)
         entry = CatalogEntry(existing.id, spec, identity)
         if requeue:
             queued = reconcile(conn, entry)
@@ -210,10 +226,57 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
             verbatim.execute(conn, alter_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
+        if entry.spec.chunking is not None:
+            for statement in chunk_sql.drop_objects(entry.spec, entry.id):
+                verbatim.execute(conn, statement)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})
     return True
+
+
+def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
+    """A chunked column's chunk table, its index and the triggers that clear it; its catalog."""
+    conn.execute(sa.text(queries["set_column_chunking"]), {
+        "id": column_id,
+        "chunking": spec.chunking.to_json() if spec.chunking else None,
+        "chunk_table": spec.chunk_table if spec.chunking else None,
+    })
+    if spec.chunking is None:
+        return
+    types = {
+        row.name: row.type
+        for row in conn.execute(
+            sa.text(queries["table_columns"]), {"qualified_table": column_sql.qualified_table(spec)}
+        )
+    }
+    clashing = [name for name in spec.key_columns if name in chunk_sql.CHUNK_COLUMNS]
+    if clashing:
+        raise SpecError(
+            f"{spec.qualified_column}: the key column {clashing[0]!r} has the name of a column"
+            " of the chunk table; a chunked column needs a key with other names"
+        )
+    index = chunk_sql.create_index(spec)
+    for statement in [
+        chunk_sql.create_table(spec, types),
+        *([index] if index else []),
+        chunk_sql.create_cleanup_function(spec, column_id),
+        *chunk_sql.create_cleanup_triggers(spec, column_id),
+    ]:
+        verbatim.execute(conn, statement)
+
+
+def _change_chunking(conn: Connection, existing: CatalogEntry, spec: EmbeddingSpec) -> None:
+    """New chunk settings: every row is split again; its old chunks serve searches meanwhile.
+
+    Without chunking any more, the chunk table goes and the rows get one vector each again.
+    """
+    if spec.chunking is None:
+        for statement in chunk_sql.drop_objects(existing.spec, existing.id):
+            verbatim.execute(conn, statement)
+    cleared = verbatim.execute(conn, chunk_sql.clear_source_hashes(spec)).rowcount
+    log.info("%s: chunking changed (%s -> %s); %d rows will be split again",
+             spec.qualified_column, existing.spec.chunking, spec.chunking, cleared)
 
 
 def reconcile(conn: Connection, entry: CatalogEntry) -> int:

@@ -467,8 +467,29 @@ def _vector(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespac
 
     hits = search(conn, column, args.query, k=args.k, where=where, plan=args.plan)
     print(f"{len(hits)} rows in {hits.elapsed_ms:.1f} ms (plan {hits.plan})")
-    for row, similarity in hits:
+    chunks = _best_chunk_texts(conn, column, hits) if hits.best_chunks is not None else None
+    for i, (row, similarity) in enumerate(hits):
         print(f"{similarity:.3f}  {_values(row, shown)}")
+        if chunks is not None and hits.best_chunks is not None:
+            span = hits.best_chunks[i]
+            print(f"       best chunk {span.chunk_no} [{span.start}:{span.end}]:"
+                  f" {_short(chunks[i], 70)}")
+
+
+def _best_chunk_texts(conn: sa.Connection, column: sa.Column[Any], hits: Any) -> list[str]:
+    """The text of each hit's best chunk, read from the chunk table in one statement."""
+    from .query._chunks import chunk_table
+
+    table = chunk_table(column)
+    keys = [key.name for key in column.table.primary_key.columns]
+    wanted = [(*(getattr(row, key) for key in keys), span.chunk_no)
+              for (row, _), span in zip(hits, hits.best_chunks, strict=True)]
+    if not wanted:
+        return []
+    found = {tuple(r[:-1]): r[-1] for r in conn.execute(
+        sa.select(*(table.c[key] for key in keys), table.c.chunk_no, table.c.text)
+        .where(sa.tuple_(*(table.c[key] for key in keys), table.c.chunk_no).in_(wanted)))}
+    return [found.get(key, "") for key in wanted]
 
 
 def _hybrid(conn: sa.Connection, column: sa.Column[Any], args: argparse.Namespace,
@@ -518,6 +539,7 @@ def _status(args: argparse.Namespace) -> int:
         else:
             columns = [dict(row._mapping) for row in conn.execute(sa.text(queries["status"]))]
             workers = [dict(row._mapping) for row in conn.execute(sa.text(queries["workers"]))]
+            _count_chunks(conn, columns)
     if args.json:
         print(json.dumps({"columns": columns, "workers": workers}, default=str, indent=2))
         return 0
@@ -528,7 +550,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{row['table_schema']}.{row['table_name']}.{row['column_name']}:"
               f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
               f" lag {lag}, {row['rows_per_second']:.1f} rows/s (5 min);"
-              f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)")
+              f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)"
+              + (f"; {row['documents']} documents in {row['chunks']} chunks"
+                 if "chunks" in row else ""))
         if row["fault"]:
             print(f"  failing since {row['fault_since']:%Y-%m-%d %H:%M:%S%z}, next try in"
                   f" {row['fault_retry_seconds']:.0f}s: {row['fault']}")
@@ -538,6 +562,18 @@ def _status(args: argparse.Namespace) -> int:
         print(f"worker {worker['worker_id']}: {worker['state']}, {worker['rows_embedded']} rows,"
               f" heartbeat {worker['heartbeat_age_seconds']:.0f}s ago")
     return 0
+
+
+def _count_chunks(conn: sa.Connection, columns: list[dict[str, Any]]) -> None:
+    """Add the documents and chunks stored for each chunked column."""
+    from . import chunk_sql
+
+    chunked = {e.id: e for e in catalog.list_entries(conn) if e.spec.chunking is not None}
+    for row in columns:
+        entry = chunked.get(row["id"])
+        if entry is not None:
+            counts = conn.exec_driver_sql(chunk_sql.count_chunks(entry.spec)).one()
+            row["documents"], row["chunks"] = counts.documents, counts.chunks
 
 
 def _retry(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
 from . import catalog
+from .chunking import Chunking
 from .embedders import is_http_model, model_dimensions
 from .errors import SpecError
 from .providers import openai as providers_openai
@@ -49,6 +50,7 @@ class Declaration:
     index: HnswIndex | None
     encode: EncodeOptions
     vector_type: str = "vector"
+    chunking: Chunking | None = None
 
 
 def Embedding(
@@ -67,6 +69,7 @@ def Embedding(
     vector_type: str = "vector",
     base_url: str | None = None,
     api_key_env: str | None = None,
+    chunks: Chunking | None = None,
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -75,6 +78,8 @@ def Embedding(
     model that is not on this machine). ``deferred`` keeps the vector out of ordinary loads.
     ``vector_type="halfvec"`` stores half-precision floats: half the space, and HNSW indexes up
     to 4,000 dimensions instead of 2,000; queries are cast to match the index.
+    ``chunks=Chunking(...)`` splits long texts into chunks counted in the model's tokens, each
+    embedded and stored in a chunk table; the column then holds the mean of its chunks' vectors.
 
     ``dimensions`` below the model's own keeps the first N components of each vector,
     normalised again (Matryoshka); an ``openai/...`` model is asked for N by the API.
@@ -104,7 +109,10 @@ def Embedding(
         index=HnswIndex(m, ef_construction) if index else None,
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
         vector_type=vector_type,
+        chunking=chunks,
     )
+    if chunks is not None:
+        chunks.check_window(model)
     column_type = HALFVEC if vector_type == "halfvec" else VECTOR
     return mapped_column(
         column_type(declaration.dimensions),
@@ -168,6 +176,7 @@ def spec_for(column: sa.Column[Any], default_schema: str) -> EmbeddingSpec:
         index=declaration.index,
         encode=declaration.encode,
         vector_type=declaration.vector_type,
+        chunking=declaration.chunking,
     )
 
 

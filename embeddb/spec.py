@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .chunking import Chunking
 from .errors import SpecError
 from .template import Template
 
@@ -85,6 +86,8 @@ class EmbeddingSpec:
     index: HnswIndex | None = field(default_factory=HnswIndex)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     vector_type: str = "vector"
+    #: Set for a long-document column: its text is split and each chunk embedded (chunk_sql).
+    chunking: Chunking | None = None
 
     def __post_init__(self) -> None:
         if not self.key_columns:
@@ -128,6 +131,15 @@ class EmbeddingSpec:
     @property
     def index_name(self) -> str:
         return _identifier(f"{self.table}_{self.column}_hnsw")
+
+    @property
+    def chunk_table(self) -> str:
+        """The table holding a chunked column's chunks, in the parent's schema."""
+        return _identifier(f"{self.table}_{self.column}_chunks")
+
+    @property
+    def chunk_index_name(self) -> str:
+        return _identifier(f"{self.table}_{self.column}_chunks_hnsw")
 
     @property
     def trigger_prefix(self) -> str:

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, column_sql
+from . import backfill, catalog, chunk_worker, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -110,6 +110,8 @@ class WorkerStats:
     failed: int = 0
     superseded: int = 0
     batches: int = 0
+    chunks_encoded: int = 0  # chunked columns: chunk texts the model embedded
+    chunks_reused: int = 0  # ... and chunks that kept their stored vector
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -144,6 +146,7 @@ class _EmbeddedBatch:
     hidden_by: str | None = None  # why the gone keys may be rows hidden from us, not deleted
     to_store: list[tuple[Any, Vectors | None, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    chunks: dict[str, chunk_worker.Document] | None = None  # a chunked column's, by row key
 
 
 _TRANSIENT_ERRORS = (
@@ -352,9 +355,13 @@ class Worker:
                                gone=[key for key in claimed if _key_id(key) not in found],
                                started=started, hidden_by=hidden_by)
         texts = [row.text for row in rows if row.text is not None]
+        vectors: Mapping[str, Vectors | None]
         try:
             model_started = time.monotonic()
-            vectors, failures = self._embed(embedder, texts)
+            if entry.spec.chunking is not None:
+                vectors, failures = self._embed_chunked(entry, embedder, batch, rows)
+            else:
+                vectors, failures = self._embed(embedder, texts)
             batch.model_seconds = time.monotonic() - model_started
         except ModelUnavailable:
             with self.engine.begin() as conn:
@@ -383,6 +390,8 @@ class Worker:
                      reason=batch.hidden_by)
                 self._warn_once(f"hidden:{entry.id}", "%s: %d rows parked: %s",
                                 entry.spec.qualified_column, len(batch.gone), batch.hidden_by)
+            if batch.chunks is not None:  # in the same transaction as the guarded parent write
+                chunk_worker.write_chunks(conn, entry, stored, batch.chunks)
             _run(conn, "complete", column_id=entry.id, token=token,
                  keys=_keys_json(stored if batch.hidden_by is not None else stored + batch.gone))
             written = {_key_id(k) for k in stored}
@@ -500,6 +509,20 @@ class Worker:
         if not vectors:
             self._probe(embedder, ModelError(next(iter(failures.values()))))
         return vectors, failures
+
+    def _embed_chunked(
+        self, entry: CatalogEntry, embedder: Embedder, batch: _EmbeddedBatch, rows: list[Any]
+    ) -> tuple[dict[str, Vectors | None], dict[str, str]]:
+        """Split a chunked column's documents and embed the chunks they do not have yet."""
+        with self.engine.connect() as conn:
+            _send_vectors_in_binary(conn)
+            stored = chunk_worker.stored_chunk_vectors(conn, entry, [r.row_key for r in rows])
+        chunked = chunk_worker.embed_documents(
+            entry, rows, stored, lambda texts: self._embed(embedder, texts))
+        batch.chunks = chunked.documents
+        self.stats.chunks_encoded += chunked.encoded
+        self.stats.chunks_reused += chunked.reused
+        return chunked.vectors, chunked.failures
 
     def _probe(self, embedder: Embedder, original: Exception) -> None:
         """Raise ModelUnavailable if the model fails on a known-good text too."""

@@ -43,10 +43,12 @@ from .ops import (
     CreateEmbeddingOp,
     Definition,
     DropEmbeddingOp,
+    chunks_argument,
 )
 from .render import ImportsOp  # also registers the renderers of the operations made here
 
 PGVECTOR_IMPORT = "import pgvector.sqlalchemy"
+_WHOLE_TABLE = "*"  # in _managed_names: every object of the table is embeddb's
 # pgvector's documented HNSW defaults, for an index built without explicit options.
 HNSW_DEFAULTS = {"m": 16, "ef_construction": 64}
 
@@ -219,6 +221,7 @@ def _alter(
         compare("opclass", wanted.opclass, actual.opclass)
     compare("m", wanted.m, actual.m)
     compare("ef_construction", wanted.ef_construction, actual.ef_construction)
+    compare("chunks", chunks_argument(spec.chunking), chunks_argument(old.chunking))
     if not changes:
         return None
     return AlterEmbeddingOp(spec.table, spec.column, changes, existing, schema=schema)
@@ -234,6 +237,8 @@ def _managed_names(specs: list[EmbeddingSpec]) -> dict[TableKey, set[str]]:
     for spec in specs:
         managed.setdefault((spec.schema, spec.table), set()).update(
             [spec.column, spec.hash_column, spec.index_name])
+        if spec.chunking is not None:  # the chunk table is embeddb's as a whole
+            managed.setdefault((spec.schema, spec.chunk_table), set()).add(_WHOLE_TABLE)
     return managed
 
 
@@ -247,6 +252,8 @@ def _without_managed(
         if schema == migrate.SCHEMA:
             continue  # embeddb's own tables, seen when include_schemas is on
         names = managed.get((schema, getattr(op, "table_name", "")), set())
+        if _WHOLE_TABLE in names:
+            continue
         if isinstance(op, alembic_ops.ModifyTableOps):
             op.ops = [inner for inner in op.ops if _object_name(inner) not in names]
             if op.ops:

@@ -23,6 +23,7 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 
+from ..chunking import Chunking
 from ..errors import SpecError
 from ..orm import current_schema
 from ..spec import Distance, EmbeddingSpec, EncodeOptions, HnswIndex
@@ -31,7 +32,8 @@ from ..template import Template
 # What alter_embedding can change, in the order they are rendered.
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
 INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction")
-ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS)
+ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS,
+                "chunks")
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -51,6 +53,8 @@ class Definition:
     query_prompt: str | None = None
     document_prompt: str | None = None
     vector_type: str = "vector"
+    #: a chunked column's ``Chunking`` as a plain dict (max_tokens, overlap, max_chars)
+    chunks: Mapping[str, int] | None = None
 
     @classmethod
     def from_spec(cls, spec: EmbeddingSpec) -> Definition:
@@ -65,6 +69,7 @@ class Definition:
             query_prompt=spec.encode.query_prompt,
             document_prompt=spec.encode.document_prompt,
             vector_type=spec.vector_type,
+            chunks=chunks_argument(spec.chunking),
         )
 
     def to_spec(self, schema: str, table: str, column: str) -> EmbeddingSpec:
@@ -80,6 +85,7 @@ class Definition:
             index=self.index,
             encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt),
             vector_type=self.vector_type,
+            chunking=Chunking(**self.chunks) if self.chunks is not None else None,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -106,7 +112,17 @@ class Definition:
             arguments["query_prompt"] = self.query_prompt
         if self.document_prompt is not None:
             arguments["document_prompt"] = self.document_prompt
+        if self.chunks is not None:
+            arguments["chunks"] = dict(self.chunks)
         return arguments
+
+
+def chunks_argument(chunking: Chunking | None) -> dict[str, int] | None:
+    """How an operation spells a column's chunk settings: a dict a migration can hold."""
+    if chunking is None:
+        return None
+    return {"max_tokens": chunking.max_tokens, "overlap": chunking.overlap,
+            "max_chars": chunking.max_chars}
 
 
 def definition(
@@ -123,6 +139,7 @@ def definition(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     vector_type: str = "vector",
+    chunks: Mapping[str, int] | None = None,
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -136,6 +153,7 @@ def definition(
         query_prompt=query_prompt,
         document_prompt=document_prompt,
         vector_type=vector_type,
+        chunks=chunks_argument(Chunking(**chunks)) if chunks is not None else None,
     )
 
 
@@ -232,6 +250,7 @@ class CreateEmbeddingOp(_ColumnOp):
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         vector_type: str = "vector",
+        chunks: Mapping[str, int] | None = None,
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
@@ -242,6 +261,8 @@ class CreateEmbeddingOp(_ColumnOp):
         trigger functions, the triggers, the HNSW index (``index=False`` for none) and the
         catalog row. Rows already in the table are queued for the worker unless
         ``enqueue_existing`` is false. Applies embeddb's own schema first if it is missing.
+        ``chunks={"max_tokens": 128, "overlap": 32, "max_chars": 1000000}`` makes it a chunked
+        column, with its chunk table.
 
         Example::
 
@@ -253,7 +274,7 @@ class CreateEmbeddingOp(_ColumnOp):
             template=template, model=model, dimensions=dimensions, key_columns=key_columns,
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
-            vector_type=vector_type,
+            vector_type=vector_type, chunks=chunks,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -355,8 +376,12 @@ class AlterEmbeddingOp(_ColumnOp):
         Keywords: ``template``, ``key_columns``, ``model``, ``dimensions``, ``normalize``,
         ``query_prompt``, ``document_prompt``, ``vector_type`` (``"vector"`` or ``"halfvec"``),
         ``distance``, ``index_method`` (``"hnsw"`` or None for no index), ``opclass``, ``m``,
-        ``ef_construction``; each may come with ``existing_<name>``, the value before, which
+        ``ef_construction``, ``chunks`` (a dict of ``Chunking``'s fields, or None for one
+        vector per row); each may come with ``existing_<name>``, the value before, which
         only serves to reverse the operation.
+
+        New ``chunks`` split every row again (its old chunks serve searches meanwhile; chunks
+        whose text is unchanged keep their vectors).
 
         A new template or key queues every row whose text changes. A new model, dimension,
         normalisation or document prompt clears the stored vectors and queues every row: until
@@ -406,6 +431,8 @@ class AlterEmbeddingOp(_ColumnOp):
             vector_type=changes.get("vector_type", spec.vector_type),
             distance=distance,
             index=self._index(spec),
+            chunking=(Chunking(**changes["chunks"]) if changes["chunks"] is not None else None)
+            if "chunks" in changes else spec.chunking,
             encode=EncodeOptions(
                 changes.get("normalize", spec.encode.normalize),
                 changes.get("query_prompt", spec.encode.query_prompt),

@@ -11,9 +11,12 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_target``: which column is searched, its distance and similarity expressions;
 * ``_query_vectors``: a query text embedded with the column's own model, checked and cached;
 * ``_hybrid``: :func:`hybrid_search`, full text and vectors fused;
-* ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`.
+* ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`;
+* ``_chunks``: documents of a chunked column ranked by their best chunk;
+* ``_rag``: :func:`search_chunks`, the best chunks with their documents, for RAG.
 """
 
+from ._chunks import ChunkSpan
 from ._hybrid import HybridHit, ahybrid_search, hybrid_search
 from ._neighbours import (
     DuplicatePair,
@@ -23,9 +26,12 @@ from ._neighbours import (
     more_like_this,
     near_duplicates,
 )
+from ._rag import ChunkHit, asearch_chunks, search_chunks
 from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
 
 __all__ = [
+    "ChunkHit",
+    "ChunkSpan",
     "DuplicatePair",
     "Explanation",
     "Hit",
@@ -35,6 +41,7 @@ __all__ = [
     "amore_like_this",
     "anear_duplicates",
     "asearch",
+    "asearch_chunks",
     "duplicate_groups",
     "explain",
     "hybrid_search",
@@ -42,4 +49,5 @@ __all__ = [
     "near_duplicates",
     "nearest",
     "search",
+    "search_chunks",
 ]

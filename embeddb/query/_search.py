@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..orm import INFO_KEY
+from . import _chunks as chunked
 from . import _planner as planner
 from . import _settings as local_settings
 from . import _statement_cache as reuse
@@ -88,6 +89,8 @@ class SearchResult(list[_H]):
         self.plan = plan
         self.estimated_rows = estimated_rows
         self.elapsed_ms = elapsed_ms
+        #: on a chunked column: each hit's best chunk (number and span), aligned with the hits
+        self.best_chunks: list[chunked.ChunkSpan] | None = None
 
     def __repr__(self) -> str:
         return f"SearchResult({list.__repr__(self)}, plan={self.plan!r})"
@@ -171,6 +174,9 @@ def search(
     check_where(target, where, within)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
+    if target.declaration.chunking is not None:
+        return _search_chunked(session, conn, target, vector, k, where, within, plan,
+                               min_similarity, started)
     choice = planner.choose(conn, Filter(target, where, within), k, plan)
     hits = _run(session, conn, target, vector, k, where, within, choice)
     ran: str = choice.plan
@@ -181,6 +187,27 @@ def search(
         hits = [hit for hit in hits if hit.similarity >= min_similarity]
     elapsed_ms = (time.perf_counter() - started) * 1000
     return SearchResult(hits, ran, choice.estimated_rows, elapsed_ms)
+
+
+def _search_chunked(
+    session: Session | Connection, conn: Connection, target: Target, vector: list[float], k: int,
+    where: Any, within: sa.Select[Any] | None, plan: Plan, min_similarity: float | None,
+    started: float,
+) -> SearchResult[Hit]:
+    """``search`` on a chunked column: k distinct documents, ranked by their best chunk."""
+    if within is not None:
+        raise ValueError(f"{target.table.name}.{target.column.name} is chunked: search it with"
+                         " where= on its own table's columns (within= is not supported)")
+    choice = planner.choose(conn, Filter(target, where), k, plan)
+    rows, ran = chunked.search_documents(session, conn, target, vector, k, where, choice)
+    single = not isinstance(target.entity, sa.Table)
+    pairs = [(Hit(row[0] if single else row, float(row[-4])), chunked.ChunkSpan(*row[-3:]))
+             for row in rows
+             if min_similarity is None or float(row[-4]) >= min_similarity]
+    result = SearchResult([hit for hit, _ in pairs], ran, choice.estimated_rows,
+                          (time.perf_counter() - started) * 1000)
+    result.best_chunks = [span for _, span in pairs]
+    return result
 
 
 async def asearch(

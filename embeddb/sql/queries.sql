@@ -403,3 +403,8 @@ SELECT EXISTS (
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
     WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
       AND i.indisvalid)
+
+-- set_column_chunking --
+UPDATE embeddb.columns
+SET chunking = CAST(:chunking AS jsonb), chunk_table = :chunk_table, updated_at = now()
+WHERE id = :id

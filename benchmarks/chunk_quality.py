@@ -1,0 +1,253 @@
+"""Chunked columns through the whole embeddb path: quality, speed, partial re-embedding, latency.
+
+Run: ``.venv/bin/python benchmarks/chunk_quality.py [--sizes 128:32,64:16] [--data DIR]``
+(``--data``: where ``scifact/`` and ``nfcorpus/`` are; default ``../shared/data``).
+Prints the figures and writes them to ``benchmarks/results/chunk_quality.json``.
+
+For SciFact and NFCorpus (BEIR, from ``../shared/data``), the corpus goes into a table (one
+INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``embeddb.search``
+(k=10, the column's own model for the query):
+
+* ``truncated``: ``Embedding("{title} {body}")``, one vector per document, cut at the model's
+  256-token window;
+* ``chunked M/O``: ``Embedding("{title} {body}", chunks=Chunking(max_tokens=M, overlap=O))``,
+  documents ranked by their best chunk (max-sim).
+
+The measure is nDCG@10 (BEIR's linear gains). Also measured, in the same run:
+
+* chunks embedded per second by the worker (end to end: claim, split, embed, write) next to raw
+  ``model.encode`` of the same chunk texts (batch size 32);
+* a 20-chunk document with one paragraph edited: chunks the worker re-encoded (its counter);
+* search latency p50/p95 on SciFact for ``search`` (documents) and ``search_chunks``
+  (``per_document=2``) on the chunked table, next to ``search`` on the unchunked one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+import sqlalchemy as sa
+from common import (
+    RESULTS_DIR,
+    Databases,
+    machine_facts,
+    print_table,
+    read_jsonl,
+    server_versions,
+    write_json,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from embeddb import Chunking, Embedding, Worker, WorkerConfig, search, search_chunks
+from embeddb.database import create_engine
+from embeddb.embedders import MINILM, resolve_model_path
+from embeddb.query._query_vectors import column_entry, embed_query
+
+OUTPUT = RESULTS_DIR / "chunk_quality.json"
+K = 10
+TARGET_SCIFACT = 0.676
+DATA_DIR = common.DATA_DIR
+
+
+def model_for(chunking: Chunking | None) -> tuple[type[DeclarativeBase], Any]:
+    class Base(DeclarativeBase):
+        pass
+
+    class Document(Base):
+        __tablename__ = "documents"
+        id: Mapped[str] = mapped_column(primary_key=True)
+        title: Mapped[str]
+        body: Mapped[str]
+        embedding = Embedding("{title} {body}", model=MINILM, chunks=chunking)
+
+    return Base, Document
+
+
+def relevance(path: Path) -> dict[str, dict[str, int]]:
+    judged: dict[str, dict[str, int]] = defaultdict(dict)
+    with path.open(encoding="utf-8") as lines:
+        next(lines)
+        for line in lines:
+            query_id, doc_id, grade = line.rstrip("\n").split("\t")
+            judged[query_id][doc_id] = int(grade)
+    return dict(judged)
+
+
+def ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
+    total = 0.0
+    for query_id, judged in qrels.items():
+        ranked = rankings.get(query_id, [])[:K]
+        dcg = sum(judged.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked))
+        ideal = sorted(judged.values(), reverse=True)[:K]
+        norm = sum(grade / math.log2(i + 2) for i, grade in enumerate(ideal))
+        total += dcg / norm if norm else 0.0
+    return total / len(qrels)
+
+
+def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None,
+               measure_latency: bool) -> dict[str, Any]:
+    folder = DATA_DIR / corpus_name
+    corpus = list(read_jsonl(folder / "corpus.jsonl"))
+    qrels = relevance(folder / "qrels" / "test.tsv")
+    queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
+               if q["_id"] in qrels}
+    Base, Document = model_for(chunking)
+    label = "truncated" if chunking is None else f"chunked {chunking.max_tokens}/{chunking.overlap}"
+    with databases.fresh(f"embeddb_bench_chunks_{corpus_name}") as url:
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Document), [
+                {"id": d["_id"], "title": d["title"], "body": d["text"]} for d in corpus])
+        started = time.perf_counter()
+        with Worker(url, WorkerConfig()) as worker:
+            worker.run_once()
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {"corpus": corpus_name, "config": label,
+                                  "documents": len(corpus), "queries": len(queries),
+                                  "worker_seconds": seconds}
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE documents"))
+            if chunking is not None:
+                conn.execute(sa.text("ANALYZE documents_embedding_chunks"))
+                texts = conn.execute(sa.text(
+                    "SELECT text FROM documents_embedding_chunks")).scalars().all()
+                result["chunks"] = len(texts)
+                result["worker_chunks_per_second"] = worker.stats.chunks_encoded / seconds
+                result["raw_chunks_per_second"] = raw_encode_rate(list(texts))
+                result["throughput_ratio"] = (result["worker_chunks_per_second"]
+                                              / result["raw_chunks_per_second"])
+        rankings: dict[str, list[str]] = {}
+        latencies: dict[str, list[float]] = {"search": [], "search_chunks": []}
+        with Session(engine) as session:
+            entry = column_entry(session.connection(), Document.embedding)
+            for text in queries.values():
+                embed_query(entry, text)  # cached: the timings below are the database's
+            for query_id, text in queries.items():
+                t0 = time.perf_counter()
+                hits = search(session, Document.embedding, text, k=K)
+                latencies["search"].append((time.perf_counter() - t0) * 1000)
+                rankings[query_id] = [hit.row.id for hit in hits]
+                session.commit()
+            if measure_latency and chunking is not None:
+                for text in queries.values():
+                    t0 = time.perf_counter()
+                    search_chunks(session, Document.embedding, text, k=K, per_document=2)
+                    latencies["search_chunks"].append((time.perf_counter() - t0) * 1000)
+                    session.commit()
+        engine.dispose()
+    result["ndcg_at_10"] = ndcg(rankings, qrels)
+    for name, values in latencies.items():
+        if values:
+            result[f"{name}_p50_ms"] = float(np.percentile(values, 50))
+            result[f"{name}_p95_ms"] = float(np.percentile(values, 95))
+    print(f"{corpus_name} {label}: nDCG@10 {result['ndcg_at_10']:.4f}"
+          f" (worker {seconds:.0f} s)", flush=True)
+    return result
+
+
+_model: Any = None
+
+
+def raw_encode_rate(texts: list[str]) -> float:
+    """Chunks per second of plain ``model.encode`` on the same texts, batch size 32."""
+    global _model
+    from sentence_transformers import SentenceTransformer
+
+    if _model is None:
+        _model = SentenceTransformer(str(resolve_model_path(MINILM)), device="cpu")
+    started = time.perf_counter()
+    _model.encode(texts, batch_size=32, normalize_embeddings=True)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def edit_one_paragraph(databases: Databases, chunking: Chunking) -> dict[str, Any]:
+    """A 20-chunk document (SciFact abstracts as paragraphs), one paragraph edited."""
+    abstracts = [d["text"] for d in read_jsonl(DATA_DIR / "scifact" / "corpus.jsonl", 200)]
+    Base, Document = model_for(chunking)
+    with databases.fresh("embeddb_bench_chunks_edit") as url:
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        paragraphs: list[str] = []
+        count = 0
+        for abstract in abstracts:  # grow the document until it splits into 20 chunks
+            paragraphs.append(abstract)
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM documents"))
+                conn.execute(sa.insert(Document), [
+                    {"id": "long", "title": "Long", "body": "\n\n".join(paragraphs)}])
+            with Worker(url) as worker:
+                worker.run_once()
+            with engine.connect() as conn:
+                count = conn.execute(sa.text(
+                    "SELECT count(*) FROM documents_embedding_chunks")).scalar_one()
+            if count >= 20:
+                break
+        middle = len(paragraphs) // 2
+        edited = [*paragraphs]
+        edited[middle] = edited[middle].replace(".", ", as was later shown.", 1)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE documents SET body = :body"),
+                         {"body": "\n\n".join(edited)})
+        with Worker(url) as worker:
+            worker.run_once()
+        engine.dispose()
+    print(f"edit: {count} chunks, {worker.stats.chunks_encoded} re-encoded", flush=True)
+    return {"chunks": count, "re_encoded": worker.stats.chunks_encoded,
+            "kept": worker.stats.chunks_reused, "limit": 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="128:32,64:16",
+                        help="chunk sizes as max_tokens:overlap, comma-separated")
+    parser.add_argument("--corpora", default="scifact,nfcorpus")
+    parser.add_argument("--database-url")
+    parser.add_argument("--data", type=Path, default=common.DATA_DIR)
+    args = parser.parse_args()
+    global DATA_DIR
+    DATA_DIR = args.data
+    sizes = [Chunking(*map(int, size.split(":"))) for size in args.sizes.split(",")]
+    databases = Databases.choose(args.database_url)
+    results = [edit_one_paragraph(databases, Chunking())]
+    edit = results[0]
+    runs = []
+    for corpus in args.corpora.split(","):
+        runs.append(run_config(databases, corpus, None, corpus == "scifact"))
+        for chunking in sizes:
+            runs.append(run_config(databases, corpus, chunking,
+                                   corpus == "scifact" and chunking == Chunking()))
+    rows = []
+    for run in runs:
+        rows.append([run["corpus"], run["config"], f"{run['ndcg_at_10']:.4f}",
+                     str(run.get("chunks", run["documents"])),
+                     f"{run['throughput_ratio']:.2f}" if "throughput_ratio" in run else "",
+                     f"{run['search_p50_ms']:.1f} / {run['search_p95_ms']:.1f}",
+                     (f"{run['search_chunks_p50_ms']:.1f} / {run['search_chunks_p95_ms']:.1f}"
+                      if "search_chunks_p50_ms" in run else "")])
+    print()
+    print_table(["corpus", "vectors", "nDCG@10", "vectors stored", "chunks/s vs raw encode",
+                 "search p50/p95 ms", "search_chunks p50/p95 ms"], rows)
+    default = next(r for r in runs if r["corpus"] == "scifact"
+                   and r["config"] == f"chunked {Chunking().max_tokens}/{Chunking().overlap}")
+    print(f"\nSciFact default chunking {default['ndcg_at_10']:.4f} vs target {TARGET_SCIFACT}"
+          f" (ratio {default['ndcg_at_10'] / TARGET_SCIFACT:.3f});"
+          f" edit of one paragraph of a {edit['chunks']}-chunk document re-encoded"
+          f" {edit['re_encoded']} chunks (limit 2)")
+    payload = {"benchmark": "chunk_quality",
+               "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+               "runs": runs, "edit": edit, "machine": machine_facts(),
+               "versions": server_versions(databases.url)}
+    print(f"written to {write_json(OUTPUT, payload)}")
+
+
+if __name__ == "__main__":
+    main()
