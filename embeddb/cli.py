@@ -20,8 +20,7 @@ from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .doctor import Limits as DoctorLimits
-from .errors import EmbeddbError, PrivilegeError
-from .privileges import first_line, is_permission_error
+from .errors import EmbeddbError
 from .server import EmbeddedServer
 from .sql import queries
 from .worker import Worker, WorkerConfig
@@ -533,13 +532,11 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with _engine(args) as engine, engine.connect() as conn:
-        if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
-            columns, workers = [], []
-        else:
-            columns = [dict(row._mapping) for row in conn.execute(sa.text(queries["status"]))]
-            workers = [dict(row._mapping) for row in conn.execute(sa.text(queries["workers"]))]
-            _count_chunks(conn, columns)
+    from . import queue
+
+    with _engine(args) as engine:
+        report = queue.status(engine)
+    columns, workers = report.columns, report.workers
     if args.json:
         print(json.dumps({"columns": columns, "workers": workers}, default=str, indent=2))
         return 0
@@ -564,39 +561,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count_chunks(conn: sa.Connection, columns: list[dict[str, Any]]) -> None:
-    """Add the documents and chunks stored for each chunked column."""
-    from . import chunk_sql
-
-    chunked = {e.id: e for e in catalog.list_entries(conn) if e.spec.chunking is not None}
-    for row in columns:
-        entry = chunked.get(row["id"])
-        if entry is not None:
-            counts = conn.exec_driver_sql(chunk_sql.count_chunks(entry.spec)).one()
-            row["documents"], row["chunks"] = counts.documents, counts.chunks
-
-
 def _retry(args: argparse.Namespace) -> int:
-    with _engine(args) as engine, engine.begin() as conn:
-        column_id = _entry(conn, args.column).id if args.column else None
-        count = conn.execute(sa.text(queries["retry_parked"]), {"column_id": column_id}).rowcount
-        conn.execute(sa.text("SELECT pg_notify('embeddb', 'retry')"))
+    from . import queue
+
+    with _engine(args) as engine:
+        with engine.connect() as conn:
+            column = _entry(conn, args.column) if args.column else None
+        count = queue.retry(engine, column)
     print(f"requeued {count} parked rows")
     return 0
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    with _engine(args) as engine, engine.begin() as conn:
-        try:
-            entries = catalog.list_entries(conn)
-        except sa.exc.ProgrammingError as exc:
-            if not is_permission_error(exc):
-                raise
-            raise PrivilegeError(f"reconcile: cannot read embeddb's catalog: {first_line(exc)}"
-                                 " (the role needs USAGE on schema embeddb and SELECT on"
-                                 " embeddb.columns)") from exc
-        for entry in entries:
-            print(f"{entry.spec.qualified_column}: {catalog.reconcile(conn, entry)} rows queued")
+    from . import queue
+
+    with _engine(args) as engine:
+        queued = queue.reconcile(engine)
+    for column, rows in queued.items():
+        print(f"{column}: {rows} rows queued")
     return 0
 
 
