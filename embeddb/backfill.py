@@ -32,8 +32,8 @@ from sqlalchemy.engine import Engine
 
 from . import column_sql, verbatim
 from .catalog import CatalogEntry
-from .errors import EmbeddbError
-from .privileges import first_line, is_permission_error
+from .errors import EmbeddbError, first_line
+from .privileges import is_permission_error
 from .sql import queries
 
 log = logging.getLogger(__name__)

@@ -111,7 +111,7 @@ def install(
         if existing is None:
             column_id = _insert_entry(conn, spec, identity)
         else:
-            _check_same_model(existing, identity)
+            check_model(existing, identity)
             column_id = existing.id
             _update_entry(conn, spec, column_id)
             if (existing.spec.index, existing.spec.distance) != (spec.index, spec.distance):
@@ -330,11 +330,8 @@ def refresh_render_function(conn: Connection, entry: CatalogEntry) -> int:
 
 
 def check_model(entry: CatalogEntry, identity: ModelIdentity) -> None:
-    """Raise ModelMismatch, naming both models, unless ``identity`` is the column's model."""
-    _check_same_model(entry, identity)
-
-
-def _check_same_model(entry: CatalogEntry, identity: ModelIdentity) -> None:
+    """Raise ModelMismatch, naming the column and both models, unless ``identity`` is the
+    column's model."""
     differences = entry.identity.differences(identity)
     if differences:
         raise ModelMismatch(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from .errors import DatabaseError, PgvectorMissing
+from .errors import DatabaseError, PgvectorMissing, first_line
 from .sql import queries
 
 URL_VARIABLE = "EMBEDDB_DATABASE_URL"
@@ -113,16 +113,13 @@ def connect_check(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        reason = _first_line(exc.orig) if exc.orig is not None else str(exc)
+        reason = first_line(exc.orig) if exc.orig is not None else str(exc)
         raise DatabaseError(
             f"cannot connect to {redacted(engine.url.set(drivername='postgresql'))}: {reason}."
             " Check that the server is running"
             f" and the URL is right (set {URL_VARIABLE} or pass --database-url)."
         ) from exc
 
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def parse_version(text: str) -> tuple[int, ...]:

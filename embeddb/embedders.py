@@ -33,13 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ModelError, SpecError
-from .spec import EncodeOptions
+from .spec import DEFAULT_MODEL, EncodeOptions
 
 log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM = DEFAULT_MODEL
 TESTING_PREFIX = "embeddb-testing/"
 #: Characters per token where no tokenizer is known (English prose averages about four).
 CHARS_PER_TOKEN_ESTIMATE = 4

@@ -57,3 +57,11 @@ class QueryError(EmbeddbError, ValueError):
 
 class PrivilegeError(DatabaseError):
     """The database role lacks a privilege embeddb needs; the message names it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (PostgreSQL's own for a driver error), for logs and
+    one-line errors; the exception's type when it has no message."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -25,6 +25,8 @@ from .embedders import is_http_model, model_dimensions
 from .errors import SpecError
 from .providers import openai as providers_openai
 from .spec import (
+    DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_M,
     DEFAULT_MODEL,
     VECTOR_TYPES,
     Distance,
@@ -60,8 +62,8 @@ def Embedding(
     distance: str | Distance = Distance.COSINE,
     dimensions: int | None = None,
     index: bool = True,
-    m: int = 16,
-    ef_construction: int = 64,
+    m: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
     normalize: bool = True,
     query_prompt: str | None = None,
     document_prompt: str | None = None,

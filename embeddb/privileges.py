@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 
 from . import column_sql
-from .errors import PrivilegeError
+from .errors import PrivilegeError, first_line
 from .spec import EmbeddingSpec
 from .sql import queries
 
@@ -84,8 +84,3 @@ def privilege_error(conn: sa.Connection, exc: BaseException | None,
     return PrivilegeError(f"{doing}: role {role}: {first_line(exc)}")
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of a driver error (PostgreSQL's message), else of ``str(exc)``."""
-    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

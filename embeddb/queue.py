@@ -26,8 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import catalog, chunk_sql, column_sql, verbatim
 from .catalog import CatalogEntry
-from .errors import PrivilegeError
-from .privileges import first_line, is_permission_error
+from .errors import PrivilegeError, first_line
+from .privileges import is_permission_error
 from .sql import queries
 
 

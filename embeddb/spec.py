@@ -16,21 +16,21 @@ from .errors import SpecError
 from .template import Template
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# pgvector's own HNSW defaults
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 64
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 #: How a column's vectors are stored, and the most dimensions pgvector's HNSW index takes for each.
 VECTOR_TYPES = {"vector": 2000, "halfvec": 4000}
 
 
 class Distance(StrEnum):
-    """How similarity is measured; each maps to a pgvector operator and operator class."""
+    """How similarity is measured; each maps to a pgvector operator class (the operators are
+    pgvector-python's comparators: ``cosine_distance``, ``max_inner_product``, ``l2_distance``)."""
 
     COSINE = "cosine"
     INNER_PRODUCT = "inner_product"
     L2 = "l2"
-
-    @property
-    def operator(self) -> str:
-        return {"cosine": "<=>", "inner_product": "<#>", "l2": "<->"}[self.value]
 
     def opclass(self, vector_type: str) -> str:
         suffix = {"cosine": "cosine_ops", "inner_product": "ip_ops", "l2": "l2_ops"}[self.value]
@@ -49,8 +49,8 @@ class Distance(StrEnum):
 class HnswIndex:
     """Parameters of the HNSW index built on the vector column (pgvector's defaults)."""
 
-    m: int = 16
-    ef_construction: int = 64
+    m: int = DEFAULT_M
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION
 
     def __post_init__(self) -> None:
         if not 2 <= self.m <= 100:

@@ -46,9 +46,9 @@ from . import backfill, catalog, chunk_worker, column_sql
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
-from .errors import DatabaseError, EmbeddbError, ModelError, ModelUnavailable
+from .errors import DatabaseError, EmbeddbError, ModelError, ModelUnavailable, first_line
 from .faults import Faults, confined_to_column
-from .privileges import first_line, is_permission_error, privilege_error, worker_needs
+from .privileges import is_permission_error, privilege_error, worker_needs
 from .scrub import describe_failure
 from .sql import queries
 
@@ -253,7 +253,7 @@ class Worker:
                     self._faults.recovered(_WORKER, "embeddb worker")
                 except _TRANSIENT_ERRORS as exc:
                     delay = min(max(delay * 2, 1.0), 30.0)
-                    log.warning("worker paused %.0fs: %s", delay, _first_line(exc))
+                    log.warning("worker paused %.0fs: %s", delay, first_line(exc))
                     if listener is not None and not isinstance(exc, ModelUnavailable):
                         listener.close()
                         listener = None
@@ -607,7 +607,7 @@ class Worker:
                 _run(conn, "release_column_claims", column_id=entry.id, worker_id=self.worker_id)
         except sa.exc.DBAPIError as exc:
             log.debug("%s: claims left to expire: %s", entry.spec.qualified_column,
-                      _first_line(exc))
+                      first_line(exc))
 
     def _record_fault(self, entry: CatalogEntry, reason: str | None,
                       retry_in: float = 0.0) -> None:
@@ -620,7 +620,7 @@ class Worker:
                     _run(conn, "record_fault", column_id=entry.id, fault=reason,
                          retry_seconds=retry_in)
         except sa.exc.DBAPIError as exc:
-            log.debug("%s: fault not recorded: %s", entry.spec.qualified_column, _first_line(exc))
+            log.debug("%s: fault not recorded: %s", entry.spec.qualified_column, first_line(exc))
 
     def _explain(self, exc: sa.exc.DBAPIError, entry: CatalogEntry | None) -> EmbeddbError:
         """``exc`` as a clear error: the missing privileges by name, else PostgreSQL's reason."""
@@ -643,7 +643,7 @@ class Worker:
             with self.engine.connect() as conn:
                 error = privilege_error(conn, None, worker_needs(), "embeddb worker")
         except sa.exc.DBAPIError as exc:
-            log.debug("privileges not checked: %s", _first_line(exc))
+            log.debug("privileges not checked: %s", first_line(exc))
             return None
         if error is not None:
             self._warn_once("privileges", "%s", error)
@@ -689,7 +689,7 @@ class Worker:
                 _run(conn, "prune_throughput")
         except sa.exc.DBAPIError as exc:
             if not confined_to_column(exc):
-                log.debug("heartbeat failed: %s", _first_line(exc))
+                log.debug("heartbeat failed: %s", first_line(exc))
                 return
             self._warn_once(f"heartbeat:{getattr(exc.orig, 'sqlstate', '')}",
                             "this worker is not shown by status: %s", first_line(exc))
@@ -700,7 +700,7 @@ class Worker:
                 _run(conn, "release_worker_claims", worker_id=self.worker_id)
         except sa.exc.DBAPIError as exc:
             log.warning("could not release claims on exit (leases will expire): %s",
-                        _first_line(exc))
+                        first_line(exc))
         self._heartbeat(force=True, state="stopped")
 
 
@@ -762,10 +762,6 @@ def _describe(exc: BaseException) -> str:
     """A model error that quotes no row text (the probe's, or one for every input)."""
     return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _failpoint(name: str) -> None:

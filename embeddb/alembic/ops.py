@@ -26,7 +26,14 @@ from sqlalchemy.engine import Connection
 from ..chunking import Chunking
 from ..errors import SpecError
 from ..orm import current_schema
-from ..spec import Distance, EmbeddingSpec, EncodeOptions, HnswIndex
+from ..spec import (
+    DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_M,
+    Distance,
+    EmbeddingSpec,
+    EncodeOptions,
+    HnswIndex,
+)
 from ..template import Template
 
 # What alter_embedding can change, in the order they are rendered.
@@ -133,8 +140,8 @@ def definition(
     key_columns: Sequence[str],
     distance: str = Distance.COSINE.value,
     index: bool = True,
-    m: int = 16,
-    ef_construction: int = 64,
+    m: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
     normalize: bool = True,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
@@ -244,8 +251,8 @@ class CreateEmbeddingOp(_ColumnOp):
         key_columns: Sequence[str],
         distance: str = "cosine",
         index: bool = True,
-        m: int = 16,
-        ef_construction: int = 64,
+        m: int = DEFAULT_M,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
         normalize: bool = True,
         query_prompt: str | None = None,
         document_prompt: str | None = None,

@@ -47,7 +47,12 @@ def query_vector(conn: Connection, target: Target, query: str | QueryVector) -> 
 def embed_query(entry: CatalogEntry, text: str) -> list[float]:
     """The column's own model's embedding of a query text (with its query prompt), cached."""
     check_query_text(text, entry.spec.qualified_column)
-    return list(_cached_query_vector(entry.spec.model, entry.spec.encode, entry.identity, text))
+    try:
+        return list(_cached_query_vector(entry.spec.model, entry.spec.encode, entry.identity,
+                                         text))
+    except _DifferentModel as exc:
+        catalog.check_model(entry, exc.identity)  # raises ModelMismatch naming the column
+        raise
 
 
 def column_entry(conn: Connection, column: Any) -> CatalogEntry:
@@ -105,15 +110,19 @@ def _cached_entry(engine: sa.Engine, key: _Key) -> CatalogEntry | None:
     return cached[1]
 
 
+class _DifferentModel(Exception):
+    """The model here is not the column's; :func:`embed_query` says so, naming the column."""
+
+    def __init__(self, identity: ModelIdentity) -> None:
+        super().__init__(identity.describe())
+        self.identity = identity
+
+
 @functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
 def _cached_query_vector(
     model: str, encode: EncodeOptions, identity: ModelIdentity, text: str
 ) -> tuple[float, ...]:
     embedder = load_embedder(model, encode, identity.dimensions)
-    differences = identity.differences(embedder.identity)
-    if differences:
-        raise ModelMismatch(
-            f"the column was embedded with {identity.describe()}, but the model here is"
-            f" {embedder.identity.describe()} ({'; '.join(differences)})"
-        )
+    if identity.differences(embedder.identity):
+        raise _DifferentModel(embedder.identity)
     return tuple(float(x) for x in embedder.embed_query(text))

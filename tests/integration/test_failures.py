@@ -163,8 +163,9 @@ def test_worker_and_search_refuse_a_model_that_does_not_match_naming_both(
         assert len(pending(conn)) == 1
     from sqlalchemy.orm import Session
 
-    with Session(engine) as session, pytest.raises(ModelMismatch, match="feedfacecafebeef"):
+    with Session(engine) as session, pytest.raises(ModelMismatch, match="feedfacecafebeef") as error:
         search(session, Ticket.embedding, "a query")
+    assert str(error.value).startswith("public.tickets.embedding was embedded with")
     # a declaration that names another model than the catalog is refused too
     _, Other = ticket_model(model="embeddb-testing/hash-32?delay=0")
     with Session(engine) as session, pytest.raises(ModelMismatch, match="is declared with model"):
