@@ -8,25 +8,23 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .column_sql import table
+from .column_sql import column_type, table
 from .spec import EmbeddingSpec
 
 
 def resize_vector(spec: EmbeddingSpec) -> str:
     """Give the vector column ``spec``'s dimension; vectors of the old size cannot be kept."""
-    vector_type = sql.SQL("{}({})").format(sql.SQL(spec.vector_type), sql.Literal(spec.dimensions))
     return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
-        table(spec), sql.Identifier(spec.column), vector_type).as_string(None)
+        table(spec), sql.Identifier(spec.column), column_type(spec)).as_string(None)
 
 
 def retype_vector(spec: EmbeddingSpec) -> str:
     """Store the vector column as ``spec``'s vector type (vector <-> halfvec) by a cast: same
     dimension, so the stored vectors convert and need no re-embedding. Drop its index first:
     the old operator class does not accept the new type."""
-    vector_type = sql.SQL("{}({})").format(sql.SQL(spec.vector_type), sql.Literal(spec.dimensions))
     return sql.SQL("ALTER TABLE {table} ALTER COLUMN {column} TYPE {type} USING {column}::{type}"
                    ).format(table=table(spec), column=sql.Identifier(spec.column),
-                            type=vector_type).as_string(None)
+                            type=column_type(spec)).as_string(None)
 
 
 def clear_vectors(spec: EmbeddingSpec) -> str:
@@ -37,8 +35,3 @@ def clear_vectors(spec: EmbeddingSpec) -> str:
         " WHERE {vector} IS NOT NULL OR {hash} IS NOT NULL"
     ).format(table=table(spec), vector=vector, hash=text_hash).as_string(None)
 
-
-def drop_vector_columns(spec: EmbeddingSpec) -> str:
-    return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(
-        table(spec), sql.Identifier(spec.column), sql.Identifier(spec.hash_column)
-    ).as_string(None)

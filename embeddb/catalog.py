@@ -119,7 +119,7 @@ def install(
                 verbatim.execute(conn, chunk_sql.drop_index(existing.spec))
             if existing.spec.chunking != spec.chunking:
                 _change_chunking(conn, existing, spec)
-        if actual is not None and actual != _column_type(spec):
+        if actual is not None and actual != spec.column_type:
             _retype(conn, spec, actual)
         for statement in _install_statements(conn, spec, column_id):
             verbatim.execute(conn, statement)
@@ -189,7 +189,7 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             _change_chunking(conn, existing, spec)
         if resize:
             verbatim.execute(conn, alter_sql.resize_vector(spec))
-        elif actual is not None and actual != _column_type(spec):
+        elif actual is not None and actual != spec.column_type:
             _retype(conn, spec, actual)
         if reembed:
             cleared = verbatim.execute(conn, alter_sql.clear_vectors(spec)).rowcount
@@ -223,7 +223,7 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     if entry is None:
         if drop_columns:
             verbatim.execute(conn, column_sql.drop_index(spec))
-            verbatim.execute(conn, alter_sql.drop_vector_columns(spec))
+            verbatim.execute(conn, column_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
         if entry.spec.chunking is not None:
@@ -365,12 +365,7 @@ def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
     verbatim.execute(conn, column_sql.drop_index(spec))
     verbatim.execute(conn, alter_sql.retype_vector(spec))
     log.info("%s: converted from %s to %s, stored vectors kept", spec.qualified_column, actual,
-             _column_type(spec))
-
-
-def _column_type(spec: EmbeddingSpec) -> str:
-    """The vector column's type as ``format_type`` spells it: ``vector(384)``."""
-    return f"{spec.vector_type}({spec.dimensions})"
+             spec.column_type)
 
 
 def _table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
@@ -404,7 +399,7 @@ def _check_table(
             f" {spec.qualified_column} reads (template {spec.template.source!r}); its columns are"
             f" {', '.join(columns)}"
         )
-    wanted = _column_type(spec)
+    wanted = spec.column_type
     actual: str | None = columns.get(spec.column)
     castable = {f"{vector_type}({spec.dimensions})" for vector_type in VECTOR_TYPES}
     if check_vector_type and actual is not None and actual not in castable:

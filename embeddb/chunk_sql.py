@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .column_sql import table
+from .column_sql import column_type, table
 from .spec import EmbeddingSpec
 
 #: The chunk table's own columns, after the parent's key columns.
@@ -57,10 +57,6 @@ def _key_matches(spec: EmbeddingSpec, key_json: sql.Composable) -> sql.Composabl
     )
 
 
-def _vector_type(spec: EmbeddingSpec) -> sql.Composable:
-    return sql.SQL(f"{spec.vector_type}({int(spec.dimensions)})")
-
-
 # --- install -------------------------------------------------------------------------------
 
 
@@ -73,7 +69,7 @@ def create_table(spec: EmbeddingSpec, key_types: dict[str, str]) -> str:
         " chunk_no integer NOT NULL, char_start integer NOT NULL, char_end integer NOT NULL,"
         " text text NOT NULL, embedding {vector} NOT NULL, text_hash uuid NOT NULL,"
         " PRIMARY KEY ({key_list}, chunk_no))"
-    ).format(table=chunk_table(spec), keys=sql.SQL(", ").join(keys), vector=_vector_type(spec),
+    ).format(table=chunk_table(spec), keys=sql.SQL(", ").join(keys), vector=column_type(spec),
              key_list=_keys(spec)))
 
 

@@ -39,6 +39,11 @@ def _with_parameters(composable: sql.Composable) -> str:
     return text.replace("%", "%%")
 
 
+def listen() -> sql.Composed:
+    """``LISTEN`` on the channel every enqueue trigger notifies."""
+    return sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL))
+
+
 def table(spec: EmbeddingSpec) -> sql.Identifier:
     return sql.Identifier(spec.schema, spec.table)
 
@@ -57,6 +62,27 @@ def render_function(column_id: int) -> sql.Identifier:
 
 def enqueue_function(column_id: int) -> sql.Identifier:
     return sql.Identifier("embeddb", f"enqueue_{column_id}")
+
+
+# The only vector types a spec may name (checked when it is made): SQL built from constants.
+_VECTOR_TYPES = {"vector": sql.SQL("vector"), "halfvec": sql.SQL("halfvec")}
+
+
+def vector_type(spec: EmbeddingSpec) -> sql.Composable:
+    """``vector`` or ``halfvec``: the column's element type, for casts of arrays."""
+    return _VECTOR_TYPES[spec.vector_type]
+
+
+def column_type(spec: EmbeddingSpec) -> sql.Composable:
+    """``vector(384)``: the vector column's type."""
+    return sql.SQL("{}({})").format(vector_type(spec), sql.Literal(int(spec.dimensions)))
+
+
+def drop_vector_columns(spec: EmbeddingSpec) -> str:
+    """Drop the vector and hash columns (a no-op for those already gone)."""
+    return _text(sql.SQL(
+        "ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}"
+    ).format(table(spec), sql.Identifier(spec.column), sql.Identifier(spec.hash_column)))
 
 
 def _key_object(spec: EmbeddingSpec, row: str) -> sql.Composable:
@@ -86,10 +112,9 @@ def _source_hash(column_id: int, row: sql.Composable) -> sql.Composable:
 
 def add_columns(spec: EmbeddingSpec) -> list[str]:
     """Add the vector and hash columns to an existing table (a no-op when they exist)."""
-    vector_type = sql.SQL(f"{spec.vector_type}({int(spec.dimensions)})")
     return [
         _text(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            table(spec), sql.Identifier(spec.column), vector_type)),
+            table(spec), sql.Identifier(spec.column), column_type(spec))),
         _text(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} uuid").format(
             table(spec), sql.Identifier(spec.hash_column))),
     ]
@@ -252,7 +277,7 @@ def drop_trigger(name: str, on_table: str) -> str:
 
 
 def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> list[str]:
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))
         for name in trigger_names(spec).values()
     ]
@@ -260,13 +285,8 @@ def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> lis
         sql.SQL("DROP FUNCTION IF EXISTS {}()").format(enqueue_function(column_id)),
         sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(render_function(column_id), table(spec)),
     ]
-    statements.append(sql.Composed([sql.SQL(drop_index(spec))]))
-    if drop_columns:
-        statements += [
-            sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(
-                table(spec), sql.Identifier(spec.column), sql.Identifier(spec.hash_column)),
-        ]
-    return [_text(s) for s in statements]
+    texts = [_text(s) for s in statements] + [drop_index(spec)]
+    return [*texts, drop_vector_columns(spec)] if drop_columns else texts
 
 
 # --- worker --------------------------------------------------------------------------------
@@ -301,7 +321,7 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
     ).format(
         table=table(spec), row=sql.Identifier(_ROW), column=sql.Identifier(spec.column),
         hash_column=sql.Identifier(spec.hash_column),
-        vector_type=sql.SQL(spec.vector_type),
+        vector_type=vector_type(spec),
         match=_key_matches(spec, _ROW, sql.SQL("v.row_key")),
         current_hash=_source_hash(column_id, sql.Identifier(_ROW)),
     ))

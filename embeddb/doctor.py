@@ -224,7 +224,7 @@ class _Doctor:
                           f"table {spec.qualified_table} has no column {column!r}",
                           "re-install the column, which adds it and queues every row:"
                           " embeddb.install(engine, Model)")
-        wanted = f"{spec.vector_type}({spec.dimensions})"
+        wanted = spec.column_type
         actual = columns.get(spec.column)
         if actual is not None and actual != wanted:
             intact = False

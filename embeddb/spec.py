@@ -124,6 +124,11 @@ class EmbeddingSpec:
         return f"{self.schema}.{self.table}.{self.column}"
 
     @property
+    def column_type(self) -> str:
+        """The vector column's type as ``format_type`` spells it: ``vector(384)``."""
+        return f"{self.vector_type}({self.dimensions})"
+
+    @property
     def hash_column(self) -> str:
         """The column that holds md5 of the text the stored vector was computed from."""
         return hash_column_name(self.column)

@@ -659,7 +659,7 @@ class Worker:
             libpq_conninfo(self.url), autocommit=True, keepalives=1, keepalives_idle=30,
             keepalives_interval=10, keepalives_count=3, **_WORKER_CONNECT_ARGS,
         )
-        listener.execute(f"LISTEN {column_sql.NOTIFY_CHANNEL}")
+        listener.execute(column_sql.listen())
         return listener
 
     def _wait_for_notify(self, listener: psycopg.Connection[Any]) -> None:
