@@ -2,7 +2,8 @@
 
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
-:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`.
+:func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; see what is in a
+column with :func:`clusters` and :func:`outliers`.
 """
 
 from .catalog import CatalogEntry
@@ -17,21 +18,27 @@ from .errors import (
 )
 from .orm import Embedding, install
 from .query import (
+    Cluster,
     DuplicatePair,
     Explanation,
     Hit,
     HybridHit,
+    Outlier,
     SearchResult,
+    aclusters,
     ahybrid_search,
     amore_like_this,
     anear_duplicates,
+    aoutliers,
     asearch,
+    clusters,
     duplicate_groups,
     explain,
     hybrid_search,
     more_like_this,
     near_duplicates,
     nearest,
+    outliers,
     search,
 )
 from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
@@ -40,6 +47,7 @@ from .worker import Worker, WorkerConfig
 __all__ = [
     "DEFAULT_MODEL",
     "CatalogEntry",
+    "Cluster",
     "DatabaseError",
     "Distance",
     "DuplicatePair",
@@ -51,16 +59,20 @@ __all__ = [
     "HybridHit",
     "ModelError",
     "ModelMismatch",
+    "Outlier",
     "PgvectorMissing",
     "SchemaError",
     "SearchResult",
     "SpecError",
     "Worker",
     "WorkerConfig",
+    "aclusters",
     "ahybrid_search",
     "amore_like_this",
     "anear_duplicates",
+    "aoutliers",
     "asearch",
+    "clusters",
     "duplicate_groups",
     "explain",
     "hybrid_search",
@@ -68,5 +80,6 @@ __all__ = [
     "more_like_this",
     "near_duplicates",
     "nearest",
+    "outliers",
     "search",
 ]

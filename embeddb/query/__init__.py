@@ -10,9 +10,11 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_target``: which column is searched, its distance and similarity expressions;
 * ``_query_vectors``: a query text embedded with the column's own model, checked and cached;
 * ``_hybrid``: :func:`hybrid_search`, full text and vectors fused;
-* ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`.
+* ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`;
+* ``_clusters``: :func:`clusters` (k-means, rows assigned in SQL) and :func:`outliers`.
 """
 
+from ._clusters import Cluster, Outlier, aclusters, aoutliers, clusters, outliers
 from ._hybrid import HybridHit, ahybrid_search, hybrid_search
 from ._neighbours import (
     DuplicatePair,
@@ -25,20 +27,26 @@ from ._neighbours import (
 from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
 
 __all__ = [
+    "Cluster",
     "DuplicatePair",
     "Explanation",
     "Hit",
     "HybridHit",
+    "Outlier",
     "SearchResult",
+    "aclusters",
     "ahybrid_search",
     "amore_like_this",
     "anear_duplicates",
+    "aoutliers",
     "asearch",
+    "clusters",
     "duplicate_groups",
     "explain",
     "hybrid_search",
     "more_like_this",
     "near_duplicates",
     "nearest",
+    "outliers",
     "search",
 ]
