@@ -41,8 +41,8 @@ _COMMON = (
     "the and for with that this from are was were been has have had not but its into than then"
     " them they their there these those which when what where who whom how can may might will"
     " would should could also each any all some such only other more most very one two use used"
-    " using returns return given new object objects value values none true false having made especially usually often she her his him"
-    " being something someone whose used"
+    " using returns return given new object objects value values none true false having made"
+    " especially usually often she her his him being something someone whose"
 )
 _STOP_WORDS = frozenset(_COMMON.split())
 _LABEL_ROWS = 20
