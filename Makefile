@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo serve test lint chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/embeddb demo
 
-test: install lint
+# the search page of examples/search_service over the index `make demo` built
+serve: install
+	$(BIN)/python -m examples.search_service
+
+test: install lint chromium
 	$(BIN)/pytest
+
+# the browser test drives Debian's chromium (Playwright never downloads a browser here)
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
 lint: install
 	$(BIN)/ruff check .
