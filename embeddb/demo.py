@@ -165,7 +165,7 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
     embedded = worker.stats.embedded
     if embedded:
         print()
-        print(throughput_table(embedded, elapsed, _raw_model_run(engine)))
+        print(throughput_table(embedded, elapsed, _raw_model_run(engine, embedded)))
     else:
         print("nothing to embed: every row already has its vector")
 
@@ -221,11 +221,11 @@ def _pending_count(engine: sa.Engine) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar_one())
 
 
-def _raw_model_run(engine: sa.Engine) -> RawRun:
-    """Every text of the column through the bare model, as the worker's batches would be."""
+def _raw_model_run(engine: sa.Engine, count: int) -> RawRun:
+    """As many of the column's texts as the worker embedded (on a fresh index: every one)
+    through the bare model, as the worker's batches would be."""
     with engine.connect() as conn:
         entry = column_entry(conn, StdlibDoc.embedding)
-        count = conn.execute(sa.select(sa.func.count()).select_from(StdlibDoc)).scalar_one()
         texts = [row.text for row in conn.exec_driver_sql(
             column_sql.sample_texts(entry.spec, entry.id), {"limit": count})]
     embedder = load_embedder(entry.spec.model, entry.spec.encode)

@@ -44,7 +44,7 @@ def create_app(database_url: str) -> FastAPI:
         uvicorn.run(create_app("postgresql://localhost/embeddb"), port=8000)
     """
     engine = create_async_engine(sqlalchemy_url(database_url), pool_size=4)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-LIMIT = "300"
+LIMIT = "200"
 # "2026-12-01 10:00:00,123 INFO alembic.runtime.plugins: ..." from basicConfig's format
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) (\S+):")
 
@@ -28,15 +28,16 @@ def embeddb(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
                           text=True, timeout=timeout, check=False, env=env)
 
 
-@pytest.fixture
-def demo_run(database_url: str) -> subprocess.CompletedProcess[str]:
-    run = embeddb("demo", "--database-url", database_url, "--limit", LIMIT)
+@pytest.fixture(scope="module")
+def demo_run(module_url: str) -> subprocess.CompletedProcess[str]:
+    """The demo run once per module; the other tests read the index it leaves."""
+    run = embeddb("demo", "--database-url", module_url, "--limit", LIMIT)
     assert run.returncode == 0, run.stderr
     return run
 
 
 def test_the_demo_is_quiet_and_ends_with_a_table_and_what_to_try(
-        demo_run: subprocess.CompletedProcess[str]) -> None:
+        demo_run: subprocess.CompletedProcess[str], module_url: str) -> None:
     output = demo_run.stdout + demo_run.stderr
     loggers = {match.group(2) for match in LOG_LINE.finditer(output)}
     assert not {name for name in loggers if not name.startswith("embeddb")}, output
@@ -50,24 +51,29 @@ def test_the_demo_is_quiet_and_ends_with_a_table_and_what_to_try(
                       r"worker / raw = [\d.]+", demo_run.stdout)
     assert table, demo_run.stdout
     assert table.group(1) == table.group(2) == LIMIT  # the model measured on all the texts
+    assert "nothing to embed" in embeddb("demo", "-q", "--database-url", module_url,
+                                         "--limit", LIMIT).stdout  # a second run: no work
     assert "Try next:" in demo_run.stdout and "make serve" in demo_run.stdout
     assert demo_run.stdout.count("\n? ") == 6  # the example questions were answered
 
 
-def test_quiet_prints_results_only_and_verbose_shows_the_worker(database_url: str) -> None:
-    quiet = embeddb("demo", "-q", "--database-url", database_url, "--limit", "40")
+def test_quiet_prints_results_only_and_verbose_shows_the_worker(
+        demo_run: subprocess.CompletedProcess[str], module_url: str) -> None:
+    # each run adds 20 docstrings to the index, so each has something to embed
+    quiet = embeddb("demo", "-q", "--database-url", module_url, "--limit", "220")
     assert quiet.returncode == 0, quiet.stderr
     assert not LOG_LINE.search(quiet.stderr) and "embedding:" not in quiet.stderr
-    assert "worker / raw" in quiet.stdout
-    verbose = embeddb("-v", "demo", "--database-url", database_url, "--limit", "60")
+    assert re.search(r"worker \(embed \+ store\)\s+20\s.*\nraw model.encode\s+20\s",
+                     quiet.stdout), quiet.stdout
+    verbose = embeddb("-v", "demo", "--database-url", module_url, "--limit", "240")
     assert verbose.returncode == 0, verbose.stderr
     assert "embeddb.worker" in {m.group(2) for m in LOG_LINE.finditer(verbose.stderr)}
 
 
 def test_a_png_map_of_the_demo_column_is_a_real_coloured_image(
-        demo_run: subprocess.CompletedProcess[str], database_url: str, tmp_path: Path) -> None:
+        demo_run: subprocess.CompletedProcess[str], module_url: str, tmp_path: Path) -> None:
     out = tmp_path / "map.png"
-    run = embeddb("map", "stdlib_docs.embedding", "--database-url", database_url,
+    run = embeddb("map", "stdlib_docs.embedding", "--database-url", module_url,
                   "--out", str(out), "--clusters", "5")
     assert run.returncode == 0, run.stderr
     assert "coloured by cluster" in run.stdout and "outliers" in run.stdout
@@ -82,9 +88,9 @@ def test_a_png_map_of_the_demo_column_is_a_real_coloured_image(
 
 
 def test_an_html_map_coloured_by_a_column_has_hover_labels(
-        demo_run: subprocess.CompletedProcess[str], database_url: str, tmp_path: Path) -> None:
+        demo_run: subprocess.CompletedProcess[str], module_url: str, tmp_path: Path) -> None:
     out = tmp_path / "map.html"
-    run = embeddb("map", "stdlib_docs.embedding", "--database-url", database_url,
+    run = embeddb("map", "stdlib_docs.embedding", "--database-url", module_url,
                   "--out", str(out), "--color", "kind")
     assert run.returncode == 0, run.stderr
     page = out.read_text()
@@ -94,11 +100,11 @@ def test_an_html_map_coloured_by_a_column_has_hover_labels(
 
 
 def test_map_refuses_an_unknown_colour_column_and_file_type(
-        demo_run: subprocess.CompletedProcess[str], database_url: str, tmp_path: Path) -> None:
-    run = embeddb("map", "stdlib_docs.embedding", "--database-url", database_url,
+        demo_run: subprocess.CompletedProcess[str], module_url: str, tmp_path: Path) -> None:
+    run = embeddb("map", "stdlib_docs.embedding", "--database-url", module_url,
                   "--color", "nope", "--out", str(tmp_path / "m.png"))
     assert run.returncode == 1
     assert "stdlib_docs has no column 'nope'" in run.stderr
-    run = embeddb("map", "stdlib_docs.embedding", "--database-url", database_url,
+    run = embeddb("map", "stdlib_docs.embedding", "--database-url", module_url,
                   "--out", str(tmp_path / "m.svg"))
     assert run.returncode == 1 and ".html (interactive) or a .png" in run.stderr
