@@ -272,23 +272,38 @@ def _gather(target: Target, rows: Sequence[Any], centroids: np.ndarray[Any, Any]
     by_number: dict[int, list[Any]] = {}
     for row in rows:
         by_number.setdefault(int(row.cluster), []).append(row)
+    labels = _labels({number: [m.text or "" for m in members]
+                      for number, members in by_number.items()})
     found = [
         Cluster(number, int(members[0].size),
-                [_scalar(tuple(m[:width])) for m in members[:central]],
-                _label([m.text or "" for m in members]), centroids[number])
+                [_scalar(tuple(m[:width])) for m in members[:central]], labels[number],
+                centroids[number])
         for number, members in by_number.items()
     ]
     found.sort(key=lambda cluster: (-cluster.size, cluster.number))
     return found
 
 
-def _label(texts: list[str], words: int = 3) -> str:
-    """The words most of the central rows use (each row counted once per word)."""
+def _labels(texts: dict[int, list[str]], words: int = 3) -> dict[int, str]:
+    """Each cluster's label: the words many of its central rows use and few other clusters do
+    (rows containing the word, weighted by the word's rarity among the clusters)."""
+    counts = {number: _word_rows(rows) for number, rows in texts.items()}
+    spread: Counter[str] = Counter(word for found in counts.values() for word in found)
+    labels = {}
+    for number, found in counts.items():
+        weight = {word: rows * np.log(1 + len(counts) / spread[word])
+                  for word, rows in found.items()}
+        chosen = sorted(weight, key=lambda word: (-weight[word], word))[:words]
+        labels[number] = " / ".join(chosen) if chosen else "(no words)"
+    return labels
+
+
+def _word_rows(texts: list[str]) -> Counter[str]:
+    """How many of ``texts`` use each word (stop words left out)."""
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update({w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP_WORDS})
-    chosen = [word for word, _ in counts.most_common(words)]
-    return " / ".join(chosen) if chosen else "(no words)"
+    return counts
 
 
 def _store(conn: Connection, target: Target, name: str, assigned: sa.Subquery) -> None:

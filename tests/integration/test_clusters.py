@@ -185,9 +185,15 @@ def test_aclusters_from_an_async_session(wordnet: sa.Engine, module_url: str) ->
     assert sum(c.size for c in found) == len(LEXNAMES) * PER_LEXNAME
 
 
-def test_the_label_is_made_of_words_the_central_rows_share() -> None:
-    from embeddb.query._clusters import _label
+def test_a_label_is_made_of_words_its_rows_share_and_other_clusters_lack() -> None:
+    from embeddb.query._clusters import _labels
 
-    assert _label(["dog: a domestic canine", "wolf: a wild canine", "fox: a small canine"
-                   " with a bushy tail"]).startswith("canine")
-    assert _label(["!!"]) == "(no words)"
+    labels = _labels({
+        0: ["dog: a domestic canine animal", "wolf: a wild canine animal",
+            "fox: a small canine animal with a bushy tail"],
+        1: ["oak: a tree, a plant", "fern: a plant, not an animal"],
+        2: ["!!"],
+    })
+    assert labels[0].startswith("canine / animal")  # "animal" is in cluster 1 too: second
+    assert labels[1].startswith("plant")
+    assert labels[2] == "(no words)"
