@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,20 @@ def test_pca_keeps_the_blobs_apart_in_two_dimensions() -> None:
 def test_an_unknown_projection_is_refused() -> None:
     with pytest.raises(EmbeddbError, match="auto, pca or umap"):
         project(np.zeros((3, 4)), "tsne")
+
+
+@pytest.mark.parametrize(("name", "library"), [("map.png", "matplotlib"), ("map.html", "plotly")])
+def test_a_missing_drawing_library_names_the_extra_to_install(
+        name: str, library: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from embeddb import column_map
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(column_map.importlib.util, "find_spec",
+                        lambda module, *a: None if module == library else real(module, *a))
+    picture = column_map.ColumnMap("t", "PCA", [1], np.zeros((1, 2)), ["a"], ["text"], set(),
+                                   set())
+    with pytest.raises(EmbeddbError, match=rf"needs {library}.*pip install 'embeddb\[map\]'"):
+        column_map.draw(picture, tmp_path / name)
+    assert not (tmp_path / name).exists()
