@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed
 # it pins sentence-transformers<4 and numpy<2)
 INFINITY_VENV ?= .venv-infinity
 
-.PHONY: install demo test lint clean
+.PHONY: install demo serve test lint chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,16 @@ $(INFINITY_VENV)/.installed: tests/providers/infinity-venv.sh
 demo: install
 	$(BIN)/embeddb demo
 
-test: install lint $(INFINITY_VENV)/.installed
+# the search page of examples/search_service over the index `make demo` built
+serve: install
+	$(BIN)/python -m examples.search_service
+
+test: install lint chromium $(INFINITY_VENV)/.installed
 	EMBEDDB_INFINITY_VENV=$(abspath $(INFINITY_VENV)) $(BIN)/pytest
+
+# the browser test drives Debian's chromium (Playwright never downloads a browser here)
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,8 +3,9 @@
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
 :func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; long documents
-with ``Embedding(..., chunks=Chunking(...))`` and :func:`search_chunks`; check a database's
-health with :func:`doctor`.
+with ``Embedding(..., chunks=Chunking(...))`` and :func:`search_chunks`; see what is in a
+column with :func:`clusters` and :func:`outliers`; check a database's health with
+:func:`doctor`.
 """
 
 from .catalog import CatalogEntry
@@ -25,22 +26,28 @@ from .orm import Embedding, install
 from .query import (
     ChunkHit,
     ChunkSpan,
+    Cluster,
     DuplicatePair,
     Explanation,
     Hit,
     HybridHit,
+    Outlier,
     SearchResult,
+    aclusters,
     ahybrid_search,
     amore_like_this,
     anear_duplicates,
+    aoutliers,
     asearch,
     asearch_chunks,
+    clusters,
     duplicate_groups,
     explain,
     hybrid_search,
     more_like_this,
     near_duplicates,
     nearest,
+    outliers,
     search,
     search_chunks,
 )
@@ -53,6 +60,7 @@ __all__ = [
     "ChunkHit",
     "ChunkSpan",
     "Chunking",
+    "Cluster",
     "DatabaseError",
     "Distance",
     "DuplicatePair",
@@ -67,17 +75,21 @@ __all__ = [
     "ImportResult",
     "ModelError",
     "ModelMismatch",
+    "Outlier",
     "PgvectorMissing",
     "SchemaError",
     "SearchResult",
     "SpecError",
     "Worker",
     "WorkerConfig",
+    "aclusters",
     "ahybrid_search",
     "amore_like_this",
     "anear_duplicates",
+    "aoutliers",
     "asearch",
     "asearch_chunks",
+    "clusters",
     "create_engine",
     "database_url",
     "doctor",
@@ -89,6 +101,7 @@ __all__ = [
     "more_like_this",
     "near_duplicates",
     "nearest",
+    "outliers",
     "search",
     "search_chunks",
 ]

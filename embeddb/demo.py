@@ -134,8 +134,15 @@ def load_docs(engine: sa.Engine, records: list[DocRecord]) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = False) -> None:
+def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = False,
+             limit: int | None = None, progress: bool = True) -> None:
+    """Build (or bring up to date) the stdlib index, then print example searches.
+
+    ``limit`` indexes only the first that many docstrings (a quick look, or a test);
+    ``progress=False`` hides the progress bar. Log lines go above the bar, never through it.
+    """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     engine = create_engine(database_url)
     connect_check(engine)  # an unreachable server is one clear line, its URL without secrets
@@ -144,7 +151,7 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
     Base.metadata.create_all(engine)
 
     started = time.perf_counter()
-    records = list(stdlib_docs())
+    records = list(stdlib_docs())[:limit]
     total = load_docs(engine, records)
     print(f"{total} docstrings from Python {sys.version.split()[0]}'s standard library"
           f" ({time.perf_counter() - started:.1f}s to collect and store)")
@@ -152,13 +159,14 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
     worker = Worker(database_url, WorkerConfig(threads=threads), engine=engine)
     pending = _pending_count(engine)
     started = time.perf_counter()
-    with tqdm(total=pending, unit="row", desc="embedding", disable=pending == 0) as bar:
+    with logging_redirect_tqdm(), tqdm(total=pending, unit="row", desc="embedding",
+                                       disable=pending == 0 or not progress) as bar:
         worker.run_once(on_batch=lambda batch: bar.update(batch.claimed))
     elapsed = time.perf_counter() - started
     embedded = worker.stats.embedded
     if embedded:
-        print(f"embedded {embedded} rows in {elapsed:.1f}s: {embedded / elapsed:.1f} rows/s")
-        _print_encode_ratio(engine, embedded / elapsed)
+        print()
+        print(throughput_table(embedded, elapsed, _raw_model_run(engine, embedded)))
     else:
         print("nothing to embed: every row already has its vector")
 
@@ -174,6 +182,40 @@ def run_demo(database_url: str, *, threads: int | None = None, fresh: bool = Fal
             for doc, similarity in hits:
                 summary = doc.doc.splitlines()[0][:70]
                 print(f"  {similarity:.3f}  {doc.qualname:<40} {summary}")
+    print(NEXT_STEPS)
+
+
+NEXT_STEPS = """
+Try next:
+  embeddb search stdlib_docs.embedding "parse a date" -k 5 --where "kind = 'function'"
+  embeddb search stdlib_docs.embedding "strptime" --hybrid
+  embeddb map stdlib_docs.embedding --color kind --out map.html
+  make serve     # the search page of examples/search_service on http://127.0.0.1:8000"""
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """The column's model alone on the same texts, the same batch size: the physical limit."""
+
+    rows: int
+    seconds: float
+
+
+def throughput_table(embedded: int, seconds: float, raw: RawRun) -> str:
+    """The worker against the bare model as a small table, and their ratio.
+
+    Example::
+
+        print(throughput_table(2973, 61.0, RawRun(2973, 55.2)))
+    """
+    worker_rate, raw_rate = embedded / seconds, raw.rows / raw.seconds
+    lines = [
+        f"{'':<24}{'rows':>8}{'seconds':>10}{'rows/s':>10}",
+        f"{'worker (embed + store)':<24}{embedded:>8}{seconds:>10.1f}{worker_rate:>10.1f}",
+        f"{'raw model.encode':<24}{raw.rows:>8}{raw.seconds:>10.1f}{raw_rate:>10.1f}",
+        f"worker / raw = {worker_rate / raw_rate:.2f}",
+    ]
+    return "\n".join(lines)
 
 
 def _pending_count(engine: sa.Engine) -> int:
@@ -181,15 +223,14 @@ def _pending_count(engine: sa.Engine) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar_one())
 
 
-def _print_encode_ratio(engine: sa.Engine, worker_rate: float, sample: int = 512) -> None:
-    """Raw model.encode on the same texts, the same batch size: the physical limit."""
+def _raw_model_run(engine: sa.Engine, count: int) -> RawRun:
+    """As many of the column's texts as the worker embedded (on a fresh index: every one)
+    through the bare model, as the worker's batches would be."""
     with engine.connect() as conn:
         entry = column_entry(conn, StdlibDoc.embedding)
         texts = [row.text for row in conn.exec_driver_sql(
-            column_sql.sample_texts(entry.spec, entry.id), {"limit": sample})]
+            column_sql.sample_texts(entry.spec, entry.id), {"limit": count})]
     embedder = load_embedder(entry.spec.model, entry.spec.encode, entry.spec.dimensions)
     started = time.perf_counter()
     embedder.embed_documents(texts)
-    raw = len(texts) / (time.perf_counter() - started)
-    print(f"raw model.encode on {len(texts)} of the same texts: {raw:.1f} rows/s;"
-          f" worker/raw = {worker_rate / raw:.2f}")
+    return RawRun(len(texts), time.perf_counter() - started)

@@ -13,10 +13,12 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_hybrid``: :func:`hybrid_search`, full text and vectors fused;
 * ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`;
 * ``_chunks``: documents of a chunked column ranked by their best chunk;
-* ``_rag``: :func:`search_chunks`, the best chunks with their documents, for RAG.
+* ``_rag``: :func:`search_chunks`, the best chunks with their documents, for RAG;
+* ``_clusters``: :func:`clusters` (k-means, rows assigned in SQL) and :func:`outliers`.
 """
 
 from ._chunks import ChunkSpan
+from ._clusters import Cluster, Outlier, aclusters, aoutliers, clusters, outliers
 from ._hybrid import HybridHit, ahybrid_search, hybrid_search
 from ._neighbours import (
     DuplicatePair,
@@ -32,22 +34,28 @@ from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, 
 __all__ = [
     "ChunkHit",
     "ChunkSpan",
+    "Cluster",
     "DuplicatePair",
     "Explanation",
     "Hit",
     "HybridHit",
+    "Outlier",
     "SearchResult",
+    "aclusters",
     "ahybrid_search",
     "amore_like_this",
     "anear_duplicates",
+    "aoutliers",
     "asearch",
     "asearch_chunks",
+    "clusters",
     "duplicate_groups",
     "explain",
     "hybrid_search",
     "more_like_this",
     "near_duplicates",
     "nearest",
+    "outliers",
     "search",
     "search_chunks",
 ]
