@@ -31,7 +31,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """An installed embedded column: its catalog id, its spec and the model it was made with."""
+    """An installed embedded column: its catalog id, its spec and the model it was made with.
+
+    Example::
+
+        with engine.connect() as conn:
+            entry = embeddb.catalog.get_entry(conn, "public", "tickets", "embedding")
+        entry.spec.model, entry.identity.fingerprint, entry.spec.dimensions
+    """
 
     id: int
     spec: EmbeddingSpec

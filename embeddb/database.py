@@ -25,6 +25,10 @@ def database_url(explicit: str | None = None) -> str:
     """The database to use: ``explicit``, else ``$EMBEDDB_DATABASE_URL``, else the embedded server.
 
     The embedded server is started (or reused) on demand; see :mod:`embeddb.server`.
+
+    Example::
+
+        url = database_url()     # or database_url("postgresql://app@db/app")
     """
     if explicit:
         return explicit
@@ -95,7 +99,13 @@ def redacted(url: str | URL) -> str:
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """A SQLAlchemy engine on psycopg 3 with keepalives, so a dead peer is noticed."""
+    """A SQLAlchemy engine on psycopg 3 with keepalives, so a dead peer is noticed.
+
+    Example::
+
+        engine = create_engine(database_url())
+        Base.metadata.create_all(engine)
+    """
     connect_args = {
         "keepalives": 1,
         "keepalives_idle": 30,

@@ -50,7 +50,13 @@ EXIT_UNKNOWN = 3
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing ``doctor`` found: which check, how bad, about what, what is wrong, the fix."""
+    """One thing ``doctor`` found: which check, how bad, about what, what is wrong, the fix.
+
+    Example::
+
+        for finding in doctor(engine):
+            print(finding.severity, finding.check, finding.subject, finding.fix)
+    """
 
     check: str
     severity: Severity

@@ -20,12 +20,26 @@ from .query._query_vectors import column_entry
 
 class ImportRefused(EmbeddbError):
     """Imported vectors do not belong to the column (another model, unknown or repeated rows);
-    nothing was written."""
+    nothing was written.
+
+    Example::
+
+        try:
+            import_vectors(engine, Ticket.embedding, rows)
+        except ImportRefused as exc:
+            print(exc)              # names the rows and what was wrong with them
+    """
 
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What :func:`import_vectors` did."""
+    """What :func:`import_vectors` did.
+
+    Example::
+
+        result = import_vectors(engine, Ticket.embedding, zip(ids, vectors))
+        print(result)
+    """
 
     rows: int  #: rows whose vector was written
     checked: int  #: rows re-encoded by the column's model to check the import

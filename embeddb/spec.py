@@ -26,7 +26,12 @@ VECTOR_TYPES = {"vector": 2000, "halfvec": 4000}
 
 class Distance(StrEnum):
     """How similarity is measured; each maps to a pgvector operator class (the operators are
-    pgvector-python's comparators: ``cosine_distance``, ``max_inner_product``, ``l2_distance``)."""
+    pgvector-python's comparators: ``cosine_distance``, ``max_inner_product``, ``l2_distance``).
+
+    Example::
+
+        embedding = Embedding("{body}", distance="inner_product")   # or Distance.INNER_PRODUCT
+    """
 
     COSINE = "cosine"
     INNER_PRODUCT = "inner_product"
@@ -73,7 +78,13 @@ class EncodeOptions:
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
-    """One embedded column: where it lives, what text it is made of, and which model makes it."""
+    """One embedded column: where it lives, what text it is made of, and which model makes it.
+
+    Example::
+
+        entry = embeddb.catalog.get_entry(conn, "public", "tickets", "embedding")
+        entry.spec.template.columns, entry.spec.qualified_column, entry.spec.index
+    """
 
     schema: str
     table: str

@@ -70,7 +70,26 @@ _BINARY_VECTORS = "embeddb.binary_vectors"  # key in a pooled connection's info 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Tuning knobs; the defaults suit a CPU running a small model."""
+    """Tuning knobs; the defaults suit a CPU running a small model.
+
+    * ``batch_size``: rows claimed per round (the model sorts them by length into batches of 32).
+    * ``max_batch_tokens``: a claim is also cut at about this many tokens.
+    * ``lease_seconds``: how long a claim is this worker's; past it another worker may take it.
+    * ``defer_index_rows``, ``defer_index_share``: a backlog at least this large and this share
+      of its table is embedded with the HNSW index set aside, rebuilt after (0: never).
+    * ``index_build_memory``: ``maintenance_work_mem`` for that rebuild.
+    * ``poll_seconds``: the safety-net poll between NOTIFYs.
+    * ``max_attempts``, ``backoff_seconds``, ``backoff_max_seconds``: a failing row is retried
+      with exponential backoff, then parked after this many attempts.
+    * ``column_backoff_seconds``, ``column_backoff_max_seconds``: the same for a whole column
+      whose table, privileges or index fail (no row's attempts are spent).
+    * ``heartbeat_seconds``: how often a running worker says it is alive.
+    * ``threads``: torch threads for the model (None: torch's default).
+
+    Example::
+
+        Worker(url, WorkerConfig(batch_size=128, lease_seconds=300, threads=2)).run()
+    """
 
     # Rows claimed per round. The model encodes them in sub-batches of 32 sorted by length, so
     # a large claim wastes far less on padding than 32 rows in arrival order (3x on docstrings).
@@ -159,6 +178,12 @@ class Worker:
 
     ``run_once()`` drains what is ready and returns (scripts, tests); ``run()`` keeps going,
     woken by NOTIFY and polling as a fallback, until ``stop()`` is called.
+
+    Example::
+
+        with Worker(database_url(), WorkerConfig(batch_size=128)) as worker:
+            stats = worker.run_once()          # or worker.run() until worker.stop()
+        print(stats.embedded, stats.failed)
     """
 
     def __init__(

@@ -35,7 +35,14 @@ CANDIDATE_ROUNDS = (8, 64)
 
 
 class ChunkSpan(NamedTuple):
-    """Where a document's best chunk is: its number and ``[start, end)`` in the rendered text."""
+    """Where a document's best chunk is: its number and ``[start, end)`` in the rendered text.
+
+    Example::
+
+        hits = search(session, Doc.body_embedding, "reset a password", k=5)
+        for (doc, similarity), span in zip(hits, hits.best_chunks):
+            print(doc.id, span.chunk_no, span.start, span.end)
+    """
 
     chunk_no: int
     start: int

@@ -52,7 +52,13 @@ _LABEL_ROWS = 20
 class Cluster:
     """One k-means cluster: its number, how many rows it holds, its most central rows (primary
     keys, nearest the centroid first, a tuple for a composite key), a label made from the words
-    those rows share, and the centroid itself."""
+    those rows share, and the centroid itself.
+
+    Example::
+
+        for cluster in clusters(session, Ticket.embedding, 8):
+            print(cluster.number, cluster.size, cluster.label, cluster.central[:3])
+    """
 
     number: int
     size: int
@@ -62,7 +68,13 @@ class Cluster:
 
 
 class Outlier(NamedTuple):
-    """A row (primary key) and the mean similarity to its nearest neighbours: low is lonely."""
+    """A row (primary key) and the mean similarity to its nearest neighbours: low is lonely.
+
+    Example::
+
+        for outlier in outliers(session, Ticket.embedding, k=10):
+            print(outlier.key, f"{outlier.score:.3f}")
+    """
 
     key: Any
     score: float
@@ -157,14 +169,24 @@ def outliers(
 async def aclusters(
     session: AsyncSession | AsyncConnection, column: Any, n: int, **options: Any
 ) -> list[Cluster]:
-    """:func:`clusters` for an ``AsyncSession`` or ``AsyncConnection``."""
+    """:func:`clusters` for an ``AsyncSession`` or ``AsyncConnection``.
+
+    Example::
+
+        found = await aclusters(async_session, Ticket.embedding, 8)
+    """
     return await session.run_sync(lambda sync: clusters(sync, column, n, **options))
 
 
 async def aoutliers(
     session: AsyncSession | AsyncConnection, column: Any, k: int = 10, **options: Any
 ) -> list[Outlier]:
-    """:func:`outliers` for an ``AsyncSession`` or ``AsyncConnection``."""
+    """:func:`outliers` for an ``AsyncSession`` or ``AsyncConnection``.
+
+    Example::
+
+        lonely = await aoutliers(async_session, Ticket.embedding, k=10)
+    """
     return await session.run_sync(lambda sync: outliers(sync, column, k, **options))
 
 

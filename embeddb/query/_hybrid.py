@@ -40,7 +40,13 @@ RRF_K = 60
 
 
 class HybridHit(NamedTuple):
-    """One fused result: the row, its fused score and its rank in each leg (None: not in it)."""
+    """One fused result: the row, its fused score and its rank in each leg (None: not in it).
+
+    Example::
+
+        for hit in hybrid_search(session, Ticket.embedding, "refund duplicate charge", k=5):
+            print(hit.row.subject, hit.score, hit.vector_rank, hit.text_rank)
+    """
 
     row: Any
     score: float

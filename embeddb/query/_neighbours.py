@@ -40,7 +40,13 @@ __all__ = [
 
 
 class DuplicatePair(NamedTuple):
-    """Two rows, named by primary key (a tuple for a composite key), and their similarity."""
+    """Two rows, named by primary key (a tuple for a composite key), and their similarity.
+
+    Example::
+
+        for pair in near_duplicates(session, Ticket.embedding, min_similarity=0.95):
+            print(pair.first, pair.second, f"{pair.similarity:.3f}")
+    """
 
     first: Any
     second: Any
@@ -149,14 +155,24 @@ def duplicate_groups(pairs: Iterable[DuplicatePair]) -> list[list[Any]]:
 async def amore_like_this(
     session: AsyncSession | AsyncConnection, column: Any, row: Any, **options: Any
 ) -> SearchResult[Hit]:
-    """:func:`more_like_this` for an ``AsyncSession`` or ``AsyncConnection``."""
+    """:func:`more_like_this` for an ``AsyncSession`` or ``AsyncConnection``.
+
+    Example::
+
+        hits = await amore_like_this(async_session, Ticket.embedding, ticket, k=5)
+    """
     return await session.run_sync(lambda sync: more_like_this(sync, column, row, **options))
 
 
 async def anear_duplicates(
     session: AsyncSession | AsyncConnection, column: Any, **options: Any
 ) -> list[DuplicatePair]:
-    """:func:`near_duplicates` for an ``AsyncSession`` or ``AsyncConnection``."""
+    """:func:`near_duplicates` for an ``AsyncSession`` or ``AsyncConnection``.
+
+    Example::
+
+        pairs = await anear_duplicates(async_session, Ticket.embedding, min_similarity=0.9)
+    """
     return await session.run_sync(lambda sync: near_duplicates(sync, column, **options))
 
 

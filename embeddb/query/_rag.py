@@ -32,6 +32,11 @@ class ChunkHit(NamedTuple):
     ``context`` is the chunk joined with its ``neighbours`` on either side when they were asked
     for, else None: overlapping text appears once, and a line break stands for whitespace the
     splitter trimmed between two chunks.
+
+    Example::
+
+        for hit in search_chunks(session, Doc.body_embedding, "reset a password", k=5):
+            print(hit.row.id, hit.chunk_no, hit.start, hit.end, f"{hit.similarity:.3f}")
     """
 
     row: Any

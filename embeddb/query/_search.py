@@ -69,6 +69,11 @@ class Hit(NamedTuple):
 
     ``row`` is the ORM object when one entity is selected, else the whole ``Row`` (for a Core
     table, or a ``within`` select of several columns), whose last column is the similarity.
+
+    Example::
+
+        for hit in search(session, Ticket.embedding, "refund", k=5):
+            print(hit.row.subject, f"{hit.similarity:.3f}")   # or: for ticket, similarity in ...
     """
 
     row: Any
@@ -81,6 +86,11 @@ class SearchResult(list[_H]):
     ``plan`` is ``"exact"``, ``"index"`` or ``"index+exact"`` (the index pass came back short
     and the query was re-run exactly); ``estimated_rows`` is the planner's estimate of the rows
     matching the filter (None when no estimate was needed).
+
+    Example::
+
+        hits = search(session, Ticket.embedding, "refund", k=10, where=Ticket.status == "open")
+        print(hits.plan, hits.estimated_rows, len(hits))
     """
 
     def __init__(self, hits: Sequence[_H], plan: str, estimated_rows: float | None,
@@ -98,7 +108,14 @@ class SearchResult(list[_H]):
 
 @dataclass(frozen=True)
 class Explanation:
-    """What :func:`explain` found: the plan embeddb chose and what PostgreSQL will do with it."""
+    """What :func:`explain` found: the plan embeddb chose and what PostgreSQL will do with it.
+
+    Example::
+
+        explanation = explain(session, Ticket.embedding, "refund", where=Ticket.status == "open")
+        print(explanation.plan)
+        print(explanation)            # the settings, the SQL and PostgreSQL's plan
+    """
 
     plan: str
     estimated_rows: float | None
