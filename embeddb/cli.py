@@ -275,13 +275,8 @@ def _worker(args: argparse.Namespace) -> int:
     url = database_url(args.database_url)
     if args.processes > 1:
         return _run_processes(args, url)
-    config = WorkerConfig(
-        batch_size=args.batch_size, lease_seconds=args.lease_seconds,
-        poll_seconds=args.poll_seconds, max_attempts=args.max_attempts, threads=args.threads,
-        backoff_seconds=args.backoff_seconds, max_batch_tokens=args.max_batch_tokens,
-        defer_index_rows=args.defer_index_rows, defer_index_share=args.defer_index_share,
-        column_backoff_seconds=args.column_backoff_seconds,
-    )
+    config = WorkerConfig(threads=args.threads,
+                          **{field: getattr(args, field) for field in _WORKER_FLAGS})
     with Worker(url, config) as worker:
         connect_check(worker.engine)
         if args.metrics_port is not None:
@@ -289,6 +284,16 @@ def _worker(args: argparse.Namespace) -> int:
 
             serve(worker, args.metrics_port, args.metrics_address)
         return _run_worker(worker, once=args.once)
+
+
+# The WorkerConfig fields that `embeddb worker` takes as flags (each `--field-name`), read into
+# the config of a single worker and passed on to each of `--processes` children.
+_WORKER_FLAGS = {
+    field: "--" + field.replace("_", "-")
+    for field in ("batch_size", "lease_seconds", "poll_seconds", "max_attempts",
+                  "backoff_seconds", "max_batch_tokens", "defer_index_rows",
+                  "defer_index_share", "column_backoff_seconds")
+}
 
 
 def _run_processes(args: argparse.Namespace, url: str) -> int:
@@ -300,15 +305,8 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     import os
     import subprocess
 
-    options = {
-        "--batch-size": args.batch_size,
-        "--lease-seconds": args.lease_seconds, "--poll-seconds": args.poll_seconds,
-        "--max-attempts": args.max_attempts, "--backoff-seconds": args.backoff_seconds,
-        "--max-batch-tokens": args.max_batch_tokens, "--threads": args.threads or 1,
-        "--defer-index-rows": args.defer_index_rows,
-        "--defer-index-share": args.defer_index_share,
-        "--column-backoff-seconds": args.column_backoff_seconds,
-    }
+    options = {flag: getattr(args, field) for field, flag in _WORKER_FLAGS.items()}
+    options["--threads"] = args.threads or 1
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
                "--log-format", args.log_format, "--metrics-address", args.metrics_address,
