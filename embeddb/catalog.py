@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import alter_sql, column_sql, migrate
+from . import alter_sql, column_sql, fulltext_sql, migrate
 from .database import ensure_pgvector
 from .embedders import ModelIdentity, expected_identity
 from .errors import ModelMismatch, SchemaError, SpecError
@@ -50,6 +50,7 @@ class CatalogEntry:
             index=HnswIndex(**options) if options else None,
             encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt),
             vector_type=row.vector_type,
+            fulltext=row.fulltext_config,
         )
         identity = ModelIdentity(
             name=row.model_name,
@@ -117,6 +118,7 @@ def install(
             _retype(conn, spec, actual)
         for statement in _install_statements(spec, column_id):
             conn.exec_driver_sql(statement)
+        _install_fulltext(conn, spec, column_id, existing.spec if existing else None)
         entry = CatalogEntry(column_id, spec, identity)
         if enqueue_existing:
             queued = reconcile(conn, entry)
@@ -183,6 +185,7 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         _update_model(conn, spec, identity, existing.id)
         for statement in _install_statements(spec, existing.id):
             conn.exec_driver_sql(statement)
+        _install_fulltext(conn, spec, existing.id, old)
         entry = CatalogEntry(existing.id, spec, identity)
         if requeue:
             queued = reconcile(conn, entry)
@@ -203,10 +206,65 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
             conn.exec_driver_sql(alter_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
+        if entry.spec.fulltext is not None:
+            for statement in fulltext_sql.drop_objects(entry.spec, entry.id, drop_columns):
+                conn.exec_driver_sql(statement)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             conn.exec_driver_sql(statement)
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})
     return True
+
+
+def _install_fulltext(
+    conn: Connection, spec: EmbeddingSpec, column_id: int, previous: EmbeddingSpec | None
+) -> None:
+    """The column's ``tsvector`` column, GIN index and BM25 statistics, or none of them.
+
+    A new configuration (or a first install) writes every row's ``tsvector`` and counts the
+    statistics afresh; after that the worker and the statement triggers keep them in step.
+    """
+    before = previous.fulltext if previous is not None else None
+    if spec.fulltext is None:
+        if before is not None and previous is not None:
+            for statement in fulltext_sql.drop_objects(previous, column_id, drop_columns=True):
+                conn.exec_driver_sql(statement)
+            _set_fulltext(conn, spec, column_id)
+        return
+    _check_fulltext_config(conn, spec)
+    conn.exec_driver_sql(fulltext_sql.add_column(spec))
+    counted = conn.execute(sa.text(queries["fulltext_counted"]), {"id": column_id}).scalar()
+    triggers = fulltext_sql.create_triggers(spec, column_id)
+    if before != spec.fulltext or not counted:
+        for statement in triggers[:4]:  # the DROP TRIGGERs: the fill must not count itself
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(fulltext_sql.fill(spec, column_id))
+        for statement in fulltext_sql.recount(spec, column_id):
+            conn.exec_driver_sql(statement)
+    conn.exec_driver_sql(fulltext_sql.create_stats_function(spec, column_id))
+    for statement in triggers:
+        conn.exec_driver_sql(statement)
+    conn.exec_driver_sql(fulltext_sql.create_index(spec))
+    _set_fulltext(conn, spec, column_id)
+
+
+def _set_fulltext(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
+    conn.execute(sa.text(queries["set_fulltext"]), {
+        "id": column_id, "config": spec.fulltext,
+        "fulltext_column": spec.fulltext_column if spec.fulltext else None,
+    })
+
+
+def _check_fulltext_config(conn: Connection, spec: EmbeddingSpec) -> None:
+    assert spec.fulltext is not None
+    schema, _, name = spec.fulltext.rpartition(".")
+    known = conn.execute(sa.text(queries["fulltext_config_exists"]),
+                         {"name": name, "schema": schema or None}).scalar()
+    if not known:
+        raise SpecError(
+            f"{spec.qualified_column}: fulltext={spec.fulltext!r} is not a text search"
+            " configuration this database knows (SELECT cfgname FROM pg_ts_config lists them,"
+            " e.g. 'english', 'simple')"
+        )
 
 
 def reconcile(conn: Connection, entry: CatalogEntry) -> int:

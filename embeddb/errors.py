@@ -47,3 +47,7 @@ class ModelUnavailable(ModelError):
 
 class ModelMismatch(EmbeddbError):
     """The model at hand differs from the one recorded for a column."""
+
+
+class QueryError(EmbeddbError, ValueError):
+    """A search was given something it cannot search with (an empty query, say)."""

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
@@ -29,6 +29,8 @@ from .spec import (
     EmbeddingSpec,
     EncodeOptions,
     HnswIndex,
+    check_fulltext_config,
+    fulltext_column_name,
     hash_column_name,
 )
 from .sql import queries
@@ -48,6 +50,7 @@ class Declaration:
     index: HnswIndex | None
     encode: EncodeOptions
     vector_type: str = "vector"
+    fulltext: str | None = None
 
 
 def Embedding(
@@ -64,6 +67,7 @@ def Embedding(
     document_prompt: str | None = None,
     deferred: bool = True,
     vector_type: str = "vector",
+    fulltext: bool | str = False,
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -72,6 +76,9 @@ def Embedding(
     model that is not on this machine). ``deferred`` keeps the vector out of ordinary loads.
     ``vector_type="halfvec"`` stores half-precision floats: half the space, and HNSW indexes up
     to 4,000 dimensions instead of 2,000; queries are cast to match the index.
+    ``fulltext=True`` (or a text search configuration such as ``"german"``; True is
+    ``"english"``) also keeps a ``tsvector`` of the text, a GIN index and BM25 statistics, for
+    :func:`embeddb.hybrid_search`.
 
     Example::
 
@@ -93,6 +100,7 @@ def Embedding(
         index=HnswIndex(m, ef_construction) if index else None,
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
         vector_type=vector_type,
+        fulltext=_fulltext_config(fulltext),
     )
     column_type = HALFVEC if vector_type == "halfvec" else VECTOR
     return mapped_column(
@@ -101,6 +109,14 @@ def Embedding(
         deferred=deferred,
         info={INFO_KEY: declaration},
     )
+
+
+def _fulltext_config(fulltext: bool | str) -> str | None:
+    if fulltext is True:
+        return "english"
+    if fulltext is False or fulltext is None:
+        return None
+    return check_fulltext_config(fulltext)
 
 
 def embedded_column(target: Any) -> sa.Column[Any]:
@@ -139,6 +155,7 @@ def spec_for(column: sa.Column[Any], default_schema: str) -> EmbeddingSpec:
         index=declaration.index,
         encode=declaration.encode,
         vector_type=declaration.vector_type,
+        fulltext=declaration.fulltext,
     )
 
 
@@ -157,6 +174,9 @@ def _on_attach(column: sa.Column[Any], table: Any) -> None:
     hash_name = hash_column_name(column.name)
     if hash_name not in table.columns:
         table.append_column(sa.Column(hash_name, UUID(as_uuid=True), nullable=True))
+    fulltext_name = fulltext_column_name(column.name)
+    if column.info[INFO_KEY].fulltext is not None and fulltext_name not in table.columns:
+        table.append_column(sa.Column(fulltext_name, TSVECTOR, nullable=True))
     if not event.contains(table, "before_create", _before_create):
         event.listen(table, "before_create", _before_create)
         event.listen(table, "after_create", _after_create)

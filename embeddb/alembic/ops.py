@@ -31,7 +31,8 @@ from ..template import Template
 # What alter_embedding can change, in the order they are rendered.
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
 INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction")
-ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS)
+ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS,
+                "fulltext")
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -51,6 +52,7 @@ class Definition:
     query_prompt: str | None = None
     document_prompt: str | None = None
     vector_type: str = "vector"
+    fulltext: str | None = None
 
     @classmethod
     def from_spec(cls, spec: EmbeddingSpec) -> Definition:
@@ -65,6 +67,7 @@ class Definition:
             query_prompt=spec.encode.query_prompt,
             document_prompt=spec.encode.document_prompt,
             vector_type=spec.vector_type,
+            fulltext=spec.fulltext,
         )
 
     def to_spec(self, schema: str, table: str, column: str) -> EmbeddingSpec:
@@ -80,6 +83,7 @@ class Definition:
             index=self.index,
             encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt),
             vector_type=self.vector_type,
+            fulltext=self.fulltext,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -106,6 +110,8 @@ class Definition:
             arguments["query_prompt"] = self.query_prompt
         if self.document_prompt is not None:
             arguments["document_prompt"] = self.document_prompt
+        if self.fulltext is not None:
+            arguments["fulltext"] = self.fulltext
         return arguments
 
 
@@ -123,6 +129,7 @@ def definition(
     query_prompt: str | None = None,
     document_prompt: str | None = None,
     vector_type: str = "vector",
+    fulltext: str | None = None,
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -136,6 +143,7 @@ def definition(
         query_prompt=query_prompt,
         document_prompt=document_prompt,
         vector_type=vector_type,
+        fulltext=fulltext,
     )
 
 
@@ -232,6 +240,7 @@ class CreateEmbeddingOp(_ColumnOp):
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         vector_type: str = "vector",
+        fulltext: str | None = None,
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
@@ -240,8 +249,10 @@ class CreateEmbeddingOp(_ColumnOp):
         Adds the ``vector(dimensions)`` column (``vector_type="halfvec"``: ``halfvec``) and
         ``<column>_source_hash``, the render and
         trigger functions, the triggers, the HNSW index (``index=False`` for none) and the
-        catalog row. Rows already in the table are queued for the worker unless
-        ``enqueue_existing`` is false. Applies embeddb's own schema first if it is missing.
+        catalog row. ``fulltext="english"`` adds the ``tsvector`` column, its GIN index and
+        BM25 statistics for :func:`embeddb.hybrid_search`. Rows already in the table are queued
+        for the worker unless ``enqueue_existing`` is false. Applies embeddb's own schema
+        first if it is missing.
 
         Example::
 
@@ -253,7 +264,7 @@ class CreateEmbeddingOp(_ColumnOp):
             template=template, model=model, dimensions=dimensions, key_columns=key_columns,
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
-            vector_type=vector_type,
+            vector_type=vector_type, fulltext=fulltext,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -355,7 +366,8 @@ class AlterEmbeddingOp(_ColumnOp):
         Keywords: ``template``, ``key_columns``, ``model``, ``dimensions``, ``normalize``,
         ``query_prompt``, ``document_prompt``, ``vector_type`` (``"vector"`` or ``"halfvec"``),
         ``distance``, ``index_method`` (``"hnsw"`` or None for no index), ``opclass``, ``m``,
-        ``ef_construction``; each may come with ``existing_<name>``, the value before, which
+        ``ef_construction``, ``fulltext`` (a text search configuration, or None for no
+        full-text index); each may come with ``existing_<name>``, the value before, which
         only serves to reverse the operation.
 
         A new template or key queues every row whose text changes. A new model, dimension,
@@ -404,6 +416,7 @@ class AlterEmbeddingOp(_ColumnOp):
             model=changes.get("model", spec.model),
             dimensions=changes.get("dimensions", spec.dimensions),
             vector_type=changes.get("vector_type", spec.vector_type),
+            fulltext=changes.get("fulltext", spec.fulltext),
             distance=distance,
             index=self._index(spec),
             encode=EncodeOptions(

@@ -217,3 +217,20 @@ JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_am am ON am.oid = c.relam
 JOIN pg_opclass opc ON opc.oid = i.indclass[0]
 WHERE c.oid = to_regclass(:qualified_index)
+
+-- set_fulltext --
+UPDATE embeddb.columns SET fulltext_config = :config, fulltext_column = :fulltext_column
+WHERE id = :id
+
+-- fulltext_config_exists --
+SELECT EXISTS (
+    SELECT FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace
+    WHERE c.cfgname = :name
+      AND (n.nspname = :schema OR (CAST(:schema AS text) IS NULL
+                                   AND pg_ts_config_is_visible(c.oid))))
+
+-- fulltext_counted --
+SELECT EXISTS (SELECT FROM embeddb.fulltext_totals WHERE column_id = :id)
+
+-- fulltext_totals --
+SELECT documents, lexemes FROM embeddb.fulltext_totals WHERE column_id = :id
