@@ -221,7 +221,7 @@ def _install_fulltext(
     """The column's ``tsvector`` column, GIN index and BM25 statistics, or none of them.
 
     A new configuration (or a first install) writes every row's ``tsvector`` and counts the
-    statistics afresh; after that the worker and the statement triggers keep them in step.
+    statistics afresh; after that the triggers keep them in step with every write.
     """
     before = previous.fulltext if previous is not None else None
     if spec.fulltext is None:
@@ -235,12 +235,13 @@ def _install_fulltext(
     counted = conn.execute(sa.text(queries["fulltext_counted"]), {"id": column_id}).scalar()
     triggers = fulltext_sql.create_triggers(spec, column_id)
     if before != spec.fulltext or not counted:
-        for statement in triggers[:4]:  # the DROP TRIGGERs: the fill must not count itself
+        for statement in triggers[:5]:  # the DROP TRIGGERs: the fill must not count itself
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql(fulltext_sql.fill(spec, column_id))
         for statement in fulltext_sql.recount(spec, column_id):
             conn.exec_driver_sql(statement)
     conn.exec_driver_sql(fulltext_sql.create_stats_function(spec, column_id))
+    conn.exec_driver_sql(fulltext_sql.create_document_function(spec, column_id))
     for statement in triggers:
         conn.exec_driver_sql(statement)
     conn.exec_driver_sql(fulltext_sql.create_index(spec))

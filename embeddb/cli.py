@@ -297,7 +297,8 @@ def _search(args: argparse.Namespace) -> int:
         column = reflect_column(conn, entry)
         where = sa.text(args.where) if args.where else None
         shown = [c.name for c in column.table.columns
-                 if c.name not in (entry.spec.column, entry.spec.hash_column)]
+                 if c.name not in (entry.spec.column, entry.spec.hash_column,
+                                   entry.spec.fulltext_column)]
         if args.explain:
             from .query._search import explain
 

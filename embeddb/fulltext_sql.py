@@ -2,9 +2,11 @@
 
 A column declared with ``fulltext=`` (catalog id N) also owns:
 
-* the ``tsvector`` column ``<column>_fulltext``, written by the worker in the same ``UPDATE``
-  as the vector (``embeddb.fulltext_vector(config, embeddb.render_N(row))``), and its GIN
-  index ``<table>_<column>_fulltext_gin``;
+* the ``tsvector`` column ``<column>_fulltext`` and its GIN index
+  ``<table>_<column>_fulltext_gin``; the row trigger ``embeddb_<column>_fts_doc`` (BEFORE
+  INSERT or UPDATE of a source column, function ``embeddb.fulltext_document_N()``) sets it to
+  ``embeddb.fulltext_vector(config, embeddb.render_N(row))``, so the text leg is current
+  the moment a row is written, before the worker has embedded it;
 * ``embeddb.fulltext_stats_N()``, run by statement triggers ``embeddb_<column>_fts_ins|upd|
   del|trunc``: from the statement's transition tables it adds what changed to the column's
   rows of ``embeddb.fulltext_terms`` (documents per lexeme) and ``embeddb.fulltext_totals``
@@ -28,6 +30,10 @@ _OLD = "embeddb_old"
 
 def _text(composable: sql.Composable) -> str:
     return composable.as_string(None)
+
+
+def document_function(column_id: int) -> sql.Identifier:
+    return sql.Identifier("embeddb", f"fulltext_document_{column_id}")
 
 
 def stats_function(column_id: int) -> sql.Identifier:
@@ -125,6 +131,14 @@ def _apply_changes(spec: EmbeddingSpec, column_id: int, *, old: bool, new: bool)
 """).format(changes=_changes(spec, old=old, new=new), id=sql.Literal(column_id))
 
 
+def create_document_function(spec: EmbeddingSpec, column_id: int) -> str:
+    body = sql.SQL("BEGIN NEW.{} := {}; RETURN NEW; END").format(
+        sql.Identifier(spec.fulltext_column), document(spec, column_id, sql.SQL("NEW")))
+    return _text(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}"
+    ).format(document_function(column_id), sql.Literal(_text(body))))
+
+
 def create_stats_function(spec: EmbeddingSpec, column_id: int) -> str:
     ident = sql.Literal(column_id)
     body = sql.SQL("""
@@ -151,7 +165,7 @@ END
 
 def trigger_names(spec: EmbeddingSpec) -> dict[str, str]:
     prefix = spec.fulltext_trigger_prefix
-    return {event: f"{prefix}_{event}" for event in ("ins", "upd", "del", "trunc")}
+    return {event: f"{prefix}_{event}" for event in ("ins", "upd", "del", "trunc", "doc")}
 
 
 def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
@@ -175,6 +189,12 @@ def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
     statements.append(sql.SQL(
         "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
     ).format(sql.Identifier(names["trunc"]), table(spec), function))
+    statements.append(sql.SQL(
+        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW"
+        " EXECUTE FUNCTION {}()"
+    ).format(sql.Identifier(names["doc"]),
+             sql.SQL(", ").join(map(sql.Identifier, spec.template.columns)), table(spec),
+             document_function(column_id)))
     return [_text(s) for s in statements]
 
 
@@ -186,6 +206,7 @@ def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> lis
     ]
     statements += [
         sql.SQL("DROP FUNCTION IF EXISTS {}()").format(stats_function(column_id)),
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(document_function(column_id)),
         sql.SQL("DROP INDEX IF EXISTS {}").format(
             sql.Identifier(spec.schema, spec.fulltext_index_name)),
         sql.SQL("DELETE FROM embeddb.fulltext_terms WHERE column_id = {}").format(

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from ..errors import QueryError
 from . import _planner as planner
 from . import _settings as local_settings
-from ._bm25 import BM25, bm25_leg, document_vector
+from ._bm25 import BM25, bm25_leg, document_vector, stored_fulltext
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
 from ._search import SearchResult, connection_for, vector_off_loop
@@ -101,6 +101,8 @@ def hybrid_search(
         raise ValueError(f"k must be at least 1, got {k}")
     if not isinstance(text, str) or not text.strip():
         raise QueryError(f"hybrid_search needs a query text with words in it, got {text!r}")
+    if match not in ("any", "all"):
+        raise QueryError(f"match must be 'any' or 'all', got {match!r}")
     if fusion not in ("rrf", "score"):
         raise QueryError(f"fusion must be 'rrf' or 'score', got {fusion!r}")
     started = time.perf_counter()
@@ -158,6 +160,12 @@ class _Params(NamedTuple):
     @property
     def config(self) -> sa.ColumnElement[Any]:
         return sa.cast(sa.literal(self.language), REGCONFIG)
+
+    @property
+    def tsquery_all(self) -> sa.ColumnElement[Any] | None:
+        if self.match != "all":
+            return None
+        return sa.func.websearch_to_tsquery(self.config, sa.literal(self.text))
 
     def tsquery(self) -> sa.ColumnElement[Any]:
         if self.match == "all":
@@ -231,7 +239,12 @@ def _statement(target: Target, params: _Params, document: Any, where: Any,
     ).subquery("vector_leg")
 
     if document is None:
-        text_hits = bm25_leg(target, params.text, filters, params.candidates, params.bm25)
+        text_filters = list(filters)
+        stored = stored_fulltext(target)
+        if params.tsquery_all is not None and stored is not None:
+            # rows with every word, as websearch_to_tsquery reads the query
+            text_filters.append(stored.op("@@")(params.tsquery_all))
+        text_hits = bm25_leg(target, params.text, text_filters, params.candidates, params.bm25)
     else:
         text_hits = _rank_cd_leg(keys, params, document, filters)
     text_leg = sa.select(

@@ -90,7 +90,7 @@ def reflect_column(conn: Connection, entry: CatalogEntry) -> sa.Column[Any]:
     column.info[INFO_KEY] = Declaration(
         template=entry.spec.template, model=entry.spec.model, dimensions=entry.spec.dimensions,
         distance=entry.spec.distance, index=entry.spec.index, encode=entry.spec.encode,
-        vector_type=entry.spec.vector_type,
+        vector_type=entry.spec.vector_type, fulltext=entry.spec.fulltext,
     )
     return column
 

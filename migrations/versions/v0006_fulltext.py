@@ -5,7 +5,8 @@ Revises: 0003
 Create Date: 2026-11-29
 
 A column declared with ``fulltext=`` gets a stored ``tsvector`` column next to its vector,
-written by the worker with the vector, and a GIN index. Its BM25 statistics live here: how
+written by a row trigger whenever the row's text is, and a GIN index. Its BM25 statistics
+live here: how
 many documents hold each lexeme, and how many documents and lexemes the column holds in all.
 Statement triggers on the user's table (``embeddb.fulltext_stats_N``) keep them in step with
 every write, including the worker's; TRUNCATE resets them.
@@ -77,6 +78,8 @@ BEGIN
                 || ' DROP COLUMN IF EXISTS ' || quote_ident(c.fulltext_column);
         END IF;
         EXECUTE 'DROP FUNCTION IF EXISTS embeddb.fulltext_stats_' || c.id::text || '() CASCADE';
+        EXECUTE 'DROP FUNCTION IF EXISTS embeddb.fulltext_document_' || c.id::text
+            || '() CASCADE';
     END LOOP;
 END
 $$;

@@ -29,7 +29,7 @@ NOT_EMBEDDED = {"id": 5, "subject": "billing", "body": "duplicate invoice", "sta
 @pytest.fixture(scope="module")
 def url(server_url: str, template_url: str) -> Iterator[str]:
     with module_database(server_url) as url:
-        Base, Ticket = ticket_model(model=HASH_MODEL)
+        Base, Ticket = ticket_model(model=HASH_MODEL, fulltext=True)
         engine = create_engine(url, poolclass=sa.pool.NullPool)
         Base.metadata.create_all(engine)
         with engine.begin() as conn:
