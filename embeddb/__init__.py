@@ -12,6 +12,7 @@ from .errors import (
     ModelError,
     ModelMismatch,
     PgvectorMissing,
+    QueryError,
     SchemaError,
     SpecError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ModelError",
     "ModelMismatch",
     "PgvectorMissing",
+    "QueryError",
     "SchemaError",
     "SearchResult",
     "SpecError",
