@@ -199,7 +199,7 @@ def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
 
 
 def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> list[str]:
-    """Everything above; the statistics go with the catalog row (ON DELETE CASCADE)."""
+    """Everything above, and the column's statistics."""
     statements: list[sql.Composable] = [
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))
         for name in trigger_names(spec).values()

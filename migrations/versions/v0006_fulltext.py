@@ -31,8 +31,10 @@ ALTER TABLE embeddb.columns
     ADD COLUMN IF NOT EXISTS fulltext_config text,
     ADD COLUMN IF NOT EXISTS fulltext_column text;
 
+-- No foreign key: its check would cost every write a lookup per lexeme; uninstall deletes
+-- a column's rows.
 CREATE TABLE IF NOT EXISTS embeddb.fulltext_terms (
-    column_id  integer NOT NULL REFERENCES embeddb.columns (id) ON DELETE CASCADE,
+    column_id  integer NOT NULL,
     lexeme     text NOT NULL,
     documents  bigint NOT NULL,
     PRIMARY KEY (column_id, lexeme)
