@@ -18,6 +18,7 @@ from .errors import (
 )
 from .orm import Embedding, install
 from .query import (
+    BM25,
     DuplicatePair,
     Explanation,
     Hit,
@@ -49,6 +50,7 @@ __all__ = [
     "EmbeddingSpec",
     "Explanation",
     "Hit",
+    "BM25",
     "HybridHit",
     "ModelError",
     "ModelMismatch",

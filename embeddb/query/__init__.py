@@ -13,7 +13,7 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`.
 """
 
-from ._hybrid import HybridHit, ahybrid_search, hybrid_search
+from ._hybrid import BM25, HybridHit, ahybrid_search, hybrid_search
 from ._neighbours import (
     DuplicatePair,
     amore_like_this,
@@ -28,6 +28,7 @@ __all__ = [
     "DuplicatePair",
     "Explanation",
     "Hit",
+    "BM25",
     "HybridHit",
     "SearchResult",
     "ahybrid_search",
