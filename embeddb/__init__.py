@@ -40,6 +40,7 @@ from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig
 
 __all__ = [
+    "BM25",
     "DEFAULT_MODEL",
     "CatalogEntry",
     "DatabaseError",
@@ -50,7 +51,6 @@ __all__ = [
     "EmbeddingSpec",
     "Explanation",
     "Hit",
-    "BM25",
     "HybridHit",
     "ModelError",
     "ModelMismatch",

@@ -25,10 +25,10 @@ from ._neighbours import (
 from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
 
 __all__ = [
+    "BM25",
     "DuplicatePair",
     "Explanation",
     "Hit",
-    "BM25",
     "HybridHit",
     "SearchResult",
     "ahybrid_search",
