@@ -218,10 +218,10 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
 def _install_fulltext(
     conn: Connection, spec: EmbeddingSpec, column_id: int, previous: EmbeddingSpec | None
 ) -> None:
-    """The column's ``tsvector`` column, GIN index and BM25 statistics, or none of them.
+    """The column's ``tsvector`` column, its GIN index and row trigger, or none of them.
 
-    A new configuration (or a first install) writes every row's ``tsvector`` and counts the
-    statistics afresh; after that the triggers keep them in step with every write.
+    A new configuration (or a first install) writes every row's ``tsvector``; after that the
+    trigger keeps it in step with every write of the text's columns.
     """
     before = previous.fulltext if previous is not None else None
     if spec.fulltext is None:
@@ -232,17 +232,11 @@ def _install_fulltext(
         return
     _check_fulltext_config(conn, spec)
     conn.exec_driver_sql(fulltext_sql.add_column(spec))
-    counted = conn.execute(sa.text(queries["fulltext_counted"]), {"id": column_id}).scalar()
-    triggers = fulltext_sql.create_triggers(spec, column_id)
-    if before != spec.fulltext or not counted:
-        for statement in triggers[:5]:  # the DROP TRIGGERs: the fill must not count itself
-            conn.exec_driver_sql(statement)
-        conn.exec_driver_sql(fulltext_sql.fill(spec, column_id))
-        for statement in fulltext_sql.recount(spec, column_id):
-            conn.exec_driver_sql(statement)
-    conn.exec_driver_sql(fulltext_sql.create_stats_function(spec, column_id))
     conn.exec_driver_sql(fulltext_sql.create_document_function(spec, column_id))
-    for statement in triggers:
+    if before != spec.fulltext or previous is None or previous.template != spec.template:
+        # new, another configuration or another text: every row's tsvector now
+        conn.exec_driver_sql(fulltext_sql.fill(spec, column_id))
+    for statement in fulltext_sql.create_triggers(spec, column_id):
         conn.exec_driver_sql(statement)
     conn.exec_driver_sql(fulltext_sql.create_index(spec))
     _set_fulltext(conn, spec, column_id)

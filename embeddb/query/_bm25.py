@@ -1,18 +1,24 @@
 """The BM25 text leg of hybrid search, in SQL over a column's stored ``tsvector``.
 
-For a column declared with ``fulltext=``, embeddb keeps per lexeme the number of documents
-that hold it (``embeddb.fulltext_terms``), and the column's numbers of documents and lexemes
-(``embeddb.fulltext_totals``). A query is turned into its lexemes with the column's own text
-search configuration; the GIN index finds the rows holding any of them; each is scored::
+Nothing is kept for it beyond the ``tsvector`` column and its GIN index: every statistic is
+read at query time, so writes pay for no bookkeeping and concurrent writers share no rows.
+A query is turned into its lexemes with the column's own text search configuration; the GIN
+index finds every row holding any of them (the *matching* rows); each is scored::
 
     sum over the query's lexemes t in the row:
         idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / average_length))
     idf(t) = ln(1 + (N - n(t) + 0.5) / (n(t) + 0.5))
 
+``n(t)``, the number of rows holding ``t``, is counted over the matching rows, which are all
+the rows holding any query lexeme, so it is exact and costs no second scan. ``where`` filters
+which matching rows are scored, not the statistics: a row's score does not depend on the
+filter. ``N`` (rows with a ``tsvector``) and the average length are read from the table
+itself, exactly, or, on a table PostgreSQL estimates above ``BM25.sample_above`` rows, from a
+``TABLESAMPLE SYSTEM`` of about that many rows.
+
 ``tf`` is the number of positions of ``t`` in the row's ``tsvector``; a row's ``length`` is its
-number of distinct lexemes (``length(tsvector)``, read without unpacking the vector), and the
-average is over the column's rows. Only the query's lexemes are unpacked: ``setweight`` marks
-them and ``ts_filter`` keeps them, both in C, before ``unnest``.
+number of distinct lexemes (``length(tsvector)``). Only the query's lexemes are unpacked:
+``setweight`` marks them and ``ts_filter`` keeps them, both in C, before ``unnest``.
 """
 
 from __future__ import annotations
@@ -25,24 +31,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, TSQUERY, TSVECTOR
 from ..spec import fulltext_column_name
 from ._target import Target
 
-__all__ = ["BM25", "bm25_leg", "document_vector", "stored_fulltext"]
+__all__ = ["BM25", "bm25_leg", "document_vector", "sample_percent", "stored_fulltext"]
 
-_meta = sa.MetaData(schema="embeddb")
-_columns = sa.Table(
-    "columns", _meta,
-    sa.Column("id", sa.Integer), sa.Column("table_schema", sa.Text),
-    sa.Column("table_name", sa.Text), sa.Column("column_name", sa.Text),
-)
-_terms = sa.Table(
-    "fulltext_terms", _meta,
-    sa.Column("column_id", sa.Integer), sa.Column("lexeme", sa.Text),
-    sa.Column("documents", sa.BigInteger),
-)
-_totals = sa.Table(
-    "fulltext_totals", _meta,
-    sa.Column("column_id", sa.Integer), sa.Column("documents", sa.BigInteger),
-    sa.Column("lexemes", sa.BigInteger),
-)
 # constants of ts_filter/setweight: the query's lexemes are marked with weight A, then kept
 _MARK: sa.ColumnClause[Any] = sa.literal_column("'A'::\"char\"")
 _MARKED: sa.ColumnClause[Any] = sa.literal_column("'{a}'::\"char\"[]")
@@ -51,11 +41,18 @@ _MARKED: sa.ColumnClause[Any] = sa.literal_column("'{a}'::\"char\"[]")
 class BM25(NamedTuple):
     """BM25's parameters: ``k1`` (term frequency saturation) and ``b`` (length normalisation).
 
-    The defaults are Lucene's and Elasticsearch's.
+    The defaults are Lucene's and Elasticsearch's. Above ``sample_above`` rows (PostgreSQL's
+    estimate) the number of documents and their average length are estimated from a sample
+    of about that many rows instead of counted.
+
+    Example::
+
+        hybrid_search(session, Doc.embedding, "gene expression", bm25=BM25(k1=0.9, b=0.4))
     """
 
     k1: float = 1.2
     b: float = 0.75
+    sample_above: int = 100_000
 
 
 def stored_fulltext(target: Target) -> sa.Column[Any] | None:
@@ -70,60 +67,97 @@ def document_vector(config: sa.ColumnElement[Any], text: Any) -> sa.ColumnElemen
     return sa.func.embeddb.fulltext_vector(config, text, type_=TSVECTOR)
 
 
+def sample_percent(target: Target, parameters: BM25) -> sa.ScalarSelect[Any]:
+    """The percentage of the table read for ``N`` and the average length: 100 up to
+    ``parameters.sample_above`` rows (or a table never analysed), less above."""
+    estimate = sa.func.greatest(
+        sa.select(sa.column("reltuples", sa.Float))
+        .select_from(sa.table("pg_class"))
+        .where(sa.column("oid") == sa.func.to_regclass(
+            sa.literal(_qualified_name(target))))
+        .scalar_subquery(), 1.0)
+    return sa.select(sa.func.least(
+        100.0, 100.0 * sa.literal(parameters.sample_above, sa.Float) / estimate)
+    ).scalar_subquery()
+
+
+def _qualified_name(target: Target) -> str:
+    """The table's name as ``to_regclass`` reads it (quoted: any case, any character)."""
+    parts = [target.table.schema, target.table.name] if target.table.schema else [
+        target.table.name]
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+def _totals(target: Target, document: sa.Column[Any], parameters: BM25) -> sa.CTE:
+    """``documents`` (N) and ``average_length`` over the table, or a sample of it.
+
+    At 100 percent ``TABLESAMPLE SYSTEM`` reads every page: the counts are exact.
+    """
+    percent = sample_percent(target, parameters)
+    source = sa.tablesample(target.table, sa.func.system(percent), name="sampled")
+    column = source.c[document.name]
+    return (
+        sa.select((sa.cast(sa.func.count(column), sa.Float) * 100.0 / percent)
+                  .label("documents"),
+                  sa.cast(sa.func.avg(sa.func.length(column)), sa.Float).label("average_length"))
+        .select_from(source)
+        .cte("text_totals")
+    )
+
+
 def bm25_leg(target: Target, text: str, filters: list[Any], limit: int,
              parameters: BM25) -> sa.Subquery:
     """The best ``limit`` rows for ``text`` by BM25: the key columns and ``score``."""
     document = stored_fulltext(target)
     assert document is not None and target.declaration.fulltext is not None
     config = sa.cast(sa.literal(target.declaration.fulltext), REGCONFIG)
-    column_id = (
-        sa.select(_columns.c.id)
-        .where(_columns.c.table_schema == (target.table.schema or sa.func.current_schema()),
-               _columns.c.table_name == target.table.name,
-               _columns.c.column_name == target.column.name)
-        .scalar_subquery()
-    )
-    query_lexemes = sa.func.tsvector_to_array(document_vector(config, sa.literal(text)))
-    documents = sa.cast(_totals.c.documents, sa.Float)
-    idf = sa.func.ln(1 + (documents - _terms.c.documents + 0.5) / (_terms.c.documents + 0.5))
-    terms = (
-        sa.select(_terms.c.lexeme, idf.label("idf"),
-                  (sa.cast(_totals.c.lexemes, sa.Float)
-                   / sa.func.nullif(documents, 0)).label("average_length"))
-        .select_from(_terms.join(_totals, _totals.c.column_id == _terms.c.column_id))
-        .where(_terms.c.column_id == column_id, _terms.c.documents > 0,
-               _terms.c.lexeme == sa.any_(query_lexemes))
-        .cte("query_terms")
-    )
+    query_lexemes = sa.func.tsvector_to_array(
+        document_vector(config, sa.literal(text)), type_=ARRAY(sa.Text))
+    lexeme = sa.func.unnest(query_lexemes).table_valued("lexeme").render_derived("query_lexeme")
     # the tsquery of the lexemes themselves: quoted, so nothing stems them a second time
     quoted = sa.func.concat("'", sa.func.replace(sa.func.replace(
-        terms.c.lexeme, "\\", "\\\\"), "'", "''"), "'")
+        lexeme.c.lexeme, "\\", "\\\\"), "'", "''"), "'")
     tsquery = sa.select(
         sa.cast(sa.func.string_agg(quoted, " | "), TSQUERY)).scalar_subquery()
-    lexemes = sa.select(sa.func.array_agg(terms.c.lexeme, type_=ARRAY(sa.Text))).scalar_subquery()
 
     keys = target.key_columns
     names = [key.name for key in keys]
-    candidates = (
+    scored: sa.ColumnElement[Any] = (
+        sa.and_(*filters).is_(True) if filters else sa.true())
+    matching = (
         sa.select(*keys,
-                  sa.func.ts_filter(sa.func.setweight(document, _MARK, lexemes), _MARKED,
+                  sa.func.ts_filter(sa.func.setweight(document, _MARK, query_lexemes), _MARKED,
                                     type_=TSVECTOR).label("hit"),
-                  sa.func.length(document).label("length"))
-        .where(document.op("@@")(tsquery), *filters)
-        .subquery("text_candidates")
+                  sa.func.length(document).label("length"),
+                  scored.label("scored"))
+        .where(document.op("@@")(tsquery))
+        .cte("text_matching")
     )
-    found = sa.func.unnest(candidates.c.hit).table_valued(
+    found = sa.func.unnest(matching.c.hit).table_valued(
         "lexeme", "positions", "weights").lateral("found")
+    frequencies = (
+        sa.select(found.c.lexeme, sa.cast(sa.func.count(), sa.Float).label("documents"))
+        .select_from(matching.join(found, sa.true()))
+        .group_by(found.c.lexeme)
+        .cte("text_frequencies")
+    )
+    totals = _totals(target, document, parameters)
+    n = frequencies.c.documents
+    # a sample can undercount N; never below a lexeme's own count (idf stays positive)
+    documents = sa.func.greatest(totals.c.documents, n)
+    idf = sa.func.ln(1 + (documents - n + 0.5) / (n + 0.5))
     tf = sa.cast(sa.func.cardinality(found.c.positions), sa.Float)
-    k1, b = (sa.literal(value, sa.Float) for value in parameters)
-    score = sa.func.sum(terms.c.idf * tf * (k1 + 1) / (
-        tf + k1 * (1 - b + b * candidates.c.length / terms.c.average_length)))
+    k1, b = (sa.literal(value, sa.Float) for value in parameters[:2])
+    score = sa.func.sum(idf * tf * (k1 + 1) / (
+        tf + k1 * (1 - b + b * matching.c.length / sa.func.nullif(totals.c.average_length, 0))))
     return (
-        sa.select(*(candidates.c[name] for name in names), score.label("score"))
-        .select_from(candidates.join(found, sa.true())
-                     .join(terms, terms.c.lexeme == found.c.lexeme))
-        .group_by(*(candidates.c[name] for name in names))
-        .order_by(score.desc(), *(candidates.c[name] for name in names))
+        sa.select(*(matching.c[name] for name in names), score.label("score"))
+        .select_from(matching.join(found, sa.true())
+                     .join(frequencies, frequencies.c.lexeme == found.c.lexeme)
+                     .join(totals, sa.true()))
+        .where(matching.c.scored)
+        .group_by(*(matching.c[name] for name in names))
+        .order_by(score.desc(), *(matching.c[name] for name in names))
         .limit(limit)
         .subquery("text_hits")
     )

@@ -228,9 +228,3 @@ SELECT EXISTS (
     WHERE c.cfgname = :name
       AND (n.nspname = :schema OR (CAST(:schema AS text) IS NULL
                                    AND pg_ts_config_is_visible(c.oid))))
-
--- fulltext_counted --
-SELECT EXISTS (SELECT FROM embeddb.fulltext_totals WHERE column_id = :id)
-
--- fulltext_totals --
-SELECT documents, lexemes FROM embeddb.fulltext_totals WHERE column_id = :id

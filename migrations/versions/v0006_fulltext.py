@@ -1,15 +1,13 @@
-"""Full-text indexes kept with the vectors, and the BM25 statistics of each.
+"""Full-text indexes kept with the vectors.
 
 Revision ID: 0006
 Revises: 0003
 Create Date: 2026-11-29
 
 A column declared with ``fulltext=`` gets a stored ``tsvector`` column next to its vector,
-written by a row trigger whenever the row's text is, and a GIN index. Its BM25 statistics
-live here: how
-many documents hold each lexeme, and how many documents and lexemes the column holds in all.
-Statement triggers on the user's table (``embeddb.fulltext_stats_N``) keep them in step with
-every write, including the worker's; TRUNCATE resets them.
+written by a row trigger whenever the row's text is, and a GIN index. Its BM25 statistics are
+read from the table and the index at query time, so nothing else is kept here but the
+column's configuration.
 
 ``embeddb.fulltext_vector`` makes a ``tsvector`` that never fails on size: a text whose
 ``tsvector`` would pass PostgreSQL's 1 MB limit is indexed by its longest prefix that fits.
@@ -30,21 +28,6 @@ UPGRADE = """
 ALTER TABLE embeddb.columns
     ADD COLUMN IF NOT EXISTS fulltext_config text,
     ADD COLUMN IF NOT EXISTS fulltext_column text;
-
--- No foreign key: its check would cost every write a lookup per lexeme; uninstall deletes
--- a column's rows.
-CREATE TABLE IF NOT EXISTS embeddb.fulltext_terms (
-    column_id  integer NOT NULL,
-    lexeme     text NOT NULL,
-    documents  bigint NOT NULL,
-    PRIMARY KEY (column_id, lexeme)
-);
-
-CREATE TABLE IF NOT EXISTS embeddb.fulltext_totals (
-    column_id  integer PRIMARY KEY REFERENCES embeddb.columns (id) ON DELETE CASCADE,
-    documents  bigint NOT NULL DEFAULT 0,
-    lexemes    bigint NOT NULL DEFAULT 0
-);
 
 CREATE OR REPLACE FUNCTION embeddb.fulltext_vector(config regconfig, body text)
 RETURNS tsvector LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
@@ -79,14 +62,12 @@ BEGIN
                 || quote_ident(c.table_name)
                 || ' DROP COLUMN IF EXISTS ' || quote_ident(c.fulltext_column);
         END IF;
-        EXECUTE 'DROP FUNCTION IF EXISTS embeddb.fulltext_stats_' || c.id::text || '() CASCADE';
         EXECUTE 'DROP FUNCTION IF EXISTS embeddb.fulltext_document_' || c.id::text
             || '() CASCADE';
     END LOOP;
 END
 $$;
 
-DROP TABLE IF EXISTS embeddb.fulltext_terms, embeddb.fulltext_totals;
 DROP FUNCTION IF EXISTS embeddb.fulltext_vector(regconfig, text);
 ALTER TABLE embeddb.columns
     DROP COLUMN IF EXISTS fulltext_config,
