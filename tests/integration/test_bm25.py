@@ -223,3 +223,21 @@ def test_a_row_beyond_the_tsvector_limit_is_indexed_by_its_beginning(
     assert found[0].row.id == 50 and found[0].text_rank == 1
     assert others[0].text_rank == 1 and others[0].row.id != 50
     assert given[0].row.id == 50
+
+
+def test_concurrent_writers_of_the_same_words_do_not_wait_for_each_other(
+        engine: sa.Engine, tickets: Any) -> None:
+    # statistics kept per lexeme would make the second writer wait for the first's commit
+    with engine.connect() as first, engine.connect() as second:
+        first.execute(sa.text("INSERT INTO tickets (id, body, status)"
+                              " VALUES (20, 'printer toner office', 'open')"))
+        second.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+        second.execute(sa.text("INSERT INTO tickets (id, body, status)"
+                               " VALUES (21, 'printer toner office', 'open')"))
+        second.execute(sa.text("UPDATE tickets SET body = 'office printer' WHERE id = 2"))
+        second.execute(sa.text("DELETE FROM tickets WHERE id = 6"))
+        second.commit()
+        first.commit()
+    with engine.connect() as conn:
+        expected = direct_bm25(conn, current_bodies(conn), "printer office")
+        assert text_leg(conn, tickets.embedding, "printer office") == pytest.approx(expected)
