@@ -9,11 +9,11 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_statement_cache``: one compiled statement per filter structure;
 * ``_target``: which column is searched, its distance and similarity expressions;
 * ``_query_vectors``: a query text embedded with the column's own model, checked and cached;
-* ``_hybrid``: :func:`hybrid_search`, full text and vectors fused;
+* ``_hybrid``: :func:`hybrid_search`, full text and vectors fused, and :func:`explain_hybrid`;
 * ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`.
 """
 
-from ._hybrid import BM25, HybridHit, ahybrid_search, hybrid_search
+from ._hybrid import BM25, HybridHit, ahybrid_search, explain_hybrid, hybrid_search
 from ._neighbours import (
     DuplicatePair,
     amore_like_this,
@@ -37,6 +37,7 @@ __all__ = [
     "asearch",
     "duplicate_groups",
     "explain",
+    "explain_hybrid",
     "hybrid_search",
     "more_like_this",
     "near_duplicates",

@@ -36,13 +36,13 @@ from . import _settings as local_settings
 from ._bm25 import BM25, bm25_leg, document_vector, stored_fulltext
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
-from ._search import SearchResult, connection_for, vector_off_loop
+from ._search import Explanation, SearchResult, connection_for, vector_off_loop
 from ._target import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-__all__ = ["BM25", "HybridHit", "ahybrid_search", "hybrid_search"]
+__all__ = ["BM25", "HybridHit", "ahybrid_search", "explain_hybrid", "hybrid_search"]
 
 #: The usual constant of reciprocal rank fusion (Cormack et al., 2009).
 RRF_K = 60
@@ -97,6 +97,71 @@ def hybrid_search(
                              where=Ticket.status == "open", text_weight=0.5)
         for ticket, score, vector_rank, text_rank in hits: ...
     """
+    started = time.perf_counter()
+    prepared = _prepare(session, column, text, k=k, where=where, fulltext=fulltext,
+                        language=language, vector_weight=vector_weight, text_weight=text_weight,
+                        fusion=fusion, rrf_k=rrf_k, bm25=bm25, candidates=candidates, plan=plan,
+                        match=match, vector=vector)
+    target, conn, params, document, choice = prepared
+    hits, vector_hits = _run(session, conn, target, params, document, where, choice)
+    ran: str = choice.plan
+    if choice.plan == "index" and vector_hits < params.candidates:
+        ran = "index+exact"  # the vector leg came back short: fill it exactly
+        hits, _ = _run(session, conn, target, params, document, where, Choice("exact"))
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return SearchResult(hits, ran, choice.estimated_rows, elapsed_ms)
+
+
+def explain_hybrid(
+    session: Session | Connection,
+    column: Any,
+    text: str,
+    *,
+    analyze: bool = False,
+    **options: Any,
+) -> Explanation:
+    """The statement :func:`hybrid_search` would run and PostgreSQL's plan for both its legs.
+
+    ``options`` are :func:`hybrid_search`'s. The plan shows the vector leg (the HNSW index, or
+    the exact scan) and the text leg (the GIN index's bitmap scan and the BM25 aggregation)
+    side by side; ``analyze=True`` runs it (``EXPLAIN ANALYZE``) for real row counts and times.
+
+    Example::
+
+        print(explain_hybrid(session, Ticket.embedding, "refund", where=Ticket.status == "open"))
+    """
+    where = options.get("where")
+    target, conn, params, document, choice = _prepare(session, column, text, **options)
+    stmt = _statement(target, params, document, where, choice.plan == "exact")
+    values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
+    explain_options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
+    with local_settings.scoped(conn, values):
+        lines = conn.execute(planner.Explain(stmt, explain_options)).scalars().all()
+    compiled = stmt.compile(conn)
+    return Explanation(f"hybrid (vector leg: {choice.plan})", choice.estimated_rows, values,
+                       str(compiled), dict(compiled.params), "\n".join(lines))
+
+
+def _prepare(
+    session: Session | Connection,
+    column: Any,
+    text: str,
+    *,
+    k: int = 10,
+    where: Any = None,
+    fulltext: Any = None,
+    language: str | None = None,
+    vector_weight: float = 1.0,
+    text_weight: float = 1.0,
+    fusion: Fusion = "rrf",
+    rrf_k: int = RRF_K,
+    bm25: BM25 = DEFAULT_BM25,
+    candidates: int | None = None,
+    plan: Plan = "auto",
+    match: Literal["any", "all"] = "any",
+    vector: QueryVector | None = None,
+) -> tuple[Target, Connection, _Params, Any, Choice]:
+    """The options checked, the query embedded and the vector leg's plan chosen."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not isinstance(text, str) or not text.strip():
@@ -105,7 +170,6 @@ def hybrid_search(
         raise QueryError(f"match must be 'any' or 'all', got {match!r}")
     if fusion not in ("rrf", "score"):
         raise QueryError(f"fusion must be 'rrf' or 'score', got {fusion!r}")
-    started = time.perf_counter()
     target = resolve(column)
     conn = connection_for(session, target)
     wanted = candidates if candidates is not None else max(2 * k, 20)
@@ -117,13 +181,7 @@ def hybrid_search(
     )
     document = _document(target, fulltext, params.config)
     choice = planner.choose(conn, Filter(target, where), params.candidates, plan)
-    hits, vector_hits = _run(session, conn, target, params, document, where, choice)
-    ran: str = choice.plan
-    if choice.plan == "index" and vector_hits < params.candidates:
-        ran = "index+exact"  # the vector leg came back short: fill it exactly
-        hits, _ = _run(session, conn, target, params, document, where, Choice("exact"))
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    return SearchResult(hits, ran, choice.estimated_rows, elapsed_ms)
+    return target, conn, params, document, choice
 
 
 async def ahybrid_search(

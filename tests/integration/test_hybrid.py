@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Embedding
 from embeddb.database import create_engine, sqlalchemy_url
-from embeddb.query._hybrid import ahybrid_search, hybrid_search
+from embeddb.query._hybrid import BM25, ahybrid_search, explain_hybrid, hybrid_search
 
 from .searching import captured_statements, module_database
 
@@ -146,3 +146,55 @@ def test_index_plan_and_async(db: sa.Engine) -> None:
 
     hits = asyncio.run(run())
     assert hits.plan in ("index", "index+exact") and [hit.row.id for hit in hits][:3] == [1, 3, 5]
+
+
+def test_async_twin_takes_score_fusion_and_bm25_parameters(db: sa.Engine) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    options: dict[str, Any] = {"k": 6, "vector": QUERY, "fusion": "score",
+                               "vector_weight": 0.3, "text_weight": 0.7,
+                               "bm25": BM25(k1=2.0, b=0.3), "candidates": 6}
+
+    async def run() -> Any:
+        engine = create_async_engine(sqlalchemy_url(db.url))
+        try:
+            async with AsyncSession(engine) as session:
+                return await ahybrid_search(session, Doc.embedding, "solar panel", **options)
+        finally:
+            await engine.dispose()
+
+    with Session(db) as session:
+        expected = hybrid_search(session, Doc.embedding, "solar panel", **options)
+        default_bm25 = hybrid_search(session, Doc.embedding, "solar panel",
+                                     **{**options, "bm25": BM25()})
+    hits = asyncio.run(run())
+    assert fused(hits) == fused(expected)
+    assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in expected])
+    # score fusion: the best text row gets 0.7, the best vector row 0.3 (each leg scaled 0..1)
+    assert hits[0].row.id == 3 and hits[0].score == pytest.approx(0.7 + 0.3 * _scaled(3))
+    assert [hit.score for hit in default_bm25] != pytest.approx([hit.score for hit in hits])
+
+
+def _scaled(row: int) -> float:
+    """Row ``row``'s min-max scaled similarity to QUERY over the six rows (cosine)."""
+    import math
+
+    def similarity(vector: list[float]) -> float:
+        return sum(a * b for a, b in zip(vector, QUERY, strict=True)) / math.hypot(*vector)
+
+    similarities = {i: similarity([float(x) for x in v]) for i, _, v in ROWS}
+    low, high = min(similarities.values()), max(similarities.values())
+    return (similarities[row] - low) / (high - low)
+
+
+def test_explain_hybrid_shows_both_legs(db: sa.Engine) -> None:
+    with Session(db) as session:
+        explained = explain_hybrid(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+                                   where=Doc.id != 6, plan="exact", analyze=True)
+    text = str(explained)
+    assert explained.plan == "hybrid (vector leg: exact)"
+    assert "<=>" in explained.sql and "ts_filter" in explained.sql
+    # the text leg's matching rows and the vector leg's candidates, each in PostgreSQL's plan
+    assert "CTE text_matching" in text and "vector_hits" in text
+    assert "actual time" in text  # analyze ran it
+    assert "docs.id <> 6" in text or "(id <> 6)" in text
