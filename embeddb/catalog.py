@@ -218,10 +218,10 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
 def _install_fulltext(
     conn: Connection, spec: EmbeddingSpec, column_id: int, previous: EmbeddingSpec | None
 ) -> None:
-    """The column's ``tsvector`` column, its GIN index and row trigger, or none of them.
+    """The column's ``tsvector`` column and its GIN index, or neither.
 
-    A new configuration (or a first install) writes every row's ``tsvector``; after that the
-    trigger keeps it in step with every write of the text's columns.
+    A new configuration or text (or a first install) writes every row's ``tsvector``; after
+    that the worker writes a row's with its vector.
     """
     before = previous.fulltext if previous is not None else None
     if spec.fulltext is None:
@@ -232,12 +232,9 @@ def _install_fulltext(
         return
     _check_fulltext_config(conn, spec)
     conn.exec_driver_sql(fulltext_sql.add_column(spec))
-    conn.exec_driver_sql(fulltext_sql.create_document_function(spec, column_id))
     if before != spec.fulltext or previous is None or previous.template != spec.template:
         # new, another configuration or another text: every row's tsvector now
         conn.exec_driver_sql(fulltext_sql.fill(spec, column_id))
-    for statement in fulltext_sql.create_triggers(spec, column_id):
-        conn.exec_driver_sql(statement)
     conn.exec_driver_sql(fulltext_sql.create_index(spec))
     _set_fulltext(conn, spec, column_id)
 

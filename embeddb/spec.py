@@ -144,10 +144,6 @@ class EmbeddingSpec:
         return _identifier(f"{self.table}_{self.column}_fulltext_gin")
 
     @property
-    def fulltext_trigger_prefix(self) -> str:
-        return _identifier(f"embeddb_{self.column}_fts", reserve=6)
-
-    @property
     def trigger_prefix(self) -> str:
         return _identifier(f"embeddb_{self.column}", reserve=7)
 

@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-11-29
 
 A column declared with ``fulltext=`` gets a stored ``tsvector`` column next to its vector,
-written by a row trigger whenever the row's text is, and a GIN index. Its BM25 statistics are
+written by the worker with the vector, and a GIN index. Its BM25 statistics are
 read from the table and the index at query time, so nothing else is kept here but the
 column's configuration.
 
@@ -62,8 +62,6 @@ BEGIN
                 || quote_ident(c.table_name)
                 || ' DROP COLUMN IF EXISTS ' || quote_ident(c.fulltext_column);
         END IF;
-        EXECUTE 'DROP FUNCTION IF EXISTS embeddb.fulltext_document_' || c.id::text
-            || '() CASCADE';
     END LOOP;
 END
 $$;

@@ -67,6 +67,9 @@ def db(server_url: str, template_url: str) -> Iterator[sa.Engine]:
         with engine.begin() as conn:  # vectors written directly: the worker is not involved
             conn.execute(sa.insert(Doc), [{"id": i, "body": body, "embedding": vector}
                                           for i, body, vector in ROWS])
+            # the tsvectors as the worker writes them with the vectors
+            conn.execute(sa.text("UPDATE docs SET embedding_fulltext"
+                                 " = embeddb.fulltext_vector('english', embeddb.render_1(docs))"))
         yield engine
         engine.dispose()
 
