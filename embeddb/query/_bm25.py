@@ -122,8 +122,9 @@ def bm25_leg(target: Target, text: str, filters: list[Any], limit: int,
 
     keys = target.key_columns
     names = [key.name for key in keys]
+    # CASE: NULL counts as false, and a filter may be text(...), which has no operators
     scored: sa.ColumnElement[Any] = (
-        sa.and_(*filters).is_(True) if filters else sa.true())
+        sa.case((sa.and_(*filters), sa.true()), else_=sa.false()) if filters else sa.true())
     matching = (
         sa.select(*keys,
                   sa.func.ts_filter(sa.func.setweight(document, _MARK, query_lexemes), _MARKED,

@@ -108,7 +108,6 @@ def test_hybrid_text_leg_reads_the_fulltext_columns_and_obeys_where(
     (["tickets.nothing", "x"], "public.tickets.nothing is not an embedded column (known:"),
     (["nothing.embedding", "x", "--hybrid"], "public.nothing.embedding is not an embedded"),
     (["tickets.embedding", "x", "--analyze"], "--analyze goes with --explain"),
-    (["tickets.embedding", "x", "--explain", "--hybrid"], "does not go with --hybrid"),
     (["tickets.embedding", "x", "--fulltext", "body"], "--fulltext goes with --hybrid"),
     (["tickets.embedding", "x", "--hybrid", "--fulltext", "nope"],
      "--fulltext: tickets has no column nope (columns: id, subject, body, status,"),
@@ -123,3 +122,11 @@ def test_bad_input_is_a_one_line_error(
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("embeddb: error: ")
     assert error in err
+
+
+def test_explain_hybrid_prints_both_legs(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(url, capsys, "tickets.embedding", "printer jam", "--hybrid", "--explain",
+                       "--analyze", "--where", "status = 'open'")
+    assert code == 0
+    assert out.startswith("-- embeddb plan: hybrid (vector leg: ")
+    assert "CTE text_matching" in out and "vector_hits" in out and "actual time" in out
