@@ -14,7 +14,8 @@ the rows holding any query lexeme, so it is exact and costs no second scan. ``wh
 which matching rows are scored, not the statistics: a row's score does not depend on the
 filter. ``N`` (rows with a ``tsvector``) and the average length are read from the table
 itself, exactly, or, on a table PostgreSQL estimates above ``BM25.sample_above`` rows, from a
-``TABLESAMPLE SYSTEM`` of about that many rows.
+``TABLESAMPLE SYSTEM`` of about that many rows, and reused by this process for
+``BM25.totals_max_age`` seconds.
 
 ``tf`` is the number of positions of ``t`` in the row's ``tsvector``; a row's ``length`` is its
 number of distinct lexemes (``length(tsvector)``). Only the query's lexemes are unpacked:
@@ -23,15 +24,18 @@ number of distinct lexemes (``length(tsvector)``). Only the query's lexemes are 
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, TSQUERY, TSVECTOR
+from sqlalchemy.engine import Connection
 
 from ..spec import fulltext_column_name
 from ._target import Target
 
-__all__ = ["BM25", "bm25_leg", "document_vector", "sample_percent", "stored_fulltext"]
+__all__ = ["BM25", "Totals", "bm25_leg", "document_vector", "sample_percent", "stored_fulltext",
+           "totals"]
 
 # constants of ts_filter/setweight: the query's lexemes are marked with weight A, then kept
 _MARK: sa.ColumnClause[Any] = sa.literal_column("'A'::\"char\"")
@@ -43,7 +47,9 @@ class BM25(NamedTuple):
 
     The defaults are Lucene's and Elasticsearch's. Above ``sample_above`` rows (PostgreSQL's
     estimate) the number of documents and their average length are estimated from a sample
-    of about that many rows instead of counted.
+    of about that many rows instead of counted; either way this process reuses them for
+    ``totals_max_age`` seconds (reading every ``tsvector``'s length costs ~30 ms on 5,000
+    abstracts, more than the rest of the query).
 
     Example::
 
@@ -53,6 +59,8 @@ class BM25(NamedTuple):
     k1: float = 1.2
     b: float = 0.75
     sample_above: int = 100_000
+    #: how long (seconds) this process reuses a column's N and average length; 0: recount
+    totals_max_age: float = 60.0
 
 
 def stored_fulltext(target: Target) -> sa.Column[Any] | None:
@@ -88,26 +96,47 @@ def _qualified_name(target: Target) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 
-def _totals(target: Target, document: sa.Column[Any], parameters: BM25) -> sa.CTE:
-    """``documents`` (N) and ``average_length`` over the table, or a sample of it.
+class Totals(NamedTuple):
+    """BM25's corpus figures: ``documents`` (N, rows with a ``tsvector``), ``average_length``."""
+
+    documents: float
+    average_length: float
+
+
+_cache: dict[tuple[str, str, str, int], tuple[float, Totals]] = {}
+
+
+def totals(conn: Connection, target: Target, parameters: BM25) -> Totals:
+    """N and the average length of the column's documents, reused for ``totals_max_age``.
 
     At 100 percent ``TABLESAMPLE SYSTEM`` reads every page: the counts are exact.
     """
+    document = stored_fulltext(target)
+    assert document is not None
+    key = (conn.engine.url.render_as_string(hide_password=True), _qualified_name(target),
+           document.name, parameters.sample_above)
+    now = time.monotonic()
+    cached = _cache.get(key)
+    if cached is not None and now - cached[0] < parameters.totals_max_age:
+        return cached[1]
     percent = sample_percent(target, parameters)
     source = sa.tablesample(target.table, sa.func.system(percent), name="sampled")
     column = source.c[document.name]
-    return (
-        sa.select((sa.cast(sa.func.count(column), sa.Float) * 100.0 / percent)
-                  .label("documents"),
-                  sa.cast(sa.func.avg(sa.func.length(column)), sa.Float).label("average_length"))
-        .select_from(source)
-        .cte("text_totals")
-    )
+    row = conn.execute(
+        sa.select((sa.cast(sa.func.count(column), sa.Float) * 100.0 / percent),
+                  sa.cast(sa.func.avg(sa.func.length(column)), sa.Float))
+        .select_from(source)).one()
+    found = Totals(float(row[0] or 0.0), float(row[1] or 0.0))
+    _cache[key] = (now, found)
+    return found
 
 
 def bm25_leg(target: Target, text: str, filters: list[Any], limit: int,
-             parameters: BM25) -> sa.Subquery:
-    """The best ``limit`` rows for ``text`` by BM25: the key columns and ``score``."""
+             parameters: BM25, corpus: Totals) -> sa.Subquery:
+    """The best ``limit`` rows for ``text`` by BM25: the key columns and ``score``.
+
+    ``corpus``: N and the average length, from :func:`totals`.
+    """
     document = stored_fulltext(target)
     assert document is not None and target.declaration.fulltext is not None
     config = sa.cast(sa.literal(target.declaration.fulltext), REGCONFIG)
@@ -142,20 +171,19 @@ def bm25_leg(target: Target, text: str, filters: list[Any], limit: int,
         .group_by(found.c.lexeme)
         .cte("text_frequencies")
     )
-    totals = _totals(target, document, parameters)
     n = frequencies.c.documents
-    # a sample can undercount N; never below a lexeme's own count (idf stays positive)
-    documents = sa.func.greatest(totals.c.documents, n)
+    # a sample (or a cached N) can undercount; never below a lexeme's own count (idf > 0)
+    documents = sa.func.greatest(sa.literal(corpus.documents, sa.Float), n)
+    average_length = sa.literal(corpus.average_length or 1.0, sa.Float)
     idf = sa.func.ln(1 + (documents - n + 0.5) / (n + 0.5))
     tf = sa.cast(sa.func.cardinality(found.c.positions), sa.Float)
     k1, b = (sa.literal(value, sa.Float) for value in parameters[:2])
     score = sa.func.sum(idf * tf * (k1 + 1) / (
-        tf + k1 * (1 - b + b * matching.c.length / sa.func.nullif(totals.c.average_length, 0))))
+        tf + k1 * (1 - b + b * matching.c.length / average_length)))
     return (
         sa.select(*(matching.c[name] for name in names), score.label("score"))
         .select_from(matching.join(found, sa.true())
-                     .join(frequencies, frequencies.c.lexeme == found.c.lexeme)
-                     .join(totals, sa.true()))
+                     .join(frequencies, frequencies.c.lexeme == found.c.lexeme))
         .where(matching.c.scored)
         .group_by(*(matching.c[name] for name in names))
         .order_by(score.desc(), *(matching.c[name] for name in names))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 import embeddb
 from embeddb import QueryError, SpecError
-from embeddb.query._bm25 import BM25, bm25_leg, sample_percent
+from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, totals
 from embeddb.query._hybrid import hybrid_search
 from embeddb.query._target import resolve
 
@@ -78,7 +78,9 @@ def tickets(engine: sa.Engine, database_url: str) -> Any:
 
 
 def text_leg(conn: sa.Connection, column: Any, query: str, **options: Any) -> dict[int, float]:
-    leg = bm25_leg(resolve(column), query, [], 100, BM25(**options))
+    parameters = BM25(**options, totals_max_age=0)  # counted afresh: the test just wrote
+    leg = bm25_leg(resolve(column), query, [], 100, parameters,
+                   totals(conn, resolve(column), parameters))
     return {row.id: row.score for row in conn.execute(sa.select(leg))}
 
 
@@ -129,8 +131,9 @@ def test_statistics_follow_inserts_updates_deletes_and_truncate(
 def test_a_filter_chooses_the_rows_not_the_statistics(engine: sa.Engine, tickets: Any) -> None:
     with engine.connect() as conn:
         expected = direct_bm25(conn, BODIES, "office printer wifi")
-        leg = bm25_leg(resolve(tickets.embedding), "office printer wifi",
-                       [tickets.status == "open"], 100, BM25())
+        target = resolve(tickets.embedding)
+        leg = bm25_leg(target, "office printer wifi", [tickets.status == "open"], 100, BM25(),
+                       totals(conn, target, BM25()))
         found = {row.id: row.score for row in conn.execute(sa.select(leg))}
     assert found == pytest.approx({key: score for key, score in expected.items() if key % 2})
 
@@ -154,7 +157,7 @@ def test_a_big_table_samples_its_totals(engine: sa.Engine, database_url: str) ->
         assert conn.scalar(sa.select(sample_percent(target, parameters))) == pytest.approx(
             25.0, rel=0.05)
         assert conn.scalar(sa.select(sample_percent(target, BM25()))) == 100.0  # counted
-        leg = bm25_leg(target, query, [], 8000, parameters)
+        leg = bm25_leg(target, query, [], 8000, parameters, totals(conn, target, parameters))
         sampled = {row.id: row.score for row in conn.execute(sa.select(leg))}
         expected = direct_bm25(conn, bodies, query)
     assert sampled.keys() == expected.keys()
@@ -266,3 +269,17 @@ def test_the_application_writes_no_tsvector_the_worker_does(
         assert text_leg(conn, tickets.embedding, "zeppelin") == pytest.approx(
             direct_bm25(conn, bodies, "zeppelin"))
         assert set(text_leg(conn, tickets.embedding, "zeppelin")) == {2, 30}
+
+
+def test_the_totals_are_reused_for_their_max_age(engine: sa.Engine, database_url: str,
+                                                 tickets: Any) -> None:
+    target = resolve(tickets.embedding)
+    with engine.connect() as conn:
+        before = totals(conn, target, BM25())
+        assert before == (len(BODIES), pytest.approx(
+            sum(len(lexemes(conn, body)) for body in BODIES.values()) / len(BODIES)))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tickets WHERE id IN (1, 2)"))
+    with engine.connect() as conn:
+        assert totals(conn, target, BM25()) == before  # within a minute: reused
+        assert totals(conn, target, BM25(totals_max_age=0)).documents == len(BODIES) - 2
