@@ -6,15 +6,18 @@ Both legs run in one statement, one round trip, under the same filter. Each take
 ``tsvector`` (:mod:`._bm25`; declared with ``Embedding(..., fulltext=True)``), or, for a
 ``fulltext=`` source given by the caller, by ``ts_rank_cd`` against a ``tsquery`` made of the
 query's words (any of them by default; all of them, in ``websearch_to_tsquery`` syntax, with
-``match="all"``). The legs are fused by reciprocal rank fusion::
+``match="all"``). By default (``fusion="score"``) the legs are fused by a weighted sum of each
+leg's min-max normalised score (similarity for the vector leg, BM25 for the text leg, each
+scaled to 0..1 over the leg's candidates)::
+
+    vector_weight * vector_score + text_weight * text_score
+
+or, with ``fusion="rrf"``, by reciprocal rank fusion::
 
     vector_weight / (rrf_k + vector_rank) + text_weight / (rrf_k + text_rank)
 
-or, with ``fusion="score"``, by a convex combination of each leg's min-max normalised score
-(similarity for the vector leg, BM25 for the text leg, each scaled to 0..1 over the leg's
-candidates)::
-
-    vector_weight * vector_score + text_weight * text_score
+On BEIR SciFact (benchmarks/README.md) equal-weight score fusion scored nDCG@10 0.730 against
+RRF's 0.714, the vector leg's 0.645 and the text leg's 0.693: hence the default.
 
 where a leg that did not return the row adds nothing, and the k best rows are returned.
 """
@@ -70,7 +73,7 @@ def hybrid_search(
     language: str | None = None,
     vector_weight: float = 1.0,
     text_weight: float = 1.0,
-    fusion: Fusion = "rrf",
+    fusion: Fusion = "score",
     rrf_k: int = RRF_K,
     bm25: BM25 = DEFAULT_BM25,
     candidates: int | None = None,
@@ -87,7 +90,8 @@ def hybrid_search(
     configuration on the fly), ranked by ``ts_rank_cd`` (``match="all"``: rows with all
     the words, in ``websearch_to_tsquery``'s syntax). ``where`` filters both legs. Each leg
     contributes ``candidates`` rows (default ``max(2k, 20)``); raise a leg's weight to trust it
-    more. ``fusion="rrf"`` fuses ranks; ``fusion="score"`` the legs' normalised scores.
+    more. ``fusion="score"`` (the default) sums the legs' normalised scores; ``fusion="rrf"``
+    fuses their ranks.
     A query of only stop words leaves the text leg empty; an empty query is refused.
     ``vector`` replaces the embedding of ``text``. ``result.plan`` is the vector leg's plan.
 
@@ -153,7 +157,7 @@ def _prepare(
     language: str | None = None,
     vector_weight: float = 1.0,
     text_weight: float = 1.0,
-    fusion: Fusion = "rrf",
+    fusion: Fusion = "score",
     rrf_k: int = RRF_K,
     bm25: BM25 = DEFAULT_BM25,
     candidates: int | None = None,
@@ -214,7 +218,7 @@ class _Params(NamedTuple):
     candidates: int
     k: int
     match: str
-    fusion: str = "rrf"
+    fusion: str = "score"
     bm25: BM25 = BM25()
     corpus: Totals = Totals(0.0, 0.0)  # BM25's N and average length (the stored index only)
 

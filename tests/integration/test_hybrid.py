@@ -1,4 +1,4 @@
-"""hybrid_search(): full-text and vector legs fused by reciprocal rank fusion in one statement.
+"""hybrid_search(): full-text and vector legs fused in one statement (RRF here, by hand).
 
 The fixture writes the vectors by hand (4 dimensions), so both legs' ranks are known:
 
@@ -80,7 +80,7 @@ def fused(hits: Any) -> list[tuple[int, int | None, int | None]]:
 
 def test_fusion_matches_the_hand_computed_ranks(db: sa.Engine) -> None:
     with Session(db) as session:
-        hits = hybrid_search(session, Doc.embedding, "solar panel", k=6, vector=QUERY)
+        hits = hybrid_search(session, Doc.embedding, "solar panel", fusion="rrf", k=6, vector=QUERY)
     # row 1 is 1st and 2nd: 1/61 + 1/62 beats row 3, 4th and 1st: 1/64 + 1/61
     assert fused(hits) == [(1, 1, 2), (3, 4, 1), (5, 5, 3), (2, 2, None), (4, 3, None),
                            (6, 6, None)]
@@ -90,11 +90,14 @@ def test_fusion_matches_the_hand_computed_ranks(db: sa.Engine) -> None:
 
 def test_weights_move_the_order_toward_one_leg(db: sa.Engine) -> None:
     with Session(db) as session:
-        vector_only = hybrid_search(session, Doc.embedding, "solar panel", k=6, vector=QUERY,
+        vector_only = hybrid_search(session, Doc.embedding, "solar panel",
+                                    fusion="rrf", k=6, vector=QUERY,
                                     text_weight=0.0)
-        text_only = hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+        text_only = hybrid_search(session, Doc.embedding, "solar panel",
+                                  fusion="rrf", k=3, vector=QUERY,
                                   vector_weight=0.0)
-        leaning = hybrid_search(session, Doc.embedding, "solar panel", k=2, vector=QUERY,
+        leaning = hybrid_search(session, Doc.embedding, "solar panel",
+                                fusion="rrf", k=2, vector=QUERY,
                                 text_weight=2.0, rrf_k=1)
     assert [hit.row.id for hit in vector_only] == [1, 2, 4, 3, 5, 6]
     assert [hit.row.id for hit in text_only] == [3, 1, 5]
@@ -105,7 +108,7 @@ def test_weights_move_the_order_toward_one_leg(db: sa.Engine) -> None:
 
 def test_the_filter_applies_inside_both_legs(db: sa.Engine) -> None:
     with Session(db) as session:
-        hits = hybrid_search(session, Doc.embedding, "solar panel", k=5, vector=QUERY,
+        hits = hybrid_search(session, Doc.embedding, "solar panel", fusion="rrf", k=5, vector=QUERY,
                              where=Doc.id != 1)
     # without row 1 every rank below it moves up, in both legs
     assert fused(hits) == [(3, 3, 1), (5, 4, 2), (2, 1, None), (4, 2, None), (6, 5, None)]
@@ -115,9 +118,11 @@ def test_the_filter_applies_inside_both_legs(db: sa.Engine) -> None:
 
 def test_both_legs_and_the_fusion_are_one_statement(db: sa.Engine) -> None:
     with Session(db) as session:
-        hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY, plan="exact")
+        hybrid_search(session, Doc.embedding, "solar panel",
+                      fusion="rrf", k=3, vector=QUERY, plan="exact")
         with captured_statements(db) as statements:
-            hits = hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+            hits = hybrid_search(session, Doc.embedding, "solar panel",
+                                 fusion="rrf", k=3, vector=QUERY,
                                  plan="exact")
     assert len(hits) == 3 and hits.plan == "exact"
     assert len(statements) == 1
@@ -126,9 +131,11 @@ def test_both_legs_and_the_fusion_are_one_statement(db: sa.Engine) -> None:
 
 def test_match_all_and_the_template_text(db: sa.Engine) -> None:
     with Session(db) as session:
-        every_word = hybrid_search(session, Doc.embedding, "solar guide", k=6, vector=QUERY,
+        every_word = hybrid_search(session, Doc.embedding, "solar guide",
+                                   fusion="rrf", k=6, vector=QUERY,
                                    match="all")
-        columns = hybrid_search(session, Doc.embedding, "turbine", k=1, vector=[0, 0, 0, 1],
+        columns = hybrid_search(session, Doc.embedding, "turbine",
+                                fusion="rrf", k=1, vector=[0, 0, 0, 1],
                                 vector_weight=0.0, fulltext=[Doc.body])
     assert [hit.text_rank for hit in every_word if hit.text_rank] == [1]
     assert every_word[0].row.id == 1
@@ -142,7 +149,8 @@ def test_index_plan_and_async(db: sa.Engine) -> None:
         engine = create_async_engine(sqlalchemy_url(db.url))
         try:
             async with AsyncSession(engine) as session:
-                return await ahybrid_search(session, Doc.embedding, "solar panel", k=6,
+                return await ahybrid_search(session, Doc.embedding, "solar panel",
+                                            fusion="rrf", k=6,
                                             vector=QUERY, plan="index")
         finally:
             await engine.dispose()
