@@ -77,8 +77,8 @@ def Embedding(
     ``vector_type="halfvec"`` stores half-precision floats: half the space, and HNSW indexes up
     to 4,000 dimensions instead of 2,000; queries are cast to match the index.
     ``fulltext=True`` (or a text search configuration such as ``"german"``; True is
-    ``"english"``) also keeps a ``tsvector`` of the text, a GIN index and BM25 statistics, for
-    :func:`embeddb.hybrid_search`.
+    ``"english"``) also keeps a ``tsvector`` of the text (written by the worker with the
+    vector) and a GIN index, for :func:`embeddb.hybrid_search`'s BM25 text leg.
 
     Example::
 

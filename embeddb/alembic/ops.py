@@ -249,8 +249,8 @@ class CreateEmbeddingOp(_ColumnOp):
         Adds the ``vector(dimensions)`` column (``vector_type="halfvec"``: ``halfvec``) and
         ``<column>_source_hash``, the render and
         trigger functions, the triggers, the HNSW index (``index=False`` for none) and the
-        catalog row. ``fulltext="english"`` adds the ``tsvector`` column, its GIN index and
-        BM25 statistics for :func:`embeddb.hybrid_search`. Rows already in the table are queued
+        catalog row. ``fulltext="english"`` adds the ``tsvector`` column and its GIN index
+        for :func:`embeddb.hybrid_search`'s BM25 text leg. Rows already in the table are queued
         for the worker unless ``enqueue_existing`` is false. Applies embeddb's own schema
         first if it is missing.
 
