@@ -18,12 +18,14 @@ from .errors import (
     ModelError,
     ModelMismatch,
     PgvectorMissing,
+    QueryError,
     SchemaError,
     SpecError,
 )
 from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
+    BM25,
     ChunkHit,
     ChunkSpan,
     Cluster,
@@ -43,6 +45,7 @@ from .query import (
     clusters,
     duplicate_groups,
     explain,
+    explain_hybrid,
     hybrid_search,
     more_like_this,
     near_duplicates,
@@ -55,6 +58,7 @@ from .spec import DEFAULT_MODEL, Distance, EmbeddingSpec
 from .worker import Worker, WorkerConfig
 
 __all__ = [
+    "BM25",
     "DEFAULT_MODEL",
     "CatalogEntry",
     "ChunkHit",
@@ -77,6 +81,7 @@ __all__ = [
     "ModelMismatch",
     "Outlier",
     "PgvectorMissing",
+    "QueryError",
     "SchemaError",
     "SearchResult",
     "SpecError",
@@ -95,6 +100,7 @@ __all__ = [
     "doctor",
     "duplicate_groups",
     "explain",
+    "explain_hybrid",
     "hybrid_search",
     "import_vectors",
     "install",

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from . import alter_sql, chunk_sql, column_sql, migrate, privileges, verbatim
+from . import alter_sql, chunk_sql, column_sql, fulltext_sql, migrate, privileges, verbatim
 from .chunking import Chunking
 from .database import ensure_pgvector
 from .embedders import ModelIdentity, expected_identity
@@ -60,6 +60,7 @@ class CatalogEntry:
             encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt),
             vector_type=row.vector_type,
             chunking=Chunking.from_catalog(getattr(row, "chunking", None)),
+            fulltext=getattr(row, "fulltext_config", None),
         )
         identity = ModelIdentity(
             name=row.model_name,
@@ -131,6 +132,7 @@ def install(
         for statement in _install_statements(conn, spec, column_id):
             verbatim.execute(conn, statement)
         _install_chunks(conn, spec, column_id)
+        _install_fulltext(conn, spec, column_id, existing.spec if existing else None)
         entry = CatalogEntry(column_id, spec, identity)
         if enqueue_existing:
             queued = reconcile(conn, entry)
@@ -213,6 +215,7 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         for statement in _install_statements(conn, spec, existing.id):
             verbatim.execute(conn, statement)
         _install_chunks(conn, spec, existing.id)
+        _install_fulltext(conn, spec, existing.id, old)
         entry = CatalogEntry(existing.id, spec, identity)
         if requeue:
             queued = reconcile(conn, entry)
@@ -235,6 +238,9 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     with conn.begin_nested():
         if entry.spec.chunking is not None:
             for statement in chunk_sql.drop_objects(entry.spec, entry.id):
+                verbatim.execute(conn, statement)
+        if entry.spec.fulltext is not None:
+            for statement in fulltext_sql.drop_objects(entry.spec, entry.id, drop_columns):
                 verbatim.execute(conn, statement)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
@@ -284,6 +290,50 @@ def _change_chunking(conn: Connection, existing: CatalogEntry, spec: EmbeddingSp
     cleared = verbatim.execute(conn, chunk_sql.clear_source_hashes(spec)).rowcount
     log.info("%s: chunking changed (%s -> %s); %d rows will be split again",
              spec.qualified_column, existing.spec.chunking, spec.chunking, cleared)
+
+
+def _install_fulltext(
+    conn: Connection, spec: EmbeddingSpec, column_id: int, previous: EmbeddingSpec | None
+) -> None:
+    """The column's ``tsvector`` column and its GIN index, or neither.
+
+    A new configuration or text (or a first install) writes every row's ``tsvector``; after
+    that the worker writes a row's with its vector.
+    """
+    before = previous.fulltext if previous is not None else None
+    if spec.fulltext is None:
+        if before is not None and previous is not None:
+            for statement in fulltext_sql.drop_objects(previous, column_id, drop_columns=True):
+                verbatim.execute(conn, statement)
+            _set_fulltext(conn, spec, column_id)
+        return
+    _check_fulltext_config(conn, spec)
+    verbatim.execute(conn, fulltext_sql.add_column(spec))
+    if before != spec.fulltext or previous is None or previous.template != spec.template:
+        # new, another configuration or another text: every row's tsvector now
+        verbatim.execute(conn, fulltext_sql.fill(spec, column_id))
+    verbatim.execute(conn, fulltext_sql.create_index(spec))
+    _set_fulltext(conn, spec, column_id)
+
+
+def _set_fulltext(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
+    conn.execute(sa.text(queries["set_fulltext"]), {
+        "id": column_id, "config": spec.fulltext,
+        "fulltext_column": spec.fulltext_column if spec.fulltext else None,
+    })
+
+
+def _check_fulltext_config(conn: Connection, spec: EmbeddingSpec) -> None:
+    assert spec.fulltext is not None
+    schema, _, name = spec.fulltext.rpartition(".")
+    known = conn.execute(sa.text(queries["fulltext_config_exists"]),
+                         {"name": name, "schema": schema or None}).scalar()
+    if not known:
+        raise SpecError(
+            f"{spec.qualified_column}: fulltext={spec.fulltext!r} is not a text search"
+            " configuration this database knows (SELECT cfgname FROM pg_ts_config lists them,"
+            " e.g. 'english', 'simple')"
+        )
 
 
 def reconcile(conn: Connection, entry: CatalogEntry) -> int:

@@ -408,8 +408,15 @@ def _search(args: argparse.Namespace) -> int:
         entry = _entry(conn, args.column)
         column = _reflect(conn, entry)
         shown = [c.name for c in column.table.columns
-                 if c.name not in (entry.spec.column, entry.spec.hash_column)]
-        if args.explain:
+                 if c.name not in (entry.spec.column, entry.spec.hash_column,
+                                   entry.spec.fulltext_column)]
+        if args.explain and args.hybrid:
+            from .query._hybrid import explain_hybrid
+
+            print(explain_hybrid(conn, column, args.query, k=args.k, where=where,
+                                 plan=args.plan, fulltext=_fulltext(column, args.fulltext),
+                                 analyze=args.analyze))
+        elif args.explain:
             from .query._search import explain
 
             print(explain(conn, column, args.query, k=args.k, where=where, plan=args.plan,
@@ -471,8 +478,6 @@ def _check_search_flags(args: argparse.Namespace) -> None:
     check_query_text(args.query)
     if args.analyze and not args.explain:
         raise EmbeddbError("--analyze goes with --explain")
-    if args.explain and args.hybrid:
-        raise EmbeddbError("--explain shows a vector search's plan; it does not go with --hybrid")
     if args.fulltext and not args.hybrid:
         raise EmbeddbError("--fulltext goes with --hybrid")
 

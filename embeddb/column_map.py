@@ -20,9 +20,8 @@ import sqlalchemy as sa
 
 from .errors import EmbeddbError
 from .query._clusters import _nearest, _prepared, clusters, outliers
-from .query._hybrid import _template_text
 from .query._neighbours import duplicate_groups, near_duplicates
-from .query._target import resolve
+from .query._target import resolve, template_text
 
 __all__ = ["ColumnMap", "draw", "read_map"]
 
@@ -63,7 +62,7 @@ def read_map(conn: sa.Connection, column: Any, *, sample: int = 3000, color: str
                            f" (columns: {', '.join(table.c.keys())})")
     keys_sql = target.key_columns
     order = sa.func.md5(sa.func.concat(*(sa.cast(key, sa.Text) for key in keys_sql)))
-    chosen = [*keys_sql, target.column, _template_text(target).label("text")]
+    chosen = [*keys_sql, target.column, template_text(target).label("text")]
     if color is not None:
         chosen.append(table.c[color].label("colour"))
     rows = conn.execute(sa.select(*chosen).where(target.column.is_not(None))

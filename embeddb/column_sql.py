@@ -313,7 +313,7 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
     Returns the keys that were written.
     """
     return _with_parameters(sql.SQL(
-        "UPDATE {table} AS {row} SET {column} = v.vector, {hash_column} = v.hash"
+        "UPDATE {table} AS {row} SET {column} = v.vector, {hash_column} = v.hash{fulltext}"
         " FROM unnest(%(keys)s::jsonb[], %(vectors)b::{vector_type}[], %(hashes)s::uuid[])"
         " AS v(row_key, vector, hash)"
         " WHERE {match} AND {current_hash} IS NOT DISTINCT FROM v.hash"
@@ -324,7 +324,19 @@ def store_vectors(spec: EmbeddingSpec, column_id: int) -> str:
         vector_type=vector_type(spec),
         match=_key_matches(spec, _ROW, sql.SQL("v.row_key")),
         current_hash=_source_hash(column_id, sql.Identifier(_ROW)),
+        fulltext=_fulltext_assignment(spec, column_id),
     ))
+
+
+def _fulltext_assignment(spec: EmbeddingSpec, column_id: int) -> sql.Composable:
+    """``, <column>_fulltext = ...``: the text leg is written with the vector (if declared)."""
+    if spec.fulltext is None:
+        return sql.SQL("")
+    from . import fulltext_sql  # it builds on this module
+
+    return sql.SQL(", {} = {}").format(
+        sql.Identifier(spec.fulltext_column),
+        fulltext_sql.document(spec, column_id, sql.Identifier(_ROW)))
 
 
 def sample_texts(spec: EmbeddingSpec, column_id: int) -> str:

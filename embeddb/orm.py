@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
@@ -33,6 +33,8 @@ from .spec import (
     EmbeddingSpec,
     EncodeOptions,
     HnswIndex,
+    check_fulltext_config,
+    fulltext_column_name,
     hash_column_name,
 )
 from .sql import queries
@@ -53,6 +55,7 @@ class Declaration:
     encode: EncodeOptions
     vector_type: str = "vector"
     chunking: Chunking | None = None
+    fulltext: str | None = None
 
 
 def Embedding(
@@ -72,6 +75,7 @@ def Embedding(
     base_url: str | None = None,
     api_key_env: str | None = None,
     chunks: Chunking | None = None,
+    fulltext: bool | str = False,
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -88,6 +92,9 @@ def Embedding(
     ``base_url`` and ``api_key_env`` say where an ``openai/...`` model is served and which
     environment variable of the embedding process holds its key (default ``OPENAI_API_KEY``;
     ``""`` for a server without keys).
+    ``fulltext=True`` (or a text search configuration such as ``"german"``; True is
+    ``"english"``) also keeps a ``tsvector`` of the text (written by the worker with the
+    vector) and a GIN index, for :func:`embeddb.hybrid_search`'s BM25 text leg.
 
     Example::
 
@@ -112,6 +119,7 @@ def Embedding(
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
         vector_type=vector_type,
         chunking=chunks,
+        fulltext=_fulltext_config(fulltext),
     )
     if chunks is not None:
         chunks.check_window(model)
@@ -140,6 +148,12 @@ def _declared_dimensions(model: str, dimensions: int | None) -> int:
     """The column's dimension: the model's own unless ``dimensions`` says otherwise."""
     # a declared dimension is checked against the model on install (create_all, install())
     return model_dimensions(model) if dimensions is None else dimensions
+def _fulltext_config(fulltext: bool | str) -> str | None:
+    if fulltext is True:
+        return "english"
+    if fulltext is False or fulltext is None:
+        return None
+    return check_fulltext_config(fulltext)
 
 
 def embedded_column(target: Any) -> sa.Column[Any]:
@@ -179,6 +193,7 @@ def spec_for(column: sa.Column[Any], default_schema: str) -> EmbeddingSpec:
         encode=declaration.encode,
         vector_type=declaration.vector_type,
         chunking=declaration.chunking,
+        fulltext=declaration.fulltext,
     )
 
 
@@ -197,6 +212,9 @@ def _on_attach(column: sa.Column[Any], table: Any) -> None:
     hash_name = hash_column_name(column.name)
     if hash_name not in table.columns:
         table.append_column(sa.Column(hash_name, UUID(as_uuid=True), nullable=True))
+    fulltext_name = fulltext_column_name(column.name)
+    if column.info[INFO_KEY].fulltext is not None and fulltext_name not in table.columns:
+        table.append_column(sa.Column(fulltext_name, TSVECTOR, nullable=True))
     if not event.contains(table, "before_create", _before_create):
         event.listen(table, "before_create", _before_create)
         event.listen(table, "after_create", _after_create)

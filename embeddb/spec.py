@@ -99,8 +99,13 @@ class EmbeddingSpec:
     vector_type: str = "vector"
     #: Set for a long-document column: its text is split and each chunk embedded (chunk_sql).
     chunking: Chunking | None = None
+    #: The text search configuration (``"english"``) of the full-text index kept with the
+    #: vectors, or None for none.
+    fulltext: str | None = None
 
     def __post_init__(self) -> None:
+        if self.fulltext is not None:
+            check_fulltext_config(self.fulltext)
         if not self.key_columns:
             raise SpecError(
                 f"table {self.qualified_table} has no primary key; embeddb identifies rows by it,"
@@ -158,12 +163,39 @@ class EmbeddingSpec:
         return _identifier(f"{self.table}_{self.column}_chunks_hnsw")
 
     @property
+    def fulltext_column(self) -> str:
+        """The stored ``tsvector`` of the column's text, kept in step by the worker."""
+        return fulltext_column_name(self.column)
+
+    @property
+    def fulltext_index_name(self) -> str:
+        return _identifier(f"{self.table}_{self.column}_fulltext_gin")
+
+    @property
     def trigger_prefix(self) -> str:
         return _identifier(f"embeddb_{self.column}", reserve=7)
 
 
 def hash_column_name(column: str) -> str:
     return _identifier(f"{column}_source_hash")
+
+
+def fulltext_column_name(column: str) -> str:
+    return _identifier(f"{column}_fulltext")
+
+
+def check_fulltext_config(name: str) -> str:
+    """``name`` if it can name a text search configuration (``english``, ``public.my_cfg``).
+
+    Whether the database knows it is checked when the column is installed.
+    """
+    parts = name.split(".") if isinstance(name, str) else []
+    if not 1 <= len(parts) <= 2 or not all(part.isidentifier() for part in parts):
+        raise SpecError(
+            f"fulltext must be True or the name of a PostgreSQL text search configuration"
+            f" such as 'english', got {name!r}"
+        )
+    return name
 
 
 def _identifier(name: str, reserve: int = 0) -> str:

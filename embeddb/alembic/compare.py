@@ -213,6 +213,7 @@ def _alter(
     compare("document_prompt", spec.encode.document_prompt, identity.document_prompt)
     compare("vector_type", spec.vector_type, old.vector_type)
     compare("distance", spec.distance.value, old.distance.value)
+    compare("fulltext", spec.fulltext, old.fulltext)
     wanted = IndexState.declared(spec)
     compare("index_method", wanted.method, actual.method)
     # The operator class follows the distance; only one the catalog cannot explain is news.
@@ -236,7 +237,8 @@ def _managed_names(specs: list[EmbeddingSpec]) -> dict[TableKey, set[str]]:
     managed: dict[TableKey, set[str]] = {}
     for spec in specs:
         managed.setdefault((spec.schema, spec.table), set()).update(
-            [spec.column, spec.hash_column, spec.index_name])
+            [spec.column, spec.hash_column, spec.index_name,
+             *((spec.fulltext_column, spec.fulltext_index_name) if spec.fulltext else ())])
         if spec.chunking is not None:  # the chunk table is embeddb's as a whole
             managed.setdefault((spec.schema, spec.chunk_table), set()).add(_WHOLE_TABLE)
     return managed

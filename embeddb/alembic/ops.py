@@ -40,7 +40,7 @@ from ..template import Template
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
 INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction")
 ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS,
-                "chunks")
+                "chunks", "fulltext")
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -62,6 +62,7 @@ class Definition:
     vector_type: str = "vector"
     #: a chunked column's ``Chunking`` as a plain dict (max_tokens, overlap, max_chars)
     chunks: Mapping[str, int] | None = None
+    fulltext: str | None = None
 
     @classmethod
     def from_spec(cls, spec: EmbeddingSpec) -> Definition:
@@ -77,6 +78,7 @@ class Definition:
             document_prompt=spec.encode.document_prompt,
             vector_type=spec.vector_type,
             chunks=chunks_argument(spec.chunking),
+            fulltext=spec.fulltext,
         )
 
     def to_spec(self, schema: str, table: str, column: str) -> EmbeddingSpec:
@@ -93,6 +95,7 @@ class Definition:
             encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt),
             vector_type=self.vector_type,
             chunking=Chunking(**self.chunks) if self.chunks is not None else None,
+            fulltext=self.fulltext,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -121,6 +124,8 @@ class Definition:
             arguments["document_prompt"] = self.document_prompt
         if self.chunks is not None:
             arguments["chunks"] = dict(self.chunks)
+        if self.fulltext is not None:
+            arguments["fulltext"] = self.fulltext
         return arguments
 
 
@@ -147,6 +152,7 @@ def definition(
     document_prompt: str | None = None,
     vector_type: str = "vector",
     chunks: Mapping[str, int] | None = None,
+    fulltext: str | None = None,
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -161,6 +167,7 @@ def definition(
         document_prompt=document_prompt,
         vector_type=vector_type,
         chunks=chunks_argument(Chunking(**chunks)) if chunks is not None else None,
+        fulltext=fulltext,
     )
 
 
@@ -258,6 +265,7 @@ class CreateEmbeddingOp(_ColumnOp):
         document_prompt: str | None = None,
         vector_type: str = "vector",
         chunks: Mapping[str, int] | None = None,
+        fulltext: str | None = None,
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
@@ -270,6 +278,8 @@ class CreateEmbeddingOp(_ColumnOp):
         ``enqueue_existing`` is false. Applies embeddb's own schema first if it is missing.
         ``chunks={"max_tokens": 128, "overlap": 32, "max_chars": 1000000}`` makes it a chunked
         column, with its chunk table.
+        ``fulltext="english"`` adds the ``tsvector`` column and its GIN index for
+        :func:`embeddb.hybrid_search`'s BM25 text leg.
 
         Example::
 
@@ -281,7 +291,7 @@ class CreateEmbeddingOp(_ColumnOp):
             template=template, model=model, dimensions=dimensions, key_columns=key_columns,
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
-            vector_type=vector_type, chunks=chunks,
+            vector_type=vector_type, chunks=chunks, fulltext=fulltext,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -384,7 +394,8 @@ class AlterEmbeddingOp(_ColumnOp):
         ``query_prompt``, ``document_prompt``, ``vector_type`` (``"vector"`` or ``"halfvec"``),
         ``distance``, ``index_method`` (``"hnsw"`` or None for no index), ``opclass``, ``m``,
         ``ef_construction``, ``chunks`` (a dict of ``Chunking``'s fields, or None for one
-        vector per row); each may come with ``existing_<name>``, the value before, which
+        vector per row), ``fulltext`` (a text search configuration, or None for no full-text
+        index); each may come with ``existing_<name>``, the value before, which
         only serves to reverse the operation.
 
         New ``chunks`` split every row again (its old chunks serve searches meanwhile; chunks
@@ -436,6 +447,7 @@ class AlterEmbeddingOp(_ColumnOp):
             model=changes.get("model", spec.model),
             dimensions=changes.get("dimensions", spec.dimensions),
             vector_type=changes.get("vector_type", spec.vector_type),
+            fulltext=changes.get("fulltext", spec.fulltext),
             distance=distance,
             index=self._index(spec),
             chunking=(Chunking(**changes["chunks"]) if changes["chunks"] is not None else None)

@@ -10,7 +10,7 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 * ``_statement_cache``: one compiled statement per filter structure;
 * ``_target``: which column is searched, its distance and similarity expressions;
 * ``_query_vectors``: a query text embedded with the column's own model, checked and cached;
-* ``_hybrid``: :func:`hybrid_search`, full text and vectors fused;
+* ``_hybrid``: :func:`hybrid_search`, full text and vectors fused, and :func:`explain_hybrid`;
 * ``_neighbours``: :func:`more_like_this`, :func:`near_duplicates`, :func:`duplicate_groups`;
 * ``_chunks``: documents of a chunked column ranked by their best chunk;
 * ``_rag``: :func:`search_chunks`, the best chunks with their documents, for RAG;
@@ -19,7 +19,7 @@ The public names are importable from :mod:`embeddb` itself; the modules here are
 
 from ._chunks import ChunkSpan
 from ._clusters import Cluster, Outlier, aclusters, aoutliers, clusters, outliers
-from ._hybrid import HybridHit, ahybrid_search, hybrid_search
+from ._hybrid import BM25, HybridHit, ahybrid_search, explain_hybrid, hybrid_search
 from ._neighbours import (
     DuplicatePair,
     amore_like_this,
@@ -32,6 +32,7 @@ from ._rag import ChunkHit, asearch_chunks, search_chunks
 from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
 
 __all__ = [
+    "BM25",
     "ChunkHit",
     "ChunkSpan",
     "Cluster",
@@ -51,6 +52,7 @@ __all__ = [
     "clusters",
     "duplicate_groups",
     "explain",
+    "explain_hybrid",
     "hybrid_search",
     "more_like_this",
     "near_duplicates",

@@ -25,10 +25,17 @@ from sqlalchemy.orm import Session
 
 from . import _planner as planner
 from . import _settings as local_settings
-from ._hybrid import _template_text
 from ._planner import Filter, Plan
 from ._search import connection_for
-from ._target import Target, distance, hidden_from_index, resolve, similarity, vector_text
+from ._target import (
+    Target,
+    distance,
+    hidden_from_index,
+    resolve,
+    similarity,
+    template_text,
+    vector_text,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -283,7 +290,7 @@ def _assigned(target: Target, centroids: np.ndarray[Any, Any], where: Any) -> sa
     nearest = (sa.select(table.c.number.label("cluster"), apart.label("distance"))
                .order_by(apart).limit(1).lateral("nearest"))
     return (sa.select(*target.key_columns, nearest.c.cluster, nearest.c.distance,
-                      _template_text(target).label("text"))
+                      template_text(target).label("text"))
             .select_from(target.table.join(nearest, sa.true()))
             .where(target.column.is_not(None), *_filters(where)))
 

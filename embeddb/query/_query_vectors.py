@@ -98,6 +98,7 @@ def reflect_column(conn: Connection, entry: CatalogEntry) -> sa.Column[Any]:
         template=entry.spec.template, model=entry.spec.model, dimensions=entry.spec.dimensions,
         distance=entry.spec.distance, index=entry.spec.index, encode=entry.spec.encode,
         vector_type=entry.spec.vector_type, chunking=entry.spec.chunking,
+        fulltext=entry.spec.fulltext,
     )
     return column
 

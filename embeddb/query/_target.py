@@ -188,3 +188,15 @@ def distance_bound(target: Target, min_similarity: float) -> float | None:
             return -min_similarity
         case Distance.L2:
             return None if min_similarity <= 0 else 1.0 / min_similarity - 1.0
+
+
+def template_text(target: Target) -> sa.ColumnElement[str]:
+    """The column's template as a SQLAlchemy expression over the searched table, for labels
+    and excerpts in results (the stored text is the database's ``embeddb.render_N``)."""
+    pieces: list[Any] = []
+    for literal, name in target.declaration.template.parts:
+        if literal:
+            pieces.append(sa.literal(literal))
+        if name is not None:
+            pieces.append(sa.cast(target.table.c[name], sa.Text))
+    return sa.func.concat(*pieces)

@@ -408,3 +408,14 @@ SELECT EXISTS (
 UPDATE embeddb.columns
 SET chunking = CAST(:chunking AS jsonb), chunk_table = :chunk_table, updated_at = now()
 WHERE id = :id
+
+-- set_fulltext --
+UPDATE embeddb.columns SET fulltext_config = :config, fulltext_column = :fulltext_column
+WHERE id = :id
+
+-- fulltext_config_exists --
+SELECT EXISTS (
+    SELECT FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace
+    WHERE c.cfgname = :name
+      AND (n.nspname = :schema OR (CAST(:schema AS text) IS NULL
+                                   AND pg_ts_config_is_visible(c.oid))))

@@ -284,3 +284,40 @@ def test_a_plain_vector_column_gets_its_import(at_head: Path, engine: sa.Engine)
     script = generate_and_run(at_head, engine, metadata)
     assert "import pgvector.sqlalchemy" in script
     assert "pgvector.sqlalchemy.vector.VECTOR(dim=3)" in script
+
+
+def test_adding_changing_and_reverting_the_fulltext_index(
+        at_head: Path, engine: sa.Engine) -> None:
+    def matches(tsquery: str) -> int | None:
+        """Tickets whose stored tsvector matches; None: there is no tsvector column."""
+        with engine.connect() as conn:
+            if "embedding_fulltext" not in {
+                    c["name"] for c in sa.inspect(conn).get_columns("tickets")}:
+                return None
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM tickets WHERE embedding_fulltext @@ CAST(:q AS tsquery)"),
+                {"q": tsquery}).scalar_one())
+
+    english = with_embedding(fulltext=True)
+    assert diffs(engine, english) == [("modify_embedding", None, "tickets", "embedding",
+                                       {"fulltext": (None, "english")})]
+    script = generate_and_run(at_head, engine, english)
+    assert "fulltext='english',\n    existing_fulltext=None" in script
+    assert (matches("bodi"), matches("body")) == (3, 0)  # "body" stemmed the English way
+    assert pending(engine) == 0  # a full-text index re-embeds nothing
+
+    simple = with_embedding(fulltext="simple")
+    assert diffs(engine, simple) == [("modify_embedding", None, "tickets", "embedding",
+                                      {"fulltext": ("english", "simple")})]
+    generate_and_run(at_head, engine, simple, rev_id="0004")
+    assert (matches("bodi"), matches("body")) == (0, 3)  # every row's tsvector made again
+
+    with engine.begin() as conn:
+        command.downgrade(example_config(at_head, conn, simple), "-1")
+    assert (matches("bodi"), matches("body")) == (3, 0)
+    with engine.begin() as conn:
+        command.downgrade(example_config(at_head, conn, english), "-1")
+    assert matches("bodi") is None
+    found = entry(engine)
+    assert found is not None and found.spec.fulltext is None
+    assert diffs(engine, with_embedding()) == []

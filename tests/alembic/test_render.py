@@ -145,3 +145,14 @@ def test_definition_round_trips_through_a_spec() -> None:
     spec = TICKETS.to_spec("public", "tickets", "embedding")
     assert spec.index == HnswIndex() and spec.template.columns == ("subject", "body")
     assert Definition.from_spec(spec) == TICKETS
+
+
+def test_create_embedding_with_a_fulltext_index(context: AutogenContext) -> None:
+    from dataclasses import replace
+
+    op = CreateEmbeddingOp("tickets", "embedding", replace(TICKETS, fulltext="english"))
+    assert render_op_text(context, op) == (
+        f"op.create_embedding('tickets', 'embedding',\n{TICKETS_ARGS},\nfulltext='english'\n)")
+    change = AlterEmbeddingOp("tickets", "embedding", {"fulltext": "english"},
+                              {"fulltext": None})
+    assert change.reverse().changes == {"fulltext": None}

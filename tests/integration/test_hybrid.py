@@ -1,4 +1,4 @@
-"""hybrid_search(): full-text and vector legs fused by reciprocal rank fusion in one statement.
+"""hybrid_search(): full-text and vector legs fused in one statement (RRF here, by hand).
 
 The fixture writes the vectors by hand (4 dimensions), so both legs' ranks are known:
 
@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Embedding
 from embeddb.database import create_engine, sqlalchemy_url
-from embeddb.query._hybrid import ahybrid_search, hybrid_search
+from embeddb.query._hybrid import BM25, ahybrid_search, explain_hybrid, hybrid_search
 
 from .searching import captured_statements, module_database
 
@@ -56,7 +56,7 @@ class Doc(Base):
     __tablename__ = "docs"
     id: Mapped[int] = mapped_column(primary_key=True)
     body: Mapped[str]
-    embedding = Embedding("{body}", model="embeddb-testing/hash-4")
+    embedding = Embedding("{body}", model="embeddb-testing/hash-4", fulltext=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,9 @@ def db(server_url: str, template_url: str) -> Iterator[sa.Engine]:
         with engine.begin() as conn:  # vectors written directly: the worker is not involved
             conn.execute(sa.insert(Doc), [{"id": i, "body": body, "embedding": vector}
                                           for i, body, vector in ROWS])
+            # the tsvectors as the worker writes them with the vectors
+            conn.execute(sa.text("UPDATE docs SET embedding_fulltext"
+                                 " = embeddb.fulltext_vector('english', embeddb.render_1(docs))"))
         yield engine
         engine.dispose()
 
@@ -77,7 +80,7 @@ def fused(hits: Any) -> list[tuple[int, int | None, int | None]]:
 
 def test_fusion_matches_the_hand_computed_ranks(db: sa.Engine) -> None:
     with Session(db) as session:
-        hits = hybrid_search(session, Doc.embedding, "solar panel", k=6, vector=QUERY)
+        hits = hybrid_search(session, Doc.embedding, "solar panel", fusion="rrf", k=6, vector=QUERY)
     # row 1 is 1st and 2nd: 1/61 + 1/62 beats row 3, 4th and 1st: 1/64 + 1/61
     assert fused(hits) == [(1, 1, 2), (3, 4, 1), (5, 5, 3), (2, 2, None), (4, 3, None),
                            (6, 6, None)]
@@ -87,11 +90,14 @@ def test_fusion_matches_the_hand_computed_ranks(db: sa.Engine) -> None:
 
 def test_weights_move_the_order_toward_one_leg(db: sa.Engine) -> None:
     with Session(db) as session:
-        vector_only = hybrid_search(session, Doc.embedding, "solar panel", k=6, vector=QUERY,
+        vector_only = hybrid_search(session, Doc.embedding, "solar panel",
+                                    fusion="rrf", k=6, vector=QUERY,
                                     text_weight=0.0)
-        text_only = hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+        text_only = hybrid_search(session, Doc.embedding, "solar panel",
+                                  fusion="rrf", k=3, vector=QUERY,
                                   vector_weight=0.0)
-        leaning = hybrid_search(session, Doc.embedding, "solar panel", k=2, vector=QUERY,
+        leaning = hybrid_search(session, Doc.embedding, "solar panel",
+                                fusion="rrf", k=2, vector=QUERY,
                                 text_weight=2.0, rrf_k=1)
     assert [hit.row.id for hit in vector_only] == [1, 2, 4, 3, 5, 6]
     assert [hit.row.id for hit in text_only] == [3, 1, 5]
@@ -102,7 +108,7 @@ def test_weights_move_the_order_toward_one_leg(db: sa.Engine) -> None:
 
 def test_the_filter_applies_inside_both_legs(db: sa.Engine) -> None:
     with Session(db) as session:
-        hits = hybrid_search(session, Doc.embedding, "solar panel", k=5, vector=QUERY,
+        hits = hybrid_search(session, Doc.embedding, "solar panel", fusion="rrf", k=5, vector=QUERY,
                              where=Doc.id != 1)
     # without row 1 every rank below it moves up, in both legs
     assert fused(hits) == [(3, 3, 1), (5, 4, 2), (2, 1, None), (4, 2, None), (6, 5, None)]
@@ -112,20 +118,24 @@ def test_the_filter_applies_inside_both_legs(db: sa.Engine) -> None:
 
 def test_both_legs_and_the_fusion_are_one_statement(db: sa.Engine) -> None:
     with Session(db) as session:
-        hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY, plan="exact")
+        hybrid_search(session, Doc.embedding, "solar panel",
+                      fusion="rrf", k=3, vector=QUERY, plan="exact")
         with captured_statements(db) as statements:
-            hits = hybrid_search(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+            hits = hybrid_search(session, Doc.embedding, "solar panel",
+                                 fusion="rrf", k=3, vector=QUERY,
                                  plan="exact")
     assert len(hits) == 3 and hits.plan == "exact"
     assert len(statements) == 1
-    assert "ts_rank_cd" in statements[0] and "<=>" in statements[0]
+    assert "ts_filter" in statements[0] and "<=>" in statements[0]
 
 
 def test_match_all_and_the_template_text(db: sa.Engine) -> None:
     with Session(db) as session:
-        every_word = hybrid_search(session, Doc.embedding, "solar guide", k=6, vector=QUERY,
+        every_word = hybrid_search(session, Doc.embedding, "solar guide",
+                                   fusion="rrf", k=6, vector=QUERY,
                                    match="all")
-        columns = hybrid_search(session, Doc.embedding, "turbine", k=1, vector=[0, 0, 0, 1],
+        columns = hybrid_search(session, Doc.embedding, "turbine",
+                                fusion="rrf", k=1, vector=[0, 0, 0, 1],
                                 vector_weight=0.0, fulltext=[Doc.body])
     assert [hit.text_rank for hit in every_word if hit.text_rank] == [1]
     assert every_word[0].row.id == 1
@@ -139,10 +149,63 @@ def test_index_plan_and_async(db: sa.Engine) -> None:
         engine = create_async_engine(sqlalchemy_url(db.url))
         try:
             async with AsyncSession(engine) as session:
-                return await ahybrid_search(session, Doc.embedding, "solar panel", k=6,
+                return await ahybrid_search(session, Doc.embedding, "solar panel",
+                                            fusion="rrf", k=6,
                                             vector=QUERY, plan="index")
         finally:
             await engine.dispose()
 
     hits = asyncio.run(run())
     assert hits.plan in ("index", "index+exact") and [hit.row.id for hit in hits][:3] == [1, 3, 5]
+
+
+def test_async_twin_takes_score_fusion_and_bm25_parameters(db: sa.Engine) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    options: dict[str, Any] = {"k": 6, "vector": QUERY, "fusion": "score",
+                               "vector_weight": 0.3, "text_weight": 0.7,
+                               "bm25": BM25(k1=2.0, b=0.3), "candidates": 6}
+
+    async def run() -> Any:
+        engine = create_async_engine(sqlalchemy_url(db.url))
+        try:
+            async with AsyncSession(engine) as session:
+                return await ahybrid_search(session, Doc.embedding, "solar panel", **options)
+        finally:
+            await engine.dispose()
+
+    with Session(db) as session:
+        expected = hybrid_search(session, Doc.embedding, "solar panel", **options)
+        default_bm25 = hybrid_search(session, Doc.embedding, "solar panel",
+                                     **{**options, "bm25": BM25()})
+    hits = asyncio.run(run())
+    assert fused(hits) == fused(expected)
+    assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in expected])
+    # score fusion: the best text row gets 0.7, the best vector row 0.3 (each leg scaled 0..1)
+    assert hits[0].row.id == 3 and hits[0].score == pytest.approx(0.7 + 0.3 * _scaled(3))
+    assert [hit.score for hit in default_bm25] != pytest.approx([hit.score for hit in hits])
+
+
+def _scaled(row: int) -> float:
+    """Row ``row``'s min-max scaled similarity to QUERY over the six rows (cosine)."""
+    import math
+
+    def similarity(vector: list[float]) -> float:
+        return sum(a * b for a, b in zip(vector, QUERY, strict=True)) / math.hypot(*vector)
+
+    similarities = {i: similarity([float(x) for x in v]) for i, _, v in ROWS}
+    low, high = min(similarities.values()), max(similarities.values())
+    return (similarities[row] - low) / (high - low)
+
+
+def test_explain_hybrid_shows_both_legs(db: sa.Engine) -> None:
+    with Session(db) as session:
+        explained = explain_hybrid(session, Doc.embedding, "solar panel", k=3, vector=QUERY,
+                                   where=Doc.id != 6, plan="exact", analyze=True)
+    text = str(explained)
+    assert explained.plan == "hybrid (vector leg: exact)"
+    assert "<=>" in explained.sql and "ts_filter" in explained.sql
+    # the text leg's matching rows and the vector leg's candidates, each in PostgreSQL's plan
+    assert "CTE text_matching" in text and "vector_hits" in text
+    assert "actual time" in text  # analyze ran it
+    assert "docs.id <> 6" in text or "(id <> 6)" in text
