@@ -3,7 +3,7 @@
 Declare with :func:`Embedding`, install with ``create_all`` or :func:`install`, keep in step
 with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :func:`nearest`,
 :func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; check a database's
-health with :func:`doctor`.
+health with :func:`doctor`; give roles their least privileges with :func:`grants`.
 """
 
 from .catalog import CatalogEntry
@@ -16,8 +16,11 @@ from .errors import (
     ModelMismatch,
     PgvectorMissing,
     SchemaError,
+    SchemaNotReady,
+    SchemaTooNew,
     SpecError,
 )
+from .grants import Grant, grants
 from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
@@ -52,6 +55,7 @@ __all__ = [
     "EmbeddingSpec",
     "Explanation",
     "Finding",
+    "Grant",
     "Hit",
     "HybridHit",
     "ImportRefused",
@@ -60,6 +64,8 @@ __all__ = [
     "ModelMismatch",
     "PgvectorMissing",
     "SchemaError",
+    "SchemaNotReady",
+    "SchemaTooNew",
     "SearchResult",
     "SpecError",
     "Worker",
@@ -73,6 +79,7 @@ __all__ = [
     "doctor",
     "duplicate_groups",
     "explain",
+    "grants",
     "hybrid_search",
     "import_vectors",
     "install",
