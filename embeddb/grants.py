@@ -10,9 +10,9 @@ Three roles, each with what it needs and no more:
   heartbeat and throughput, reads each embedded table (the render function takes the whole
   row) and updates only the vector and hash columns.
 * the **application** needs nothing on schema ``embeddb`` to write its tables: the triggers
-  run as the owner (``SECURITY DEFINER``, ``search_path`` pinned). Searching from Python needs
-  only its usual SELECT; ``embeddb search`` reads the column's model from ``embeddb.columns``,
-  so it gets USAGE on the schema and SELECT on that one table.
+  run as the owner (``SECURITY DEFINER``, ``search_path`` pinned). Search reads the column's
+  model from ``embeddb.columns``, so it gets USAGE on the schema and SELECT on that one table
+  (model names and templates; no row text, no queue).
 
 Run it after installing a column on a new table: the worker's grants name each embedded table.
 
@@ -117,7 +117,7 @@ def app_grants(app: str) -> list[Grant]:
     return [Grant("app", grant_sql.usage_on_schema(migrate.SCHEMA, app),
                   "name embeddb.columns (writes need nothing: the triggers run as the owner)"),
             *[Grant("app", grant_sql.on_table(table, privileges, app),
-                    "embeddb search reads the column's model")
+                    "search reads the column's model and query prompt")
               for table, privileges in APP_CATALOG_PRIVILEGES.items()]]
 
 

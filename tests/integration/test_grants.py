@@ -76,7 +76,7 @@ def test_roles_given_the_printed_grants_run_the_worker_the_app_search_and_status
 
     with Session(roles.engine(app)) as session:  # search from Python, as the app
         hits = search(session, Ticket.embedding, "toner empty", k=3)
-    assert [ticket.id for ticket, _ in hits][0] == 4 and len(hits) == 3
+    assert hits[0].row.id == 4 and len(hits) == 3
     assert main(["search", "tickets.embedding", "toner empty", "-k", "1",
                  "--database-url", roles.url(app)]) == 0
     assert "toner" in capsys.readouterr().out
@@ -105,8 +105,8 @@ def test_under_forced_row_level_security_the_worker_embeds_all_and_the_app_finds
         engine: sa.Engine, roles: Roles) -> None:
     Ticket = make_tickets(engine, [])
     worker = roles.create("worker", options="BYPASSRLS")  # README: a role that sees every row
-    app = roles.create("app", APP_TABLE_RIGHTS)  # and nothing on embeddb: Python search needs none
-    grants(engine, worker=worker, apply=True)
+    app = roles.create("app", APP_TABLE_RIGHTS)
+    grants(engine, worker=worker, app=app, apply=True)
     roles.run("ALTER TABLE tickets ENABLE ROW LEVEL SECURITY",
               "ALTER TABLE tickets FORCE ROW LEVEL SECURITY",
               f"CREATE POLICY app_open ON tickets TO {app} USING (status = 'open')"
