@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from embeddb import grants, search
 from embeddb.cli import main
+from embeddb.errors import PrivilegeError
 
 from .models import HASH_MODEL, drain, pending, ticket_model
 from .roles import Roles
@@ -125,3 +126,14 @@ def test_under_forced_row_level_security_the_worker_embeds_all_and_the_app_finds
     with Session(roles.engine(app)) as session:
         hits = search(session, Ticket.embedding, "printer jam", k=10)
     assert sorted(ticket.id for ticket, _ in hits) == [1, 3]
+
+
+def test_a_search_by_a_role_without_the_app_grants_names_them(
+        engine: sa.Engine, roles: Roles) -> None:
+    Ticket = make_tickets(engine, [{"id": 1, "subject": "printer", "body": "jam"}])
+    app = roles.create("app", APP_TABLE_RIGHTS)  # its table, nothing on embeddb
+    with Session(roles.engine(app)) as session, pytest.raises(
+            PrivilegeError, match=r"search public\.tickets\.embedding: role cannot read embeddb's"
+                                  r" catalog .*USAGE on schema embeddb and SELECT on"
+                                  r" embeddb\.columns \(embeddb grants --app ROLE\)"):
+        search(session, Ticket.embedding, "printer jam", k=1)
