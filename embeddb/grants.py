@@ -29,15 +29,18 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import catalog, grant_sql, migrate
 from .database import create_engine
-from .errors import SchemaNotReady
+from .errors import PrivilegeError, SchemaNotReady
 from .privileges import WORKER_CATALOG_PRIVILEGES
 from .spec import EmbeddingSpec
 
+# PostgreSQL's warning_privilege_not_granted: "no privileges" or "not all privileges were granted"
+_NOT_GRANTED = "01007"
 #: What an application role needs on embeddb's tables for ``embeddb search``.
 APP_CATALOG_PRIVILEGES = {"embeddb.columns": ("SELECT",)}
 
@@ -58,7 +61,8 @@ def grants(bind: str | Engine | Connection, *, worker: str | None = None,
     ``bind`` is a URL, an engine or a connection to the database (at embeddb's schema; raises
     :class:`~embeddb.errors.SchemaNotReady` before ``embeddb migrate``). With ``apply``, runs
     them in one transaction, as the connecting role, which must be able to grant them (the
-    owner, or a superuser).
+    owner, or a superuser); where PostgreSQL only warns that it granted nothing, this raises
+    :class:`~embeddb.errors.PrivilegeError` and nothing is granted.
     """
     if isinstance(bind, Connection):
         return _grants(bind, worker, app, owner, apply)
@@ -84,9 +88,32 @@ def _grants(conn: Connection, worker: str | None, app: str | None, owner: str | 
     if app is not None:
         statements += app_grants(app)
     if apply:
+        _apply(conn, statements)
+    return statements
+
+
+def _apply(conn: Connection, statements: list[Grant]) -> None:
+    """Run ``statements``; PostgreSQL only warns (01007) when the role may not grant them, so
+    such a warning is an error here, and the transaction is rolled back."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    refused: list[str] = []
+
+    def on_notice(notice: psycopg.errors.Diagnostic) -> None:
+        if notice.sqlstate == _NOT_GRANTED:
+            refused.append(notice.message_primary or "privileges not granted")
+
+    driver.add_notice_handler(on_notice)
+    try:
         for grant in statements:
             conn.exec_driver_sql(grant.statement.replace("%", "%%"))
-    return statements
+            if refused:
+                role = conn.execute(sa.text("SELECT current_user")).scalar_one()
+                raise PrivilegeError(
+                    f"grants --apply: {grant.statement}: {refused[0]} (role {role} may not grant"
+                    " it; run it as the role that owns embeddb's schema and the embedded tables)")
+    finally:
+        driver.remove_notice_handler(on_notice)
 
 
 def owner_grants(conn: Connection, owner: str) -> list[Grant]:

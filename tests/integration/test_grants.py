@@ -137,3 +137,26 @@ def test_a_search_by_a_role_without_the_app_grants_names_them(
                                   r" catalog .*USAGE on schema embeddb and SELECT on"
                                   r" embeddb\.columns \(embeddb grants --app ROLE\)"):
         search(session, Ticket.embedding, "printer jam", k=1)
+
+
+def test_grants_apply_from_the_shell_and_a_role_that_cannot_grant_is_told_who_can(
+        engine: sa.Engine, database_url: str, roles: Roles,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    make_tickets(engine, [])
+    worker = roles.create("worker")
+    assert main(["grants", "--worker", worker, "--apply", "--database-url", database_url]) == 0
+    assert "-- applied" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT has_table_privilege(:role, 'embeddb.pending', 'DELETE')"
+            " AND has_column_privilege(:role, 'tickets', 'embedding', 'UPDATE')"
+            " AND NOT has_column_privilege(:role, 'tickets', 'body', 'UPDATE')"),
+            {"role": worker}).scalar()
+    other = roles.create("other")
+    assert main(["grants", "--app", other, "--apply", "--database-url", roles.url(worker)]) == 1
+    err = capsys.readouterr().err
+    assert f"role {worker} may not grant it; run it as the role that owns embeddb's schema" in err
+    assert 'GRANT USAGE ON SCHEMA "embeddb"' in err and "no privileges were granted" in err
+    with engine.connect() as conn:  # and nothing was granted
+        assert not conn.execute(sa.text("SELECT has_schema_privilege(:role, 'embeddb', 'USAGE')"),
+                                {"role": other}).scalar()
