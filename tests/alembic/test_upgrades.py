@@ -139,7 +139,8 @@ def test_an_old_worker_keeps_working_while_head_migrates_and_restarted_says_upgr
 
 
 def test_a_head_worker_on_the_previous_schema_asks_for_migrate_waits_and_then_embeds(
-        previous_release: Path, url: str, db: sa.Engine, tmp_path: Path) -> None:
+        previous_release: Path, url: str, db: sa.Engine, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     old_install(previous_release, url)
     insert(db, range(1, 5))
 
@@ -147,6 +148,10 @@ def test_a_head_worker_on_the_previous_schema_asks_for_migrate_waits_and_then_em
             pytest.raises(SchemaNotReady, match=r"at revision 0003, older than this worker's 0008;"
                                                 r" run `embeddb migrate` as the role that owns"):
         worker.run_once()
+    assert main(["worker", "--once", "--database-url", url]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "embeddb: error: embeddb's schema is at revision 0003, older than this worker's 0008;"
+        " run `embeddb migrate` as the role that owns embeddb's schema"]
     assert revision(db) == "0003"  # the worker changed nothing
 
     new = WorkerProcess(url, tmp_path, env=with_path(ROOT))
