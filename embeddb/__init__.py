@@ -5,7 +5,7 @@ with :class:`Worker` (or ``embeddb worker``), query with :func:`search` and :fun
 :func:`hybrid_search`, :func:`more_like_this` and :func:`near_duplicates`; long documents
 with ``Embedding(..., chunks=Chunking(...))`` and :func:`search_chunks`; see what is in a
 column with :func:`clusters` and :func:`outliers`; check a database's health with
-:func:`doctor`.
+:func:`doctor`; give roles their least privileges with :func:`grants`.
 """
 
 from .catalog import CatalogEntry
@@ -20,8 +20,11 @@ from .errors import (
     PgvectorMissing,
     QueryError,
     SchemaError,
+    SchemaNotReady,
+    SchemaTooNew,
     SpecError,
 )
+from .grants import Grant, grants
 from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
 from .query import (
@@ -73,6 +76,7 @@ __all__ = [
     "EmbeddingSpec",
     "Explanation",
     "Finding",
+    "Grant",
     "Hit",
     "HybridHit",
     "ImportRefused",
@@ -83,6 +87,8 @@ __all__ = [
     "PgvectorMissing",
     "QueryError",
     "SchemaError",
+    "SchemaNotReady",
+    "SchemaTooNew",
     "SearchResult",
     "SpecError",
     "Worker",
@@ -101,6 +107,7 @@ __all__ = [
     "duplicate_groups",
     "explain",
     "explain_hybrid",
+    "grants",
     "hybrid_search",
     "import_vectors",
     "install",

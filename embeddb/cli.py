@@ -20,7 +20,7 @@ from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .doctor import Limits as DoctorLimits
-from .errors import EmbeddbError
+from .errors import DatabaseError, EmbeddbError, first_line
 from .server import EmbeddedServer
 from .sql import queries
 from .worker import Worker, WorkerConfig
@@ -196,6 +196,19 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--lease-grace-seconds", type=float,
                         default=doctor_limits.lease_grace_seconds,
                         help="a claim this far past its lease, not taken back, is reported")
+
+    grants = command(
+        "grants", _grants,
+        "Print (or apply) the least privileges for the worker and application roles.",
+        "embeddb grants --worker embedder --app webapp            # review, then\n"
+        "embeddb grants --worker embedder --app webapp --apply    # as the owner")
+    with_url(grants)
+    grants.add_argument("--worker", metavar="ROLE", help="the role embeddb worker runs as")
+    grants.add_argument("--app", metavar="ROLE", help="the application's role")
+    grants.add_argument("--owner", metavar="ROLE",
+                        help="the role that migrates and installs (owns the tables)")
+    grants.add_argument("--apply", action="store_true",
+                        help="run the statements (in one transaction) instead of printing them")
 
     migrate = command(
         "migrate", _migrate,
@@ -628,6 +641,26 @@ def _doctor(args: argparse.Namespace) -> int:
         return EXIT_UNKNOWN
     print(report_json(findings) if args.json else report_text(findings))
     return exit_code(findings)
+
+
+def _grants(args: argparse.Namespace) -> int:
+    from .grants import grants, render
+
+    if not (args.worker or args.app or args.owner):
+        raise EmbeddbError("grants: name at least one role (--worker, --app, --owner)")
+    with _engine(args) as engine:
+        try:
+            statements = grants(engine, worker=args.worker, app=args.app, owner=args.owner,
+                                apply=args.apply)
+        except sa.exc.DBAPIError as exc:
+            if not args.apply:
+                raise
+            raise DatabaseError(f"grants --apply: {first_line(exc)} (run it as the role that"
+                                 " owns embeddb's schema and the embedded tables)") from exc
+    print(render(statements))
+    if args.apply:
+        print(f"-- applied {len(statements)} statements")
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ class StdlibDoc(Base):
     module: Mapped[str] = mapped_column(index=True)
     kind: Mapped[str] = mapped_column(index=True)
     doc: Mapped[str]
-    embedding = Embedding("{qualname}\n\n{doc}")
+    embedding = Embedding("{qualname}\n\n{doc}", fulltext=True)
 
 
 @dataclass(frozen=True)

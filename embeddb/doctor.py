@@ -33,11 +33,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, column_sql, migrate
+from . import alter_sql, catalog, column_sql, migrate, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine
 from .embedders import expected_identity
-from .errors import ModelError
+from .errors import ModelError, SchemaNotReady, SchemaTooNew
 from .sql import queries
 
 Severity = Literal["error", "warning", "info"]
@@ -169,7 +169,18 @@ class _Doctor:
 
     def _schema_version(self, conn: Connection) -> None:
         current, head = migrate.current(conn), migrate.head()
-        if current != head:
+        try:
+            newer = schema_version.check_for_worker(conn)
+        except SchemaTooNew as exc:  # workers of this embeddb stop on it
+            self._add("schema_version", "error", "embeddb", str(exc),
+                      "upgrade embeddb on the workers and here")
+            return
+        except SchemaNotReady:
+            newer = None
+        if newer is not None:
+            self._add("schema_version", "warning", "embeddb", newer,
+                      "upgrade embeddb on the workers and here")
+        elif current != head:
             self._add("schema_version", "warning", "embeddb",
                       f"embeddb's schema is at revision {current}, this embeddb expects {head}",
                       "embeddb migrate")

@@ -5,6 +5,8 @@
     EmbeddbError                 every error embeddb raises on purpose
     ├── SpecError                an Embedding declaration that cannot work (template, option)
     ├── SchemaError              the database lacks what a declaration needs (table, column)
+    │   ├── SchemaNotReady       embeddb's schema is missing or older: `embeddb migrate`
+    │   └── SchemaTooNew         embeddb's schema is newer than this embeddb can serve
     ├── DatabaseError            the database cannot be reached or lacks pgvector
     │   ├── PgvectorMissing      pgvector is absent or older than embeddb needs
     │   └── PrivilegeError       the role lacks a privilege (the message names which)
@@ -29,6 +31,14 @@ class SpecError(EmbeddbError, ValueError):
 
 class SchemaError(EmbeddbError):
     """The database schema does not match what embeddb needs."""
+
+
+class SchemaNotReady(SchemaError):
+    """embeddb's schema is missing or older than this embeddb; ``embeddb migrate`` fixes it."""
+
+
+class SchemaTooNew(SchemaError):
+    """embeddb's schema comes from a newer embeddb that this one cannot work with."""
 
 
 class DatabaseError(EmbeddbError):

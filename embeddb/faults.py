@@ -33,6 +33,18 @@ def confined_to_column(exc: sa.exc.DBAPIError) -> bool:
     return sqlstate is not None and not sqlstate.startswith(_WORKER_WIDE)
 
 
+def jittered_backoff(failures: int, base_seconds: float, max_seconds: float,
+                     rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` failures in a row: doubling from ``base_seconds`` up
+    to ``max_seconds``, drawn at random from the upper half of that, so that workers which
+    failed together (a database restart) do not all come back in the same instant.
+
+    Example: ``jittered_backoff(3, 1.0, 30.0)`` is between 2 and 4 seconds.
+    """
+    ceiling = min(base_seconds * 2 ** min(max(failures, 1) - 1, 30), max_seconds)
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
 @dataclass
 class Fault:
     """One column's current trouble."""
@@ -73,8 +85,7 @@ class Faults:
     def delay(self, failures: int) -> float:
         """Seconds before the next try after ``failures`` failures in a row: doubling from
         ``backoff_seconds`` up to ``backoff_max_seconds``, each drawn from its upper half."""
-        ceiling = min(self._backoff * 2 ** min(failures - 1, 30), self._backoff_max)
-        return random.uniform(ceiling / 2, ceiling)
+        return jittered_backoff(failures, self._backoff, self._backoff_max)
 
     def waiting(self, key: int) -> bool:
         """Whether the column is backing off now."""

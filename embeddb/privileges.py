@@ -26,6 +26,7 @@ WORKER_CATALOG_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "embeddb.pending": ("SELECT", "UPDATE", "DELETE"),
     "embeddb.throughput": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "embeddb.workers": ("SELECT", "INSERT", "UPDATE"),
+    "embeddb.worker_compatibility": ("SELECT",),
 }
 #: What a worker needs on an embedded table: read its rows, write the vector and hash.
 WORKER_TABLE_PRIVILEGES = ("SELECT", "UPDATE")

@@ -199,9 +199,14 @@ def check_fulltext_config(name: str) -> str:
 
 
 def _identifier(name: str, reserve: int = 0) -> str:
-    """Shorten ``name`` to fit PostgreSQL's identifier limit, keeping it unique with a hash."""
+    """Shorten ``name`` to fit PostgreSQL's identifier limit, keeping it unique with a hash.
+
+    The limit is in bytes (PostgreSQL silently truncates a longer name, so ``..._ins`` and
+    ``..._upd`` of a long unicode name would collide); the cut falls between characters.
+    """
     limit = _MAX_IDENTIFIER - reserve
-    if len(name) <= limit:
+    if len(name.encode()) <= limit:
         return name
     digest = hashlib.md5(name.encode()).hexdigest()[:8]
-    return f"{name[: limit - 9]}_{digest}"
+    kept = name.encode()[: limit - 9].decode(errors="ignore")  # a split character is dropped
+    return f"{kept}_{digest}"

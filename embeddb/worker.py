@@ -42,12 +42,19 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, chunk_worker, column_sql
+from . import backfill, catalog, chunk_worker, column_sql, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
-from .errors import DatabaseError, EmbeddbError, ModelError, ModelUnavailable, first_line
-from .faults import Faults, confined_to_column
+from .errors import (
+    DatabaseError,
+    EmbeddbError,
+    ModelError,
+    ModelUnavailable,
+    SchemaNotReady,
+    first_line,
+)
+from .faults import Faults, confined_to_column, jittered_backoff
 from .privileges import is_permission_error, privilege_error, worker_needs
 from .scrub import describe_failure
 from .sql import queries
@@ -58,6 +65,9 @@ _PROBE_TEXT = "embeddb model health check"
 _MAX_ERROR_LENGTH = 2000
 _WORKER = 0  # the fault key of what is no column's (the catalog, the worker's own rows)
 _CHARS_PER_TOKEN = 4
+# A lost connection is retried after 1 s, doubling to 30 s, each wait drawn from its upper half.
+_RECONNECT_BACKOFF_SECONDS = 1.0
+_RECONNECT_BACKOFF_MAX_SECONDS = 30.0
 # Seen in pg_stat_activity; a statement that hangs (a dead peer, a lock) fails instead of
 # stalling the worker, and a transaction left idle cannot hold claims' row locks for long.
 _WORKER_CONNECT_ARGS: dict[str, Any] = {
@@ -208,7 +218,6 @@ class Worker:
         self.heartbeat_at: float | None = None  # time.time() of the last heartbeat written
         # called with every batch's result, e.g. by embeddb.metrics
         self.batch_listeners: list[Callable[[BatchResult], None]] = []
-        self._catalog_ready = False
         self._faults = Faults(self.config.column_backoff_seconds,
                               self.config.column_backoff_max_seconds)
         self._index_kept: set[int] = set()  # columns whose index we may not set aside
@@ -262,7 +271,7 @@ class Worker:
         On the way out, however it ends, the worker hands back whatever it still holds.
         """
         listener: psycopg.Connection[Any] | None = None
-        delay = 0.0
+        failures = 0  # transient failures in a row
         heartbeat = threading.Thread(target=self._beat_until_stopped, name="embeddb-heartbeat",
                                      daemon=True)
         heartbeat.start()
@@ -274,15 +283,21 @@ class Worker:
                         listener = self._listen()
                     if not self._drain_ready():
                         self._wait_for_notify(listener)
-                    delay = 0.0
+                    failures = 0
                     self._faults.recovered(_WORKER, "embeddb worker")
                 except _TRANSIENT_ERRORS as exc:
-                    delay = min(max(delay * 2, 1.0), 30.0)
-                    log.warning("worker paused %.0fs: %s", delay, first_line(exc))
+                    failures += 1
+                    delay = reconnect_delay(failures)
+                    log.warning("worker paused %.1fs: %s", delay, first_line(exc))
                     if listener is not None and not isinstance(exc, ModelUnavailable):
                         listener.close()
                         listener = None
                     self._stopping.wait(delay)
+                except SchemaNotReady as exc:
+                    # `embeddb migrate` (a deploy's one-shot step) may not have run yet: wait
+                    self._warn_once(f"schema:{exc}", "waiting: %s", exc)
+                    self._stopping.wait(jittered_backoff(1, self.config.poll_seconds,
+                                                         self.config.poll_seconds))
                 except sa.exc.DBAPIError as exc:
                     # the catalog itself fails (a privilege on embeddb's tables): wait and retry
                     if not confined_to_column(exc):
@@ -575,12 +590,13 @@ class Worker:
     # --- plumbing ------------------------------------------------------------------------
 
     def _entries(self) -> list[CatalogEntry]:
-        if not self._catalog_ready:
-            # a worker may run a newer embeddb than the database's catalog: bring it to head
-            with self.engine.begin() as conn:
-                catalog.ensure_catalog(conn)
-            self._catalog_ready = True
+        """The embedded columns, once the schema is checked: the worker never migrates it (it
+        needs DDL, and a new worker must not upgrade the schema under old ones). Checked on
+        every pass, so a running worker notices a newer schema it cannot serve."""
         with self.engine.connect() as conn:
+            warning = schema_version.check_for_worker(conn)
+            if warning is not None:
+                self._warn_once(f"schema:{warning}", "%s", warning)
             return catalog.list_entries(conn)
 
     def _drain_ready(self) -> bool:
@@ -729,6 +745,12 @@ class Worker:
         self._heartbeat(force=True, state="stopped")
 
 
+def reconnect_delay(failures: int) -> float:
+    """Seconds ``run()`` waits after ``failures`` lost connections in a row (1 s doubling to
+    30 s, with jitter: workers that lost the database together do not return in lockstep)."""
+    return jittered_backoff(failures, _RECONNECT_BACKOFF_SECONDS, _RECONNECT_BACKOFF_MAX_SECONDS)
+
+
 def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
     embedder = load_embedder(entry.spec.model, entry.spec.encode, entry.spec.dimensions)
     catalog.check_model(entry, embedder.identity)
@@ -772,8 +794,8 @@ def _send_vectors_in_binary(conn: sa.Connection) -> None:
 
     As text, 256 vectors of 384 dimensions took ~60 ms of Python (holding the GIL the model's
     tokenizer needs) and their parsing more on the server: a few percent of the model's time.
-    Registered here rather than on connect: the extension may not exist before the worker's
-    first ``ensure_catalog``.
+    Registered here rather than on connect: pgvector may not be installed yet when the worker
+    first connects.
     """
     if conn.info.get(_BINARY_VECTORS):
         return

@@ -20,8 +20,9 @@ from sqlalchemy.engine import Connection
 from .. import catalog
 from ..catalog import CatalogEntry
 from ..embedders import ModelIdentity, load_embedder
-from ..errors import ModelMismatch, SchemaError
+from ..errors import ModelMismatch, PrivilegeError, SchemaError, first_line
 from ..orm import INFO_KEY, Declaration, current_schema
+from ..privileges import is_permission_error
 from ..spec import EncodeOptions
 from ._checks import check_query_text
 from ._target import QueryVector, Target, check_dimensions, resolve
@@ -65,7 +66,15 @@ def column_entry(conn: Connection, column: Any) -> CatalogEntry:
     entry = _cached_entry(conn.engine, key)
     if entry is None:
         schema = table.schema or current_schema(conn)
-        entry = catalog.get_entry(conn, schema, table.name, target.column.name)
+        try:
+            entry = catalog.get_entry(conn, schema, table.name, target.column.name)
+        except sa.exc.ProgrammingError as exc:
+            if not is_permission_error(exc):
+                raise
+            raise PrivilegeError(
+                f"search {schema}.{table.name}.{target.column.name}: role cannot read embeddb's"
+                f" catalog ({first_line(exc)}); it needs USAGE on schema embeddb and SELECT on"
+                " embeddb.columns (embeddb grants --app ROLE)") from exc
         if entry is None:
             raise SchemaError(
                 f"{schema}.{table.name}.{target.column.name} is not installed in this database;"

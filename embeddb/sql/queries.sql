@@ -199,6 +199,13 @@ SELECT to_regclass('embeddb.alembic_version') IS NOT NULL
 -- catalog_version --
 SELECT version_num FROM embeddb.alembic_version
 
+-- worker_compatibility_exists --
+SELECT to_regclass('embeddb.worker_compatibility') IS NOT NULL
+
+-- oldest_worker_revision --
+-- The oldest revision whose workers this schema still serves (see migration 0008).
+SELECT oldest_worker_revision FROM embeddb.worker_compatibility
+
 -- create_catalog_schema --
 CREATE SCHEMA IF NOT EXISTS embeddb
 

@@ -281,3 +281,18 @@ def test_an_unreachable_database_exits_3(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 3
     err = capsys.readouterr().err
     assert "cannot connect" in err and "s3cret" not in err
+
+
+def test_a_schema_newer_than_this_embeddb_that_its_workers_cannot_serve(
+        healthy: Any, engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE embeddb.alembic_version SET version_num = '0099'"))
+        conn.execute(sa.text("UPDATE embeddb.worker_compatibility"
+                             " SET oldest_worker_revision = '0099'"))
+    finding = only(doctor(engine), "schema_version")
+    assert finding.severity == "error" and "upgrade embeddb on this worker" in finding.problem
+    with engine.begin() as conn:  # one that still serves them: a warning
+        conn.execute(sa.text("UPDATE embeddb.worker_compatibility"
+                             " SET oldest_worker_revision = '0008'"))
+    finding = only(doctor(engine), "schema_version")
+    assert finding.severity == "warning" and "carrying on" in finding.problem

@@ -24,13 +24,14 @@ class WorkerProcess:
     """`embeddb worker` in its own process, with its log in a file."""
 
     def __init__(self, database_url: str, log_dir: Path, *args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "embeddb.cli", "worker", "--database-url", database_url,
              "--poll-seconds", "0.5", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            cwd=cwd,  # `python -m` puts the working directory first on the path
         )
 
     @property

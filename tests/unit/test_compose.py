@@ -60,8 +60,8 @@ def command(service: dict[str, Any]) -> list[str]:
 # -- docker-compose.yml ---------------------------------------------------------------------------
 
 
-def test_compose_has_db_and_worker(compose: dict[str, Any]) -> None:
-    assert {"db", "worker"} <= set(compose["services"])
+def test_compose_has_db_migrate_and_worker(compose: dict[str, Any]) -> None:
+    assert {"db", "migrate", "worker"} <= set(compose["services"])
 
 
 def test_db_is_pgvector(db: dict[str, Any]) -> None:
@@ -99,6 +99,18 @@ def test_db_publishes_postgres_port(db: dict[str, Any]) -> None:
 
 def test_worker_waits_for_healthy_db(worker: dict[str, Any]) -> None:
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_worker_starts_after_the_one_shot_migration(compose: dict[str, Any],
+                                                  worker: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert migrate.get("restart") == "no"  # one shot: a failure must stop the worker's start
+    argv = command(migrate)
+    assert argv[0] == "embeddb"
+    assert _parser().parse_args(argv[1:]).handler.__name__ == "_migrate"
+    assert environment(migrate)[URL_VARIABLE] == environment(worker)[URL_VARIABLE]
 
 
 def test_worker_restarts_and_gets_time_to_finish_its_batch(worker: dict[str, Any]) -> None:

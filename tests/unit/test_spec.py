@@ -72,3 +72,17 @@ def test_long_names_are_shortened_to_a_unique_postgres_identifier() -> None:
     spec = make_spec(table="t" * 60, column="c" * 60)
     assert len(spec.index_name) <= 63
     assert len(spec.trigger_prefix) + len("_trunc") <= 63
+
+
+def test_derived_names_fit_postgres_limit_in_bytes_not_characters() -> None:
+    # 62 two-byte characters: 124 bytes, though only 62 characters
+    column = "é" * 62
+    spec = EmbeddingSpec(schema="public", table="日本" * 20, column=column, key_columns=("id",),
+                         template=Template.parse("{body}"), model="m", dimensions=3)
+    for name in (spec.hash_column, spec.index_name):
+        assert len(name.encode()) <= 63, name
+    assert len(spec.trigger_prefix.encode()) + len("_trunc") <= 63
+    # the names PostgreSQL keeps stay distinct: none is cut by the server
+    triggers = {f"{spec.trigger_prefix}_{event}" for event in ("ins", "upd", "del", "trunc")}
+    assert len({name.encode()[:63] for name in triggers}) == 4
+    assert hash_column_name("é" * 40) != hash_column_name("é" * 39 + "e")
