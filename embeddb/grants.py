@@ -47,7 +47,13 @@ APP_CATALOG_PRIVILEGES = {"embeddb.columns": ("SELECT",)}
 
 @dataclass(frozen=True)
 class Grant:
-    """One statement: for which role (``owner``, ``worker``, ``app``), and why it is needed."""
+    """One statement: for which role (``owner``, ``worker``, ``app``), and why it is needed.
+
+    Example::
+
+        for grant in grants(engine, worker="embeddb_worker", app="webapp"):
+            print(f"{grant.statement};  -- {grant.role}: {grant.why}")
+    """
 
     role: str
     statement: str
@@ -63,6 +69,10 @@ def grants(bind: str | Engine | Connection, *, worker: str | None = None,
     them in one transaction, as the connecting role, which must be able to grant them (the
     owner, or a superuser); where PostgreSQL only warns that it granted nothing, this raises
     :class:`~embeddb.errors.PrivilegeError` and nothing is granted.
+
+    Example::
+
+        grants(engine, worker="embeddb_worker", app="webapp", apply=True)
     """
     if isinstance(bind, Connection):
         return _grants(bind, worker, app, owner, apply)

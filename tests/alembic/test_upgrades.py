@@ -116,7 +116,8 @@ def test_an_old_worker_keeps_working_while_head_migrates_and_restarted_says_upgr
     try:
         wait_until(lambda: embedded(db) == 3, 60, "the old worker to embed the first rows")
 
-        assert migrate.migrate(db) == ["0004", "0005", "0008"]  # HEAD, as the owner
+        applied = migrate.migrate(db)  # HEAD, as the owner
+        assert applied[0] == "0004" and applied[-1] == migrate.head()
         insert(db, range(4, 7))
         with db.begin() as conn:
             conn.execute(sa.text("UPDATE notes SET body = 'rewritten' WHERE id = 1"))

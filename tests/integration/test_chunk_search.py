@@ -23,7 +23,7 @@ QUERY = "alpha beta gamma delta"
 def loaded(module_url, db):  # type: ignore[no-untyped-def]
     """Doc 1: 30 chunks that all match the query well; docs 2..41: one good chunk each among
     unrelated ones, half of kind 'rare' ... every third of kind 'x'."""
-    Base, Doc = doc_model()
+    Base, Doc = doc_model(fulltext=True)
     Base.metadata.create_all(db)
     rows = [{"id": 1, "title": "Flood", "kind": "note",
              "body": "\n\n".join(f"alpha beta gamma delta flood{i}." for i in range(30))}]

@@ -28,7 +28,7 @@ class Ticket(Base):
     __tablename__ = "tickets"
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str]
-    embedding = Embedding("{subject}", model=HASH_MODEL)
+    embedding = Embedding("{subject}", model=HASH_MODEL, fulltext=True)
 
 
 class Dotted(Base):

@@ -30,7 +30,7 @@ LABELS = ("vip", "urgent", "billing")  # three label rows for each of the first 
 @pytest.fixture(scope="module")
 def model(db: sa.Engine, module_url: str) -> tuple[Any, sa.Table]:
     """Tickets embedded by the worker, and a ``labels`` table with 3 rows for tickets 1-10."""
-    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base, Ticket = ticket_model(model=HASH_MODEL, fulltext=True)
     labels = sa.Table("labels", Base.metadata,
                       sa.Column("ticket_id", sa.ForeignKey("tickets.id"), primary_key=True),
                       sa.Column("label", sa.Text, primary_key=True))
