@@ -35,6 +35,10 @@ class CatalogEntry:
     id: int
     spec: EmbeddingSpec
     identity: ModelIdentity
+    #: ``live`` (what searches read), ``next`` or ``previous`` (see :mod:`embeddb.generations`)
+    generation: str = "live"
+    #: for a next or previous generation, the column name searches use
+    generation_of: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> CatalogEntry:
@@ -60,7 +64,9 @@ class CatalogEntry:
             query_prompt=row.query_prompt,
             document_prompt=row.document_prompt,
         )
-        return cls(row.id, spec, identity)
+        fields = row._mapping
+        return cls(row.id, spec, identity, fields.get("generation", "live"),
+                   fields.get("generation_of"))
 
 
 def ensure_catalog(conn: Connection) -> None:
@@ -106,6 +112,12 @@ def install(
         actual = _check_table(conn, spec)
         identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
+        if existing is not None and _vectors_differ(existing.identity, identity):
+            from . import generations  # it builds on this module
+
+            # another model: built beside the live vectors, which searches keep using
+            generations.begin(conn, existing, spec, identity)
+            return existing
         if existing is None:
             column_id = _insert_entry(conn, spec, identity)
         else:
@@ -149,11 +161,12 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
     * A new template or key: the render and trigger functions are replaced and every row whose
       text changed is queued. Its old vector stays until the worker replaces it.
     * A new model identity (name, weights, normalisation, document prompt) or dimension: the
-      stored vectors come from another model and cannot be compared with the new model's
-      queries, so they are cleared (NULL, with their hashes) and every row with text is queued.
-      A new dimension changes the column type (``vector(n) USING NULL``). Until the worker is
-      done, search finds the rows already re-embedded. A new query prompt alone changes nothing
-      stored.
+      new vectors are built beside the old ones as the column's next generation
+      (:mod:`embeddb.generations`); searches use the old ones until the worker has made every
+      new vector, then the two are swapped in one transaction. Altering back to the live
+      definition while that runs (an Alembic downgrade) rolls the change back; any other
+      change meanwhile raises :class:`~embeddb.errors.ModelChangeInProgress`. A new query
+      prompt alone changes nothing stored.
     * A new vector type (``vector`` <-> ``halfvec``) of the same dimension: the column is cast
       and its index rebuilt for the new type; the vectors are kept, nothing is re-embedded.
     * A new distance or index parameters, or ``rebuild_index``: the HNSW index is rebuilt.
@@ -169,20 +182,16 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         actual = _check_table(conn, spec, check_vector_type=False)
         identity = _identity(spec)
         old = existing.spec
-        resize = old.dimensions != spec.dimensions
+        # another model or dimension (the identity covers both) is a new generation
         reembed = _vectors_differ(existing.identity, identity)
-        if rebuild_index or resize or (old.index, old.distance) != (spec.index, spec.distance):
+        changed = _change_generation(conn, existing, spec, identity, reembed)
+        if changed is not None:
+            return changed
+        if rebuild_index or (old.index, old.distance) != (spec.index, spec.distance):
             verbatim.execute(conn, column_sql.drop_index(old))
-        if resize:
-            verbatim.execute(conn, alter_sql.resize_vector(spec))
-        elif actual is not None and actual != _column_type(spec):
+        if actual is not None and actual != _column_type(spec):
             _retype(conn, spec, actual)
-        if reembed:
-            cleared = verbatim.execute(conn, alter_sql.clear_vectors(spec)).rowcount
-            log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
-                        spec.qualified_column, "; ".join(existing.identity.differences(identity)),
-                        cleared)
-        requeue = reembed or (old.template, old.key_columns) != (spec.template, spec.key_columns)
+        requeue = (old.template, old.key_columns) != (spec.template, spec.key_columns)
         if requeue:
             # A fresh pending set: claims made for the old text or model must not complete it.
             conn.execute(sa.text(queries["forget_pending"]), {"id": existing.id})
@@ -195,6 +204,30 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             queued = reconcile(conn, entry)
             log.info("%s: %d rows queued for embedding", spec.qualified_column, queued)
         return entry
+
+
+def _change_generation(conn: Connection, live: CatalogEntry, spec: EmbeddingSpec,
+                       identity: ModelIdentity, reembed: bool) -> CatalogEntry | None:
+    """What ``alter`` does about generations: start a model change, keep the one asked for,
+    roll one back, or refuse; None when ``spec`` is an ordinary alteration of a quiet column."""
+    from . import generations  # it builds on this module
+
+    others = generations.generations(conn, live)
+    upcoming, previous = others.get("next"), others.get("previous")
+    if upcoming is not None and generations.as_live(upcoming) == spec:
+        return live  # the change in progress, asked for again
+    if upcoming is not None and spec == live.spec:
+        return generations.rollback(conn, live)  # back to what is live: e.g. a downgrade
+    if previous is not None and generations.as_live(previous) == spec:
+        return generations.rollback(conn, live)  # back to what was live before the swap
+    if previous is not None and spec == live.spec:
+        return live
+    if others:
+        generations.refuse_if_changing(live, others)
+    if reembed:
+        generations.begin(conn, live, spec, identity)
+        return live
+    return None
 
 
 def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = False) -> bool:
@@ -210,6 +243,11 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
             verbatim.execute(conn, alter_sql.drop_vector_columns(spec))
         return False
     with conn.begin_nested():
+        if entry.generation == "live":
+            from . import generations  # it builds on this module
+
+            for other in generations.generations(conn, entry).values():
+                uninstall(conn, other.spec, drop_columns=True)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})

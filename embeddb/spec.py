@@ -138,6 +138,12 @@ def hash_column_name(column: str) -> str:
     return _identifier(f"{column}_source_hash")
 
 
+def generation_column_name(column: str, generation: str) -> str:
+    """Where a column's ``next`` or ``previous`` generation of vectors is stored:
+    ``embedding__next`` beside ``embedding`` (see :mod:`embeddb.generations`)."""
+    return _identifier(f"{column}__{generation}")
+
+
 def _identifier(name: str, reserve: int = 0) -> str:
     """Shorten ``name`` to fit PostgreSQL's identifier limit, keeping it unique with a hash."""
     limit = _MAX_IDENTIFIER - reserve

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, column_sql
+from . import backfill, catalog, column_sql, generations
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -320,6 +320,7 @@ class Worker:
                 writing = batch, writer.submit(self._write, batch)
         if not self._stopping.is_set():
             backfill.rebuild_index(self.engine, entry, self.config.index_build_memory)
+            generations.swap_if_complete(self.engine, entry)  # a model change, once complete
         return claimed
 
     def _finish(self, entry: CatalogEntry, writing: Future[BatchResult],
