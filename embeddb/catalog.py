@@ -105,14 +105,17 @@ def install(
     the triggers, the HNSW index and the catalog row; then marks every row whose vector is
     missing or stale as pending. A column stored as the other vector type (``vector`` or
     ``halfvec``) of the same dimension is converted and its index rebuilt; its vectors are
-    kept. Refuses, changing nothing, if the column was embedded with a different model.
+    kept. A column embedded with a different model (or dimension, prompt, normalisation) is
+    changed to ``spec``'s without a gap: the new vectors are built beside the live ones, which
+    searches keep using until the worker swaps them in (:mod:`embeddb.generations`).
     """
     with conn.begin_nested():
         ensure_catalog(conn)
-        actual = _check_table(conn, spec)
         identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
-        if existing is not None and _vectors_differ(existing.identity, identity):
+        changing = existing is not None and _vectors_differ(existing.identity, identity)
+        actual = _check_table(conn, spec, check_vector_type=not changing)
+        if existing is not None and changing:
             from . import generations  # it builds on this module
 
             # another model: built beside the live vectors, which searches keep using
