@@ -432,7 +432,9 @@ WHERE id = :id
 SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id
 
 -- lock_generation --
-SELECT generation, index_deferred FROM embeddb.columns WHERE id = :column_id FOR UPDATE
+-- One worker swaps; NO KEY: a worker storing vectors meanwhile (throughput's foreign key
+-- takes KEY SHARE on this row) is not blocked by it, so the two cannot deadlock.
+SELECT generation, index_deferred FROM embeddb.columns WHERE id = :column_id FOR NO KEY UPDATE
 
 -- generation_rate --
 -- Rows a next generation stored per second over the last 5 minutes, or since it started.
