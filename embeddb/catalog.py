@@ -168,8 +168,9 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
       (:mod:`embeddb.generations`); searches use the old ones until the worker has made every
       new vector, then the two are swapped in one transaction. Altering back to the live
       definition while that runs (an Alembic downgrade) rolls the change back; any other
-      change meanwhile raises :class:`~embeddb.errors.ModelChangeInProgress`. A new query
-      prompt alone changes nothing stored.
+      change meanwhile raises :class:`~embeddb.errors.ModelChangeInProgress`. After the swap,
+      the old vectors are kept until ``embeddb model finish`` or the next alteration. A new
+      query prompt alone changes nothing stored.
     * A new vector type (``vector`` <-> ``halfvec``) of the same dimension: the column is cast
       and its index rebuilt for the new type; the vectors are kept, nothing is re-embedded.
     * A new distance or index parameters, or ``rebuild_index``: the HNSW index is rebuilt.
@@ -225,8 +226,9 @@ def _change_generation(conn: Connection, live: CatalogEntry, spec: EmbeddingSpec
         return generations.rollback(conn, live)  # back to what was live before the swap
     if previous is not None and spec == live.spec:
         return live
-    if others:
-        generations.refuse_if_changing(live, others)
+    generations.refuse_if_changing(live, others)
+    if previous is not None:  # a new change confirms the last one
+        generations.finish(conn, live)
     if reembed:
         generations.begin(conn, live, spec, identity)
         return live

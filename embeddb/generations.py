@@ -18,7 +18,8 @@ compared with the stored ones. Instead of clearing them, embeddb adds a *generat
   the table's ACCESS SHARE lock (``embeddb.live_column_id``), so a search embeds its text with
   the model whose vectors it then reads, before or after a swap, never across one.
 * **previous**: the old vectors, still kept current by their triggers, until
-  :func:`finish` drops them or :func:`rollback` swaps them back.
+  :func:`finish` drops them, :func:`rollback` swaps them back, or the next change (of the
+  model or anything else) confirms the swap and drops them.
 
 Columns in the same table rather than a shadow table: the worker, the triggers and the
 stale-write guard work unchanged (a shadow table would need its own triggers, a join in every
@@ -93,13 +94,17 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
     In the caller's transaction: adds the columns, functions, triggers and catalog row and
     queues every row with text. The index is built by the worker once the rows are embedded.
     Asking again for the change in progress returns it; any other change while one is in
-    progress (or awaits ``finish``) raises :class:`~embeddb.errors.ModelChangeInProgress`.
+    progress raises :class:`~embeddb.errors.ModelChangeInProgress`. A previous generation
+    kept from a change already swapped in is dropped first (:func:`finish`): a new change
+    confirms the last one.
     """
     others = generations(conn, live)
     upcoming = others.get(NEXT)
     if upcoming is not None and as_live(upcoming) == target and upcoming.identity == identity:
         return upcoming
     refuse_if_changing(live, others)
+    if PREVIOUS in others:  # a new change confirms the last one
+        finish(conn, live)
     spec = replace(target, column=generation_column_name(target.column, NEXT))
     _check_free(conn, spec)
     column_id = catalog._insert_entry(conn, spec, identity)
@@ -121,18 +126,13 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
 
 
 def refuse_if_changing(live: CatalogEntry, others: dict[str, CatalogEntry]) -> None:
-    """Raise ModelChangeInProgress if ``live`` has a change under way or awaiting finish."""
+    """Raise ModelChangeInProgress if ``live`` has a change under way (not yet swapped in)."""
     name = f"{live.spec.table}.{live.spec.column}"
     if NEXT in others:
         raise ModelChangeInProgress(
             f"{live.spec.qualified_column} is already changing from {live.identity.describe()}"
             f" to {others[NEXT].identity.describe()}; wait until it is swapped in (embeddb"
             f" status shows its progress), or cancel it first: embeddb model rollback {name}")
-    if PREVIOUS in others:
-        raise ModelChangeInProgress(
-            f"{live.spec.qualified_column} changed from {others[PREVIOUS].identity.describe()}"
-            f" to {live.identity.describe()} and keeps the old vectors until the change is"
-            f" confirmed: run embeddb model finish {name} (or rollback) first")
 
 
 def swap_if_complete(engine: Engine, entry: CatalogEntry) -> bool:

@@ -192,8 +192,11 @@ def test_a_change_while_one_is_in_progress_is_refused_leaving_the_database_uncha
     assert "already changing" in capsys.readouterr().err
     assert (table_columns(engine), triggers(engine)) == before
     drain(database_url)
-    with pytest.raises(ModelChangeInProgress, match=r"run embeddb model finish tickets\.embedding"):
-        start_change(engine, "embeddb-testing/hash-16")
+    assert set(others(engine)) == {"previous"}
+    start_change(engine, "embeddb-testing/hash-16")  # swapped in: a new change confirms it
+    assert {g: e.identity.name for g, e in others(engine).items()} == \
+        {"next": "embeddb-testing/hash-16"}
+    assert "embedding__previous" not in table_columns(engine)
 
 
 def test_status_shows_progress_rate_and_eta(

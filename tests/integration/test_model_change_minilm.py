@@ -27,7 +27,14 @@ from .models import MINILM, drain, ticket_model
 from .workers import wait_until
 
 ROWS, K = 300, 10
-WORDS = ["invoice", "refund", "password", "login", "account", "billing", "shipping", "delivery", "order", "payment", "card", "crash", "error", "timeout", "upload", "download", "export", "report", "printer", "screen", "battery", "laptop", "phone", "email", "calendar", "meeting", "backup", "restore", "network", "wifi", "router", "server", "database", "slow", "broken", "missing", "duplicate", "charge", "cancel", "subscription", "upgrade", "license", "key"]
+WORDS = [
+    "invoice", "refund", "password", "login", "account", "billing", "shipping", "delivery",
+    "order", "payment", "card", "crash", "error", "timeout", "upload", "download", "export",
+    "report", "printer", "screen", "battery", "laptop", "phone", "email", "calendar",
+    "meeting", "backup", "restore", "network", "wifi", "router", "server", "database", "slow",
+    "broken", "missing", "duplicate", "charge", "cancel", "subscription", "upgrade",
+    "license", "key"
+]
 QUERIES = ["I was charged twice for my subscription", "cannot log in after password reset",
            "the printer shows an error", "my order has not been delivered",
            "restore a backup of the database", "wifi keeps dropping on my laptop"]
