@@ -219,7 +219,7 @@ def test_upgrade_re_creates_older_render_functions_and_queues_rows_they_rendered
             " embedding = array_fill(0.1, ARRAY[32])::vector"))
         conn.execute(sa.text("UPDATE embeddb.alembic_version SET version_num = '0003'"))
     with engine.begin() as conn:
-        assert migrate.upgrade(conn) == ["0004"]
+        assert migrate.upgrade(conn)[0] == "0004"  # and any revision after it
         assert [row.row_key for row in pending(conn)] == [{"id": 2}]
         assert conn.execute(sa.text(f"SELECT {render}(t) FROM tickets t WHERE id = 2")).scalar() \
             is None
