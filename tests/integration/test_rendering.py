@@ -278,7 +278,7 @@ def test_upgrade_leaves_a_column_whose_table_lost_a_source_column_and_refreshes_
         conn.execute(sa.text("ALTER TABLE events DROP COLUMN note CASCADE"))  # and its triggers
         conn.execute(sa.text("UPDATE embeddb.alembic_version SET version_num = '0003'"))
     with engine.begin() as conn:
-        assert migrate.upgrade(conn) == ["0004"]
+        assert migrate.upgrade(conn)[0] == "0004"  # and any revision after it
         assert conn.execute(sa.text(f"SELECT {render}(t) FROM tickets t")).scalar() is None
     assert "public.events.embedding: render function left as it was" in caplog.text
     assert "has no column 'note'" in caplog.text
