@@ -27,11 +27,19 @@ def retype_vector(spec: EmbeddingSpec) -> str:
                             type=column_type(spec)).as_string(None)
 
 
-def clear_vectors(spec: EmbeddingSpec) -> str:
-    """Forget every stored vector and the text it was made from, so each row is embedded anew."""
-    vector, text_hash = sql.Identifier(spec.column), sql.Identifier(spec.hash_column)
-    return sql.SQL(
-        "UPDATE {table} SET {vector} = NULL, {hash} = NULL"
-        " WHERE {vector} IS NOT NULL OR {hash} IS NOT NULL"
-    ).format(table=table(spec), vector=vector, hash=text_hash).as_string(None)
+def rename_vector_columns(spec: EmbeddingSpec, renamed: EmbeddingSpec) -> list[str]:
+    """Give ``spec``'s vector and hash columns and its index ``renamed``'s names (a generation
+    swap). The index may be missing (set aside while a backlog is embedded): IF EXISTS."""
+    return [
+        sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+            table(spec), sql.Identifier(old), sql.Identifier(new)).as_string(None)
+        for old, new in ((spec.column, renamed.column), (spec.hash_column, renamed.hash_column))
+    ] + [sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+        sql.Identifier(spec.schema, spec.index_name),
+        sql.Identifier(renamed.index_name)).as_string(None)]
 
+
+def lock_exclusively(spec: EmbeddingSpec) -> str:
+    """Wait (up to the transaction's lock_timeout) until no query reads the table, then hold it:
+    a generation swap renames its columns while nothing can be halfway through a search."""
+    return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table(spec)).as_string(None)

@@ -43,6 +43,10 @@ class CatalogEntry:
     id: int
     spec: EmbeddingSpec
     identity: ModelIdentity
+    #: ``live`` (what searches read), ``next`` or ``previous`` (see :mod:`embeddb.generations`)
+    generation: str = "live"
+    #: for a next or previous generation, the column name searches use
+    generation_of: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> CatalogEntry:
@@ -70,7 +74,9 @@ class CatalogEntry:
             query_prompt=row.query_prompt,
             document_prompt=row.document_prompt,
         )
-        return cls(row.id, spec, identity)
+        fields = row._mapping
+        return cls(row.id, spec, identity, fields.get("generation", "live"),
+                   fields.get("generation_of"))
 
 
 def ensure_catalog(conn: Connection) -> None:
@@ -109,13 +115,22 @@ def install(
     the triggers, the HNSW index and the catalog row; then marks every row whose vector is
     missing or stale as pending. A column stored as the other vector type (``vector`` or
     ``halfvec``) of the same dimension is converted and its index rebuilt; its vectors are
-    kept. Refuses, changing nothing, if the column was embedded with a different model.
+    kept. A column embedded with a different model (or dimension, prompt, normalisation) is
+    changed to ``spec``'s without a gap: the new vectors are built beside the live ones, which
+    searches keep using until the worker swaps them in (:mod:`embeddb.generations`).
     """
     with conn.begin_nested():
         ensure_catalog(conn)
-        actual = _check_table(conn, spec)
         identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
+        changing = existing is not None and _vectors_differ(existing.identity, identity)
+        actual = _check_table(conn, spec, check_vector_type=not changing)
+        if existing is not None and changing:
+            from . import generations  # it builds on this module
+
+            # another model: built beside the live vectors, which searches keep using
+            generations.begin(conn, existing, spec, identity)
+            return existing
         if existing is None:
             column_id = _insert_entry(conn, spec, identity)
         else:
@@ -164,11 +179,13 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
     * A new template or key: the render and trigger functions are replaced and every row whose
       text changed is queued. Its old vector stays until the worker replaces it.
     * A new model identity (name, weights, normalisation, document prompt) or dimension: the
-      stored vectors come from another model and cannot be compared with the new model's
-      queries, so they are cleared (NULL, with their hashes) and every row with text is queued.
-      A new dimension changes the column type (``vector(n) USING NULL``). Until the worker is
-      done, search finds the rows already re-embedded. A new query prompt alone changes nothing
-      stored.
+      new vectors are built beside the old ones as the column's next generation
+      (:mod:`embeddb.generations`); searches use the old ones until the worker has made every
+      new vector, then the two are swapped in one transaction. Altering back to the live
+      definition while that runs (an Alembic downgrade) rolls the change back; any other
+      change meanwhile raises :class:`~embeddb.errors.ModelChangeInProgress`. After the swap,
+      the old vectors are kept until ``embeddb model finish`` or the next alteration. A new
+      query prompt alone changes nothing stored.
     * A new vector type (``vector`` <-> ``halfvec``) of the same dimension: the column is cast
       and its index rebuilt for the new type; the vectors are kept, nothing is re-embedded.
     * A new distance or index parameters, or ``rebuild_index``: the HNSW index is rebuilt.
@@ -184,29 +201,24 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         actual = _check_table(conn, spec, check_vector_type=False)
         identity = _identity(spec)
         old = existing.spec
-        resize = old.dimensions != spec.dimensions
+        # another model or dimension (the identity covers both) is a new generation
         reembed = _vectors_differ(existing.identity, identity)
-        if rebuild_index or resize or (old.index, old.distance) != (spec.index, spec.distance):
+        changed = _change_generation(conn, existing, spec, identity, reembed)
+        if changed is not None:
+            return changed
+        if rebuild_index or (old.index, old.distance) != (spec.index, spec.distance):
             verbatim.execute(conn, column_sql.drop_index(old))
             verbatim.execute(conn, chunk_sql.drop_index(old))
-        if old.chunking is not None and (reembed or resize or old.vector_type != spec.vector_type):
-            # chunk vectors of another model (or size) must not be reused by text hash
+        if old.chunking is not None and old.vector_type != spec.vector_type:
+            # chunk vectors of another type must not be reused by text hash
             for statement in chunk_sql.drop_objects(old, existing.id):
                 verbatim.execute(conn, statement)
         rechunk = old.chunking != spec.chunking
         if rechunk:
             _change_chunking(conn, existing, spec)
-        if resize:
-            verbatim.execute(conn, alter_sql.resize_vector(spec))
-        elif actual is not None and actual != spec.column_type:
+        if actual is not None and actual != spec.column_type:
             _retype(conn, spec, actual)
-        if reembed:
-            cleared = verbatim.execute(conn, alter_sql.clear_vectors(spec)).rowcount
-            log.warning("%s: model changed (%s); %d stored vectors cleared for re-embedding",
-                        spec.qualified_column, "; ".join(existing.identity.differences(identity)),
-                        cleared)
-        requeue = reembed or rechunk or (
-            (old.template, old.key_columns) != (spec.template, spec.key_columns))
+        requeue = rechunk or (old.template, old.key_columns) != (spec.template, spec.key_columns)
         if requeue:
             # A fresh pending set: claims made for the old text or model must not complete it.
             conn.execute(sa.text(queries["forget_pending"]), {"id": existing.id})
@@ -221,6 +233,31 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
             queued = reconcile(conn, entry)
             log.info("%s: %d rows queued for embedding", spec.qualified_column, queued)
         return entry
+
+
+def _change_generation(conn: Connection, live: CatalogEntry, spec: EmbeddingSpec,
+                       identity: ModelIdentity, reembed: bool) -> CatalogEntry | None:
+    """What ``alter`` does about generations: start a model change, keep the one asked for,
+    roll one back, or refuse; None when ``spec`` is an ordinary alteration of a quiet column."""
+    from . import generations  # it builds on this module
+
+    others = generations.generations(conn, live)
+    upcoming, previous = others.get("next"), others.get("previous")
+    if upcoming is not None and generations.as_live(upcoming) == spec:
+        return live  # the change in progress, asked for again
+    if upcoming is not None and spec == live.spec:
+        return generations.rollback(conn, live)  # back to what is live: e.g. a downgrade
+    if previous is not None and generations.as_live(previous) == spec:
+        return generations.rollback(conn, live)  # back to what was live before the swap
+    if previous is not None and spec == live.spec:
+        return live
+    generations.refuse_if_changing(live, others)
+    if previous is not None:  # a new change confirms the last one
+        generations.finish(conn, live)
+    if reembed:
+        generations.begin(conn, live, spec, identity)
+        return live
+    return None
 
 
 def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = False) -> bool:
@@ -242,6 +279,11 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
         if entry.spec.fulltext is not None:
             for statement in fulltext_sql.drop_objects(entry.spec, entry.id, drop_columns):
                 verbatim.execute(conn, statement)
+        if entry.generation == "live":
+            from . import generations  # it builds on this module
+
+            for other in generations.generations(conn, entry).values():
+                uninstall(conn, other.spec, drop_columns=True)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})

@@ -11,17 +11,20 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import catalog, logformat
+from . import catalog, generations, logformat
 from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
 from .doctor import Limits as DoctorLimits
+from .embedders import expected_identity
 from .errors import DatabaseError, EmbeddbError, first_line
 from .server import EmbeddedServer
+from .spec import EmbeddingSpec
 from .sql import queries
 from .worker import Worker, WorkerConfig
 
@@ -166,6 +169,23 @@ def _parser() -> argparse.ArgumentParser:
                      "embeddb status --json")
     with_url(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    model = command(
+        "model", _model,
+        "Change a column's model, dimensions or prompts without a gap in search (the new vectors"
+        " are built beside the live ones and swapped in when complete), then finish the change"
+        " (drop the old vectors) or roll it back.",
+        "embeddb model change tickets.embedding --dimensions 256\n"
+        "embeddb status                           # progress, rate, ETA\n"
+        "embeddb model finish tickets.embedding   # after the swap: drop the old vectors")
+    with_url(model)
+    model.add_argument("action", choices=["change", "finish", "rollback"])
+    model.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    model.add_argument("--model", dest="model_name", help="with change: the new model")
+    model.add_argument("--dimensions", type=int,
+                       help="with change: the new dimension (Matryoshka: fewer than the model's)")
+    model.add_argument("--document-prompt", help="with change: the new document prompt")
+    model.add_argument("--query-prompt", help="with change: the new query prompt")
 
     retry = command("retry", _retry, "Requeue parked rows (all columns, or one).",
                     "embeddb retry tickets.embedding")
@@ -581,7 +601,10 @@ def _status(args: argparse.Namespace) -> int:
 
     with _engine(args) as engine:
         report = queue.status(engine)
-    columns, workers = report.columns, report.workers
+        columns, workers = report.columns, report.workers
+        if columns:
+            with engine.connect() as conn:
+                _add_progress(conn, columns)
     if args.json:
         print(json.dumps({"columns": columns, "workers": workers}, default=str, indent=2))
         return 0
@@ -600,10 +623,89 @@ def _status(args: argparse.Namespace) -> int:
                   f" {row['fault_retry_seconds']:.0f}s: {row['fault']}")
         if row["parked_reason"]:
             print(f"  last parked: {row['parked_reason']}")
+        if row.get("generation") != generations.LIVE:
+            print(f"  {_generation_line(row)}")
     for worker in workers:
         print(f"worker {worker['worker_id']}: {worker['state']}, {worker['rows_embedded']} rows,"
               f" heartbeat {worker['heartbeat_age_seconds']:.0f}s ago")
     return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    with _engine(args) as engine, engine.begin() as conn:
+        live = _entry(conn, args.column)
+        if live.generation != generations.LIVE:
+            raise EmbeddbError(f"{args.column} is the {live.generation} generation of"
+                               f" {live.spec.table}.{live.generation_of}; name that column")
+        name = f"{live.spec.table}.{live.spec.column}"
+        if args.action == "change":
+            target = _changed_spec(live.spec, args)
+            if target == live.spec:
+                raise EmbeddbError(f"{name} already has this model; say what changes (--model,"
+                                   " --dimensions, --document-prompt, --query-prompt)")
+            catalog.alter(conn, target)
+            upcoming = generations.generations(conn, live).get(generations.NEXT)
+            if upcoming is None:
+                print(f"{name}: updated in place (nothing stored changes)")
+            else:
+                print(f"{name}: building {upcoming.identity.describe()} beside"
+                      f" {live.identity.describe()}; searches use the live vectors until the"
+                      " worker swaps the new ones in (embeddb status shows the progress)")
+        elif args.action == "finish":
+            dropped = generations.finish(conn, live)
+            print(f"{name}: previous vectors ({dropped.identity.describe()}) dropped")
+        else:
+            restored = generations.rollback(conn, live)
+            print(f"{name}: rolled back; searches use {restored.identity.describe()}")
+    return 0
+
+
+def _changed_spec(spec: EmbeddingSpec, args: argparse.Namespace) -> EmbeddingSpec:
+    """``spec`` with what ``embeddb model change`` was asked to change."""
+    model = args.model_name or spec.model
+    encode = replace(
+        spec.encode,
+        document_prompt=spec.encode.document_prompt if args.document_prompt is None
+        else args.document_prompt or None,
+        query_prompt=spec.encode.query_prompt if args.query_prompt is None
+        else args.query_prompt or None)
+    dimensions = args.dimensions
+    if dimensions is None:  # the same model keeps its (possibly cut) dimension
+        dimensions = spec.dimensions if model == spec.model else \
+            expected_identity(model, encode).dimensions
+    return replace(spec, model=model, encode=encode, dimensions=dimensions)
+
+
+def _add_progress(conn: sa.Connection, columns: list[dict[str, Any]]) -> None:
+    """A next generation's progress (rows of the table done, rate, ETA), for ``status``."""
+    entries = {entry.id: entry for entry in catalog.list_entries(conn)}
+    for row in columns:
+        if row.get("generation") != generations.NEXT:
+            continue
+        remaining = row["pending"] + row["in_flight"] + row["parked"]
+        progress = generations.progress(conn, entries[row["id"]], remaining)
+        row["progress"] = {"total": progress.total, "done": progress.done,
+                           "remaining": progress.remaining,
+                           "rows_per_second": progress.rows_per_second,
+                           "eta_seconds": progress.eta_seconds}
+
+
+def _generation_line(row: dict[str, Any]) -> str:
+    table, of = row["table_name"], row["generation_of"]
+    if row["generation"] == generations.PREVIOUS:
+        return (f"previous generation of {table}.{of}, kept current until embeddb model finish"
+                f" {table}.{of} drops it (or rollback swaps it back)")
+    done = row["progress"]
+    eta = "-" if done["eta_seconds"] is None else f"{done['eta_seconds']:.0f}s"
+    share = done["done"] / done["total"] if done["total"] else 1.0
+    line = (f"next generation of {table}.{of}: {share:.0%} ({done['done']}/{done['total']}"
+            f" rows), {done['rows_per_second']:.1f} rows/s, ETA {eta}; searches use"
+            f" {table}.{of} until it is swapped in")
+    if done["remaining"] == row["parked"] and row["parked"]:
+        line += f"; {row['parked']} parked rows hold the swap (embeddb retry, or rollback)"
+    elif done["remaining"] == 0 and row["index_deferred"]:
+        line += "; building its HNSW index, then the swap"
+    return line
 
 
 def _retry(args: argparse.Namespace) -> int:

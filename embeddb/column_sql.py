@@ -52,6 +52,11 @@ def qualified_table(spec: EmbeddingSpec) -> str:
     return _text(table(spec))
 
 
+def qualified_name(schema: str | None, name: str) -> str:
+    """``"schema"."name"`` quoted, or just ``"name"`` (found on the search path)."""
+    return _text(sql.Identifier(*([schema] if schema else []), name))
+
+
 def count_rows(spec: EmbeddingSpec) -> str:
     return _text(sql.SQL("SELECT count(*) FROM {}").format(table(spec)))
 

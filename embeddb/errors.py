@@ -61,6 +61,10 @@ class ModelMismatch(EmbeddbError):
     """The model at hand differs from the one recorded for a column."""
 
 
+class ModelChangeInProgress(SchemaError):
+    """A column's model is already being changed (or a change awaits ``finish``/``rollback``)."""
+
+
 class QueryError(EmbeddbError, ValueError):
     """A query helper was given arguments it cannot answer; nothing was sent to the database."""
 

@@ -244,7 +244,9 @@ def install(
 
     ``targets`` are mapped classes, tables or embedded columns (``Ticket.embedding``). Rows
     already in the table are queued for the worker unless ``enqueue_existing`` is false.
-    Everything happens in one transaction: on error the database is left as it was.
+    Everything happens in one transaction: on error the database is left as it was. A column
+    recorded with another model (or dimension, prompt) starts a model change without a gap
+    (:mod:`embeddb.generations`); its entry is returned as it is live until the swap.
 
     Example::
 

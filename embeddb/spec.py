@@ -198,6 +198,12 @@ def check_fulltext_config(name: str) -> str:
     return name
 
 
+def generation_column_name(column: str, generation: str) -> str:
+    """Where a column's ``next`` or ``previous`` generation of vectors is stored:
+    ``embedding__next`` beside ``embedding`` (see :mod:`embeddb.generations`)."""
+    return _identifier(f"{column}__{generation}")
+
+
 def _identifier(name: str, reserve: int = 0) -> str:
     """Shorten ``name`` to fit PostgreSQL's identifier limit, keeping it unique with a hash.
 

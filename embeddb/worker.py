@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, chunk_worker, column_sql, schema_version
+from . import backfill, catalog, chunk_worker, column_sql, generations, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -363,6 +363,7 @@ class Worker:
                 writing = batch, writer.submit(self._write, batch)
         if not self._stopping.is_set():
             backfill.rebuild_index(self.engine, entry, self.config.index_build_memory)
+            generations.swap_if_complete(self.engine, entry)  # a model change, once complete
         return claimed
 
     def _finish(self, entry: CatalogEntry, writing: Future[BatchResult],

@@ -32,7 +32,7 @@ from alembic.util import PriorityDispatchResult
 from psycopg import sql
 from sqlalchemy.engine import Connection
 
-from .. import catalog, migrate, orm
+from .. import catalog, generations, migrate, orm
 from ..catalog import CatalogEntry
 from ..spec import EmbeddingSpec
 from ..sql import queries
@@ -103,12 +103,20 @@ def compare_embeddings(
     default_schema = conn.dialect.default_schema_name or orm.current_schema(conn)
     declared = _declared(autogen_context, default_schema)
     installed = _installed(autogen_context, conn, default_schema)
-    managed = _managed_names([*declared.values(), *(e.spec for e in installed.values())])
+    # a model change in progress or awaiting finish: its columns are embeddb's, and a
+    # declaration of the model being built is already what the database is becoming
+    changing = [e for e in catalog.list_entries(conn) if e.generation != generations.LIVE]
+    upcoming = {(e.spec.schema, e.spec.table, generations.as_live(e).column): generations.as_live(e)
+                for e in changing if e.generation == generations.NEXT}
+    managed = _managed_names([*declared.values(), *(e.spec for e in installed.values()),
+                              *(e.spec for e in changing)])
     theirs = _without_managed(upgrade_ops.ops, managed, default_schema)
     plan = _Plan(default_schema)
     for key in sorted(installed.keys() - declared.keys()):
         plan.drop(installed[key])
     for key in sorted(declared.keys() & installed.keys()):
+        if upcoming.get(key) == declared[key]:
+            continue
         plan.alter(declared[key], installed[key], _actual_index(conn, installed[key]))
     for key in sorted(declared.keys() - installed.keys()):
         plan.create(declared[key])
@@ -183,6 +191,8 @@ def _installed(
     installed: dict[ColumnKey, CatalogEntry] = {}
     for entry in catalog.list_entries(conn):
         spec = entry.spec
+        if entry.generation != generations.LIVE:
+            continue
         if not _compared(autogen_context, spec.schema, default_schema):
             continue
         if not autogen_context.run_name_filters(

@@ -25,8 +25,8 @@ from .ops import (
 
 OPS_IMPORT = "import embeddb.alembic  # noqa: F401 (registers op.create_embedding and the rest)"
 REEMBED_NOTE = (
-    "# a new model or dimension: the stored vectors are cleared and the worker re-embeds"
-    " every row"
+    "# a new model or dimension: the worker builds the new vectors beside the old ones, which"
+    " searches use until the new ones are swapped in; then: embeddb model finish TABLE.COLUMN"
 )
 
 

@@ -3,7 +3,8 @@
 A text is embedded with the model and query prompt recorded for the column in the catalog,
 after checking that the model here is that model (:class:`~embeddb.errors.ModelMismatch`
 otherwise). Both the catalog entry (per engine, for :data:`CATALOG_TTL_SECONDS`) and the vectors
-of recent query texts are cached, so a repeated query costs neither a round trip nor the model.
+of recent query texts are cached, so a repeated query costs one round trip (which generation
+is live: see :mod:`embeddb.generations`) and not the model.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .. import catalog
+from .. import catalog, column_sql, generations
 from ..catalog import CatalogEntry
 from ..embedders import ModelIdentity, load_embedder
 from ..errors import ModelMismatch, PrivilegeError, SchemaError, first_line
 from ..orm import INFO_KEY, Declaration, current_schema
 from ..privileges import is_permission_error
-from ..spec import EncodeOptions
+from ..spec import EmbeddingSpec, EncodeOptions
+from ..sql import queries
 from ._checks import check_query_text
 from ._target import QueryVector, Target, check_dimensions, resolve
 
@@ -61,35 +63,56 @@ def column_entry(conn: Connection, column: Any) -> CatalogEntry:
     declaration: :class:`~embeddb.errors.ModelMismatch` if they name different models."""
     target = column if isinstance(column, Target) else resolve(column)
     table = target.table
-    # keyed as declared (schema None: the search path's), so a hit costs no round trip
+    # keyed as declared (schema None: the search path's)
     key = (table.schema, table.name, target.column.name)
     entry = _cached_entry(conn.engine, key)
     if entry is None:
-        schema = table.schema or current_schema(conn)
-        try:
-            entry = catalog.get_entry(conn, schema, table.name, target.column.name)
-        except sa.exc.ProgrammingError as exc:
-            if not is_permission_error(exc):
-                raise
-            raise PrivilegeError(
-                f"search {schema}.{table.name}.{target.column.name}: role cannot read embeddb's"
-                f" catalog ({first_line(exc)}); it needs USAGE on schema embeddb and SELECT on"
-                " embeddb.columns (embeddb grants --app ROLE)") from exc
-        if entry is None:
-            raise SchemaError(
-                f"{schema}.{table.name}.{target.column.name} is not installed in this database;"
-                " run Base.metadata.create_all(engine) or embeddb.install(engine, Model)"
-            )
-        with _entries_lock:
-            _entries.setdefault(conn.engine, {})[key] = (time.monotonic(), entry)
+        entry = _read_entry(conn, target)
+    # A model change swaps generations under the same name: the one live once the table is
+    # locked for this transaction is the one the search reads (one round trip).
+    live_id = conn.execute(sa.text(queries["live_column_id"]), {
+        "table": column_sql.qualified_name(table.schema, table.name),
+        "column": target.column.name}).scalar()
+    if live_id != entry.id:
+        entry = _read_entry(conn, target)
+    with _entries_lock:
+        _entries.setdefault(conn.engine, {})[key] = (time.monotonic(), entry)
     declaration = target.declaration
-    if declaration.model != entry.spec.model or declaration.encode != entry.spec.encode:
+    if not _declares(declaration, entry.spec) and not any(
+            _declares(declaration, other.spec)
+            for other in generations.generations(conn, entry).values()):
         raise ModelMismatch(
             f"{entry.spec.qualified_column} is declared with model {declaration.model}"
             f" ({declaration.encode}) but was embedded with {entry.identity.describe()}"
             f" ({entry.spec.encode}); change the model with a migration that re-embeds the column"
         )
     return entry
+
+
+def _read_entry(conn: Connection, target: Target) -> CatalogEntry:
+    table = target.table
+    schema = table.schema or current_schema(conn)
+    try:
+        entry = catalog.get_entry(conn, schema, table.name, target.column.name)
+    except sa.exc.ProgrammingError as exc:
+        if not is_permission_error(exc):
+            raise
+        raise PrivilegeError(
+            f"search {schema}.{table.name}.{target.column.name}: role cannot read embeddb's"
+            f" catalog ({first_line(exc)}); it needs USAGE on schema embeddb and SELECT on"
+            " embeddb.columns (embeddb grants --app ROLE)") from exc
+    if entry is None:
+        raise SchemaError(
+            f"{schema}.{table.name}.{target.column.name} is not installed in this database;"
+            " run Base.metadata.create_all(engine) or embeddb.install(engine, Model)"
+        )
+    return entry
+
+
+def _declares(declaration: Declaration, spec: EmbeddingSpec) -> bool:
+    """Whether the app's declaration names the model ``spec`` embeds with: during a model
+    change the app may declare either generation's (the live one answers either way)."""
+    return declaration.model == spec.model and declaration.encode == spec.encode
 
 
 def reflect_column(conn: Connection, entry: CatalogEntry) -> sa.Column[Any]:

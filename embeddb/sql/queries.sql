@@ -127,7 +127,8 @@ SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_
        (array_agg(p.last_error ORDER BY p.parked_at DESC)
             FILTER (WHERE p.parked_at IS NOT NULL))[1] AS parked_reason,
        c.fault, c.fault_since,
-       greatest(extract(epoch FROM c.fault_retry_at - now()), 0)::float8 AS fault_retry_seconds
+       greatest(extract(epoch FROM c.fault_retry_at - now()), 0)::float8 AS fault_retry_seconds,
+       c.generation, c.generation_of, c.generation_started_at, c.index_deferred
 FROM embeddb.columns c
 LEFT JOIN embeddb.pending p ON p.column_id = c.id
 GROUP BY c.id
@@ -426,3 +427,49 @@ SELECT EXISTS (
     WHERE c.cfgname = :name
       AND (n.nspname = :schema OR (CAST(:schema AS text) IS NULL
                                    AND pg_ts_config_is_visible(c.oid))))
+
+-- live_column_id --
+-- The live generation's catalog id, read once the table's ACCESS SHARE lock is held (0009).
+SELECT embeddb.live_column_id(CAST(:table AS regclass), :column)
+
+-- column_generations --
+-- The next or previous generation of a column (see embeddb.generations).
+SELECT * FROM embeddb.columns
+WHERE table_schema = :schema AND table_name = :table AND generation_of = :column
+ORDER BY id
+
+-- set_generation --
+UPDATE embeddb.columns SET
+    column_name = :column, hash_column = :hash_column, index_name = :index_name,
+    generation = :generation, generation_of = :generation_of, updated_at = now()
+WHERE id = :id
+
+-- start_generation --
+UPDATE embeddb.columns SET
+    generation = 'next', generation_of = :generation_of,
+    generation_started_at = clock_timestamp(), index_deferred = :index_deferred
+WHERE id = :id
+
+-- generation_backlog --
+-- Every queue entry of a generation, parked ones included: a swap waits for all of them.
+SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id
+
+-- lock_generation --
+-- One worker swaps; NO KEY: a worker storing vectors meanwhile (throughput's foreign key
+-- takes KEY SHARE on this row) is not blocked by it, so the two cannot deadlock.
+SELECT generation, index_deferred FROM embeddb.columns WHERE id = :column_id FOR NO KEY UPDATE
+
+-- generation_rate --
+-- Rows a next generation stored per second over the last 5 minutes, or since it started.
+WITH since AS (
+    SELECT greatest(generation_started_at, now() - interval '5 minutes') AS at
+    FROM embeddb.columns WHERE id = :column_id
+)
+SELECT coalesce(sum(t.rows), 0)::float8
+       / greatest(extract(epoch FROM now() - (SELECT at FROM since)), 1)::float8
+FROM embeddb.throughput t
+WHERE t.column_id = :column_id AND t.minute >= date_trunc('minute', (SELECT at FROM since))
+
+-- set_lock_timeout --
+-- For the rest of this transaction only: a generation swap waits this long for its lock.
+SELECT set_config('lock_timeout', :timeout, true)

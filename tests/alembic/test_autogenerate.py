@@ -155,10 +155,14 @@ def test_changing_the_model(at_head: Path, engine: sa.Engine) -> None:
     assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding",
                                         {"model": (MINILM, "embeddb-testing/hash-384")})]
     script = generate_and_run(at_head, engine, metadata)
-    assert "the worker re-embeds every row" in script
-    found = entry(engine)
-    assert found is not None and found.identity.fingerprint == "hash-v1"
-    assert pending(engine) == 3
+    assert "builds the new vectors beside the old ones" in script
+    found, upcoming = entry(engine), entry(engine, "embedding__next")
+    assert found is not None and found.identity.name == MINILM  # searches keep the old model
+    assert upcoming is not None and upcoming.identity.fingerprint == "hash-v1"
+    assert (pending(engine), pending(engine, "embedding__next")) == (0, 3)
+    # the change in progress is what the models declare: nothing more to migrate, and the
+    # next generation's columns are embeddb's, not Alembic's
+    assert diffs(engine, metadata) == []
 
 
 def test_changing_the_model_and_dimension(at_head: Path, engine: sa.Engine) -> None:
@@ -167,10 +171,12 @@ def test_changing_the_model_and_dimension(at_head: Path, engine: sa.Engine) -> N
         "model": (MINILM, HASH_MODEL), "dimensions": (384, 32)})]
     generate_and_run(at_head, engine, metadata)
     with engine.connect() as conn:
-        assert conn.execute(sa.text(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = 'tickets'::regclass AND attname = 'embedding'")).scalar() \
-            == "vector(32)"
+        assert dict(conn.execute(sa.text(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'tickets'::regclass AND attname LIKE 'embedding%'"
+            " AND NOT attisdropped AND atttypid = 'vector'::regtype")).all()) \
+            == {"embedding": "vector(384)", "embedding__next": "vector(32)"}
+    assert diffs(engine, metadata) == []
 
 
 def test_changing_the_index_parameters(at_head: Path, engine: sa.Engine) -> None:

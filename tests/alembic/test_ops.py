@@ -127,7 +127,13 @@ def test_a_new_template_requeues_the_rows_and_the_worker_re_embeds_them(
         assert not np.allclose(vector, old[ticket_id])
 
 
-def test_a_new_model_identity_clears_the_vectors_and_queues_every_row(
+def column_type(engine: sa.Engine, column: str) -> str | None:
+    return scalar(engine, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+                          f" attrelid = 'tickets'::regclass AND attname = '{column}'"
+                          " AND NOT attisdropped")
+
+
+def test_a_new_model_identity_is_built_beside_the_live_vectors_then_swapped_in(
         engine: sa.Engine, database_url: str) -> None:
     make_tickets(engine)
     create(engine)
@@ -135,32 +141,42 @@ def test_a_new_model_identity_clears_the_vectors_and_queues_every_row(
     with migration(engine) as (op, _):
         op.alter_embedding("tickets", "embedding", query_prompt="query: ")
     assert pending_count(engine) == 0  # the query prompt is not part of stored vectors
-    assert all(v is not None for v in vectors(engine).values())
+    before = vectors(engine)
+    assert all(v is not None for v in before.values())
     with migration(engine) as (op, _):
         op.alter_embedding("tickets", "embedding", normalize=False, existing_normalize=True)
-    assert set(vectors(engine).values()) == {None}
-    assert scalar(engine, "SELECT count(*) FROM tickets WHERE embedding_source_hash IS NULL") == 3
+    # the live vectors and model stay while the next generation is queued beside them
+    assert {k: v.tolist() for k, v in vectors(engine).items()} == \
+        {k: v.tolist() for k, v in before.items()}
+    assert entry(engine).identity.normalize is True
+    assert column_type(engine, "embedding__next") == "vector(32)"
     assert pending_count(engine) == 3
+    drain(database_url)  # fills the next generation, builds its index, swaps it in
     assert entry(engine).identity.normalize is False
-    drain(database_url)
     assert all(v is not None for v in vectors(engine).values())
+    assert column_type(engine, "embedding__next") is None
+    assert column_type(engine, "embedding__previous") == "vector(32)"
+    assert "(embedding vector_cosine_ops)" in (index_definition(engine) or "")
 
 
-def test_a_new_dimension_changes_the_column_type(engine: sa.Engine, database_url: str) -> None:
+def test_a_new_dimension_gets_its_own_column_type_and_index(
+        engine: sa.Engine, database_url: str) -> None:
     make_tickets(engine)
     create(engine)
     drain(database_url)
     with migration(engine) as (op, _):
         op.alter_embedding("tickets", "embedding", model="embeddb-testing/hash-384",
                            dimensions=384, existing_model=HASH_MODEL, existing_dimensions=32)
-    assert scalar(engine, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-                          " WHERE attrelid = 'tickets'::regclass AND attname = 'embedding'") \
-        == "vector(384)"
-    assert set(vectors(engine).values()) == {None} and pending_count(engine) == 3
+    assert (column_type(engine, "embedding"), column_type(engine, "embedding__next")) == \
+        ("vector(32)", "vector(384)")
+    assert {len(v) for v in vectors(engine).values()} == {32} and pending_count(engine) == 3
+    assert entry(engine).spec.dimensions == 32
+    drain(database_url)
+    assert (column_type(engine, "embedding"), column_type(engine, "embedding__previous")) == \
+        ("vector(384)", "vector(32)")
     assert index_definition(engine) is not None
     assert (entry(engine).identity.name, entry(engine).spec.dimensions) == \
         ("embeddb-testing/hash-384", 384)
-    drain(database_url)
     assert {len(v) for v in vectors(engine).values()} == {384}
 
 

@@ -104,14 +104,14 @@ existing_template='{subject}'
     assert context.imports == {OPS_IMPORT}
 
 
-def test_alter_embedding_model_says_it_re_embeds(context: AutogenContext) -> None:
+def test_alter_embedding_model_says_it_builds_beside_the_old_vectors(context: AutogenContext) -> None:
     op = AlterEmbeddingOp(
         "tickets", "embedding",
         {"model": "embeddb-testing/hash-384", "dimensions": 384},
         {"model": "embeddb-testing/hash-32", "dimensions": 32},
     )
     assert render_op_text(context, op) == """\
-# a new model or dimension: the stored vectors are cleared and the worker re-embeds every row
+# a new model or dimension: the worker builds the new vectors beside the old ones, which searches use until the new ones are swapped in; then: embeddb model finish TABLE.COLUMN
 op.alter_embedding('tickets', 'embedding',
 model='embeddb-testing/hash-384',
 dimensions=384,

@@ -52,7 +52,8 @@ def test_a_new_model_then_a_new_template_are_each_re_embedded_by_the_worker(
 
     generate_and_run(example, engine, example_metadata({**EXAMPLE_EMBEDDING, "model": MODEL}),
                      rev_id="0003")
-    assert drain(database_url).embedded == 3
+    # the live generation's three rows, then the next one's, which is then swapped in
+    assert drain(database_url).embedded == 6
     expect(engine, {1: "Locked out\n\nI cannot log in",
                     2: "Refund\n\nCharged twice for one order",
                     3: "Dark mode\n\nPlease add a dark theme"})

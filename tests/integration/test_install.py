@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import embeddb
-from embeddb import ModelMismatch, SchemaError, SpecError
+from embeddb import SchemaError, SpecError
 from embeddb.database import require_pgvector
-from embeddb.errors import PgvectorMissing
+from embeddb.errors import ModelChangeInProgress, PgvectorMissing
 from embeddb.orm import spec_for
 
 from .models import HASH_MODEL, MINILM, cosine, drain, pending, stored, ticket_model
@@ -127,15 +127,21 @@ def test_declared_dimensions_must_match_the_model(engine: sa.Engine) -> None:
         assert not sa.inspect(conn).has_table("tickets")
 
 
-def test_reinstalling_with_another_model_is_refused_naming_both(engine: sa.Engine) -> None:
+def test_reinstalling_with_another_model_builds_it_beside_the_live_one(
+        engine: sa.Engine) -> None:
     Base, _ = ticket_model(model="embeddb-testing/hash-384")
     Base.metadata.create_all(engine)
     _, Ticket = ticket_model(model=MINILM)
-    with pytest.raises(ModelMismatch) as error:
-        embeddb.install(engine, Ticket)
-    assert "embeddb-testing/hash-384" in str(error.value) and MINILM in str(error.value)
+    (live,) = embeddb.install(engine, Ticket)
+    assert live.identity.name == "embeddb-testing/hash-384"  # searches keep the live model
+    embeddb.install(engine, Ticket)  # the change in progress, asked for again: unchanged
     with engine.connect() as conn:
-        assert [r.model_name for r in catalog_rows(conn)] == ["embeddb-testing/hash-384"]
+        rows = sorted((r.column_name, r.model_name, r.generation) for r in catalog_rows(conn))
+    assert rows == [("embedding", "embeddb-testing/hash-384", "live"),
+                    ("embedding__next", MINILM, "next")]
+    _, Third = ticket_model(model="embeddb-testing/hash-32")
+    with pytest.raises(ModelChangeInProgress, match="already changing from embeddb-testing/hash-384"):
+        embeddb.install(engine, Third)
 
 
 def test_changing_the_template_requeues_rows_made_from_the_old_text(engine: sa.Engine) -> None:
