@@ -29,6 +29,8 @@ from embeddb.errors import SchemaNotReady, SchemaTooNew
 from embeddb.template import Template
 from embeddb.worker import Worker, WorkerConfig
 
+HEAD = migrate.head()  # this embeddb's newest schema revision
+
 from ..integration.workers import WorkerProcess, wait_until
 
 PREVIOUS_RELEASE = "904f9eb"  # the last main before the production work; schema head 0003
@@ -133,7 +135,7 @@ def test_an_old_worker_keeps_working_while_head_migrates_and_restarted_says_upgr
     finally:
         restarted.kill()
     errors = [line for line in restarted.log.splitlines() if "error" in line.lower()]
-    assert errors == ["embeddb: error: embeddb's schema in this database is at revision '0008',"
+    assert errors == [f"embeddb: error: embeddb's schema in this database is at revision '{HEAD}',"
                       " which this version of embeddb (schema head '0003') does not know;"
                       " upgrade embeddb"], restarted.log
     assert "Traceback" not in restarted.log
@@ -146,12 +148,12 @@ def test_a_head_worker_on_the_previous_schema_asks_for_migrate_waits_and_then_em
     insert(db, range(1, 5))
 
     with Worker(url, WorkerConfig()) as worker, \
-            pytest.raises(SchemaNotReady, match=r"at revision 0003, older than this worker's 0008;"
+            pytest.raises(SchemaNotReady, match=rf"at revision 0003, older than this worker's {HEAD};"
                                                 r" run `embeddb migrate` as the role that owns"):
         worker.run_once()
     assert main(["worker", "--once", "--database-url", url]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "embeddb: error: embeddb's schema is at revision 0003, older than this worker's 0008;"
+        f"embeddb: error: embeddb's schema is at revision 0003, older than this worker's {HEAD};"
         " run `embeddb migrate` as the role that owns embeddb's schema"]
     assert revision(db) == "0003"  # the worker changed nothing
 
@@ -194,7 +196,7 @@ def test_a_worker_carries_on_under_a_newer_schema_that_still_serves_it_and_stops
     with caplog.at_level(logging.WARNING, "embeddb.worker"), Worker(url) as worker:
         worker.run_once()
     assert embedded(db) == 3
-    assert "schema is at revision 0099, newer than this worker's 0008; it still serves workers" \
+    assert f"schema is at revision 0099, newer than this worker's {HEAD}; it still serves workers" \
            " from revision 0008: carrying on" in caplog.text
 
     future_schema(db, "0099")
@@ -204,7 +206,7 @@ def test_a_worker_carries_on_under_a_newer_schema_that_still_serves_it_and_stops
     finally:
         running.kill()
     assert ("embeddb: error: embeddb's schema is at revision 0099, which needs workers of"
-            " revision 0099 or later; this worker knows revisions up to 0008: upgrade embeddb on"
+            f" revision 0099 or later; this worker knows revisions up to {HEAD}: upgrade embeddb on"
             " this worker") in running.log.splitlines()
     assert "Traceback" not in running.log
     with Worker(url) as worker, pytest.raises(SchemaTooNew):
