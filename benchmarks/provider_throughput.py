@@ -1,7 +1,7 @@
 """Rows/s through the ``openai/`` HTTP provider (worker end to end) next to the same server's
 own throughput, with 1, 2 and 4 requests in flight.
 
-Run: ``.venv/bin/python benchmarks/provider_throughput.py [--rows 3000] [--in-flight 1 2 4]
+Run: ``.venv/bin/python benchmarks/provider_throughput.py [--rows 1000] [--in-flight 1 2 4]
 [--batch-inputs 64] [--database-url URL]``. Prints a table and writes every figure to
 ``benchmarks/results/provider_throughput.json``.
 
@@ -87,7 +87,7 @@ def key_variable(in_flight: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rows", type=int, default=3_000, help="WordNet rows (default 3000)")
+    parser.add_argument("--rows", type=int, default=1_000, help="WordNet rows (default 1000)")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--batch-inputs", type=int, default=64,
                         help="texts per request (EMBEDDB_HTTP_BATCH_INPUTS, default 64)")
