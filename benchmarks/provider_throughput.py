@@ -10,17 +10,18 @@ The server is infinity-emb serving the packaged all-MiniLM-L6-v2 on 127.0.0.1 wi
 ``.venv-infinity``), started by this script with the key in its environment only. It runs on
 the same cores as the worker and PostgreSQL, as a local server would.
 
-Per in-flight level N (``EMBEDDB_HTTP_MAX_IN_FLIGHT=N``), the first ``--rows`` WordNet glosses go
-into a table declared ``Embedding("{text}", model="openai/all-MiniLM-L6-v2", base_url=...,
+Per in-flight level N (``EMBEDDB_HTTP_MAX_IN_FLIGHT=N``), the first ``--rows`` WordNet glosses
+go into a table declared ``Embedding("{text}", model="openai/all-MiniLM-L6-v2", base_url=...,
 dimensions=384)`` with one INSERT, and ``Worker.run_once()`` embeds them: end to end is from
 the INSERT until every vector is stored. The worker claims 256 rows at a time and the provider
-cuts each claim into requests of ``--batch-inputs`` texts (``EMBEDDB_HTTP_BATCH_INPUTS``), sent
-N at a time. (An embedder is loaded once per process and model name, so each level's table
-names its own key variable: same key, same server.)
+cuts each claim into requests of at most ``--batch-inputs`` texts
+(``EMBEDDB_HTTP_BATCH_INPUTS``), spread over N requests where the claim allows, sent N at a
+time. (An embedder is loaded once per process and model name, so each level's table names its
+own key variable: same key, same server.)
 
 The limit, measured in the same run right before: the same texts in the same requests (claims
-of 256 in the worker's order, cut the same way) posted straight to the server with httpx, N in
-flight from a thread pool, the JSON answers decoded to arrays.
+of 256 in the worker's order, cut by the provider's own ``batches``) posted straight to the
+server with httpx, N in flight from a thread pool, the JSON answers decoded to arrays.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ from embeddb import Worker, WorkerConfig
 from embeddb.database import create_engine
 from embeddb.embedders import MINILM, resolve_model_path
 from embeddb.orm import Embedding
+from embeddb.providers.limits import HttpLimits
+from embeddb.providers.openai import HttpEmbedder, model_name
+from embeddb.spec import EncodeOptions
 
 OUTPUT = RESULTS_DIR / "provider_throughput.json"
 SERVED_NAME = "all-MiniLM-L6-v2"
@@ -76,9 +80,13 @@ def gloss_table(in_flight: int, base_url: str) -> Any:
         "__annotations__": {"id": Mapped[str], "text": Mapped[str]},
         "id": mapped_column(primary_key=True),
         "text": mapped_column(),
-        "embedding": Embedding("{text}", model=f"openai/{SERVED_NAME}", dimensions=384,
-                               base_url=base_url, api_key_env=key_variable(in_flight)),
+        "embedding": Embedding("{text}", model=model_of(base_url, in_flight), dimensions=384),
     })
+
+
+def model_of(base_url: str, in_flight: int) -> str:
+    return model_name(f"openai/{SERVED_NAME}", base_url=base_url,
+                      api_key_env=key_variable(in_flight))
 
 
 def key_variable(in_flight: int) -> str:
@@ -109,8 +117,9 @@ def main() -> None:
             engine = create_engine(url)
             Base.metadata.create_all(engine)
             for level in args.in_flight:
-                direct = straight_to_server(base_url, key, requests_of(texts, args.batch_inputs),
-                                            level)
+                batches = requests_of(texts, model_of(base_url, level), level,
+                                      args.batch_inputs)
+                direct = straight_to_server(base_url, key, batches, level)
                 worker = through_worker(engine, url, tables[level], rows, level)
                 results[level] = {"server_rows_per_second": len(texts) / direct,
                                   "worker_rows_per_second": len(texts) / worker,
@@ -141,15 +150,19 @@ def main() -> None:
     print(f"written to {write_json(OUTPUT, payload)}")
 
 
-def requests_of(texts: list[str], batch_inputs: int) -> list[list[str]]:
-    """The requests the worker's provider sends: claims of 256, each cut into batches.
-
-    (The worker's claims follow queue order, which is insertion order here.)
-    """
-    return [claim[i:i + batch_inputs]
-            for start in range(0, len(texts), CLAIM)
-            for claim in [texts[start:start + CLAIM]]
-            for i in range(0, len(claim), batch_inputs)]
+def requests_of(texts: list[str], model: str, in_flight: int, batch_inputs: int
+                ) -> list[list[str]]:
+    """The requests the worker's provider sends: claims of 256 in queue order (insertion order
+    here), each cut by the provider's own :meth:`HttpEmbedder.batches`."""
+    embedder = HttpEmbedder(model, EncodeOptions(), 384,
+                            HttpLimits(batch_inputs=batch_inputs, max_in_flight=in_flight))
+    try:
+        return [claim[a:b]
+                for start in range(0, len(texts), CLAIM)
+                for claim in [texts[start:start + CLAIM]]
+                for a, b, _ in embedder.batches(claim)]
+    finally:
+        embedder.close()
 
 
 def straight_to_server(base_url: str, key: str, batches: list[list[str]], in_flight: int) -> float:
