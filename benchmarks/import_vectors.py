@@ -1,11 +1,12 @@
 """``embeddb.import_vectors`` next to plain COPY of the same vectors into the same table.
 
-Run: ``.venv/bin/python benchmarks/import_vectors.py [--rows 20000] [--database-url URL]``.
+Run: ``.venv/bin/python benchmarks/import_vectors.py [--rows 20000] [--no-index]
+[--database-url URL]``.
 Prints a table and writes every figure to ``benchmarks/results/import_vectors.json``.
 
 The table is declared ``Embedding("{text}")`` (all-MiniLM-L6-v2, 384 dimensions, HNSW
-index); its ``--rows`` rows are inserted first with no vector (the trigger queues them, as for
-a table that existed before embeddb). Their vectors are derived from real ones: the first
+index, or none with ``--no-index``); its ``--rows`` rows are inserted first with no vector
+(the trigger queues them, as for a table that existed before embeddb). Their vectors are derived from real ones: the first
 ``--real`` WordNet synsets (``"lemma, lemma: gloss"``) are encoded by MiniLM once and cached
 (``wordnet_vectors.load``); row i has the text of synset ``i mod --real`` and that synset's
 vector plus a little noise (cosine ~0.998 to it, so the index holds no exact duplicates). The
@@ -45,19 +46,23 @@ from embeddb.database import create_engine, libpq_conninfo
 from embeddb.embedders import MINILM, load_embedder
 from embeddb.orm import Embedding
 
-OUTPUT = RESULTS_DIR / "import_vectors.json"
+RESULTS = RESULTS_DIR
 
 
-class Base(DeclarativeBase):
-    pass
+def gloss_table(*, index: bool) -> Any:
+    """The mapped class of table ``glosses``, its vector column with or without HNSW index."""
 
+    class Base(DeclarativeBase):
+        pass
 
-class Gloss(Base):
-    __tablename__ = "glosses"
-    id: Mapped[str] = mapped_column(primary_key=True)
-    pos: Mapped[str]
-    text: Mapped[str]
-    embedding = Embedding("{text}", model=MINILM)
+    class Gloss(Base):
+        __tablename__ = "glosses"
+        id: Mapped[str] = mapped_column(primary_key=True)
+        pos: Mapped[str]
+        text: Mapped[str]
+        embedding = Embedding("{text}", model=MINILM, index=index)
+
+    return Gloss
 
 
 Vectors = np.ndarray[Any, Any]
@@ -69,9 +74,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="rows (default 20000)")
     parser.add_argument("--real", type=int, default=1_000,
                         help="synsets really encoded, the rows' texts (default 1000)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="declare the column with index=False (no HNSW upkeep per row)")
     parser.add_argument("--database-url", help="a database to use (default: the benchmarks'"
                         " embedded server, fresh databases)")
     args = parser.parse_args()
+    table = gloss_table(index=not args.no_index)
 
     real = synsets()[:args.real]
     started = time.perf_counter()
@@ -81,8 +89,8 @@ def main() -> None:
     load_embedder(MINILM)  # the check's model, loaded once per process, not timed
     keys = [row.id for row in rows]
     ways: dict[str, Way] = {
-        "import_vectors": lambda url, k, v: via_import(url, k, v, check=8),
-        "import_vectors, check=0": lambda url, k, v: via_import(url, k, v, check=0),
+        "import_vectors": lambda url, k, v: via_import(url, table, k, v, check=8),
+        "import_vectors, check=0": lambda url, k, v: via_import(url, table, k, v, check=0),
         "plain COPY into a temporary table": lambda url, k, v: via_copy(url, k, v, update=False),
         "COPY + UPDATE by hand": lambda url, k, v: via_copy(url, k, v, update=True),
     }
@@ -90,7 +98,7 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     for number, (name, way) in enumerate(ways.items()):
         with databases.fresh(f"embeddb_bench_import_{number}") as url:
-            prepare(url, rows)
+            prepare(url, table, rows)
             results[name] = way(url, keys, vectors)
         print(f"{name}: {results[name]['rows_per_second']:,.0f} rows/s")
 
@@ -100,18 +108,21 @@ def main() -> None:
              for name, r in results.items()]
     print()
     print_table(["way", "seconds", "rows/s", "ratio to plain COPY", "rows still queued"], table)
+    index = "no index" if args.no_index else "HNSW index"
     print(f"\n{len(rows):,} rows (texts of {len(real):,} WordNet synsets), 384-dimensional"
-          " vectors, HNSW index on the column; ratios to plain COPY measured in this run")
+          f" vectors, {index} on the column; ratios to plain COPY measured in this run")
     payload = {
         "benchmark": "import_vectors",
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": len(rows),
         "real_vectors": len(real),
+        "hnsw_index": not args.no_index,
         "results": results,
         "machine": machine_facts(),
         "versions": server_versions(databases.url),
     }
-    print(f"written to {write_json(OUTPUT, payload)}")
+    output = RESULTS / ("import_vectors_no_index.json" if args.no_index else "import_vectors.json")
+    print(f"written to {write_json(output, payload)}")
 
 
 def derived_rows(real: list[Synset], vectors: Vectors, count: int) -> tuple[list[Synset], Vectors]:
@@ -124,12 +135,12 @@ def derived_rows(real: list[Synset], vectors: Vectors, count: int) -> tuple[list
     return rows, noisy.astype(np.float32)
 
 
-def prepare(url: str, rows: list[Synset]) -> None:
+def prepare(url: str, table: Any, rows: list[Synset]) -> None:
     """The table with its rows and no vectors (queued by the trigger), analysed."""
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    table.metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(sa.insert(Gloss), [{"id": r.id, "pos": r.pos, "text": r.text}
+        conn.execute(sa.insert(table), [{"id": r.id, "pos": r.pos, "text": r.text}
                                         for r in rows])
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -137,10 +148,11 @@ def prepare(url: str, rows: list[Synset]) -> None:
     engine.dispose()
 
 
-def via_import(url: str, keys: list[str], vectors: Vectors, *, check: int) -> dict[str, Any]:
+def via_import(url: str, table: Any, keys: list[str], vectors: Vectors, *,
+               check: int) -> dict[str, Any]:
     engine = create_engine(url)
     started = time.perf_counter()
-    result = import_vectors(engine, Gloss.embedding, zip(keys, vectors, strict=True),
+    result = import_vectors(engine, table.embedding, zip(keys, vectors, strict=True),
                             check=check)
     seconds = time.perf_counter() - started
     figures = {"seconds": seconds, "rows_per_second": result.rows / seconds,
