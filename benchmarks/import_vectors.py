@@ -2,16 +2,17 @@
 
 Run: ``.venv/bin/python benchmarks/import_vectors.py [--rows 20000] [--no-index]
 [--database-url URL]``.
-Prints a table and writes every figure to ``benchmarks/results/import_vectors.json``.
+Prints a table and writes every figure to ``benchmarks/results/import_vectors[_no_index].json``.
 
 The table is declared ``Embedding("{text}")`` (all-MiniLM-L6-v2, 384 dimensions, HNSW
 index, or none with ``--no-index``); its ``--rows`` rows are inserted first with no vector
-(the trigger queues them, as for a table that existed before embeddb). Their vectors are derived from real ones: the first
-``--real`` WordNet synsets (``"lemma, lemma: gloss"``) are encoded by MiniLM once and cached
-(``wordnet_vectors.load``); row i has the text of synset ``i mod --real`` and that synset's
-vector plus a little noise (cosine ~0.998 to it, so the index holds no exact duplicates). The
-import's check, which re-encodes a sample of rows with the column's model, so passes as it
-would for a real migration. The model is loaded before timing (a process loads it once).
+(the trigger queues them, as for a table that existed before embeddb). Their vectors are
+derived from real ones: the first ``--real`` WordNet synsets (``"lemma, lemma: gloss"``) are
+encoded by MiniLM once and cached (``wordnet_vectors.load``); row i has the text of synset
+``i mod --real`` and that synset's vector plus a little noise (cosine ~0.998 to it, so the
+index holds no exact duplicates). The import's check, which re-encodes a sample of rows with
+the column's model, so passes as it would for a real migration. The model is loaded before
+timing (a process loads it once).
 
 Each way runs on a fresh database with the same rows and index:
 
