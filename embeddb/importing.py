@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from . import catalog, import_sql
 from .embedders import load_embedder
 from .errors import EmbeddbError
 from .query._query_vectors import column_entry
+from .spec import EmbeddingSpec
 
 
 class ImportRefused(EmbeddbError):
@@ -79,7 +81,7 @@ def import_vectors(
         driver = bind.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         register_vector(driver)
-        _copy(driver, import_sql.copy_staging(spec), types, rows, len(spec.key_columns))
+        _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
         _refuse_bad_keys(bind, entry)
         checked, lowest = _check_sample(bind, entry, check, min_cosine)
         written = bind.exec_driver_sql(import_sql.store(spec, entry.id)).rowcount
@@ -89,7 +91,8 @@ def import_vectors(
 
 
 def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
-          rows: Iterable[tuple[Any, Any]], key_count: int) -> None:
+          rows: Iterable[tuple[Any, Any]], spec: EmbeddingSpec) -> None:
+    key_count = len(spec.key_columns)
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         copy.set_types(types)
         for key, vector in rows:
@@ -97,7 +100,14 @@ def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
             if len(keys) != key_count:
                 raise ImportRefused(f"key {key!r} has {len(keys)} parts, the table's has"
                                     f" {key_count}")
-            copy.write_row((*keys, np.asarray(vector, dtype=np.float32)))
+            array = np.asarray(vector, dtype=np.float32)
+            if array.shape != (spec.dimensions,):
+                raise ImportRefused(
+                    f"import into {spec.qualified_column} refused, nothing written: the vector"
+                    f" of key {key!r} has shape {array.shape}, the column holds"
+                    f" {spec.dimensions} dimensions")
+            # pgvector's binary halfvec dumper takes a HalfVector, not an array
+            copy.write_row((*keys, HalfVector(array) if spec.vector_type == "halfvec" else array))
 
 
 def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry) -> None:

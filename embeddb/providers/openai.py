@@ -46,6 +46,8 @@ KNOWN_DIMENSIONS = {
 #: Models that take the API's ``dimensions`` parameter only to shorten their vectors.
 _FIXED_DIMENSIONS = {"text-embedding-ada-002"}
 _OPTIONS = ("base_url", "api_key_env")
+#: The fewest texts a request is cut to so that a call's requests are sent in parallel.
+MIN_SPLIT_INPUTS = 16
 
 
 class InputRejected(ModelError):
@@ -212,12 +214,22 @@ class HttpEmbedder:
         return vector
 
     def batches(self, texts: Sequence[str]) -> list[tuple[int, int, int]]:
-        """``(start, end, tokens)`` of each request ``texts`` is sent in, within the limits."""
+        """``(start, end, tokens)`` of each request ``texts`` is sent in, within the limits.
+
+        A call that would fit in fewer requests than ``max_in_flight`` (a worker's claim of 256
+        rows is one request of 256 by default) is spread over that many requests of at least
+        :data:`MIN_SPLIT_INPUTS` texts, so they are answered in parallel; not under an ``rpm``
+        limit, which counts requests.
+        """
         counts = self.count_tokens(texts)
+        inputs = self.limits.batch_inputs
+        if self.limits.rpm is None:
+            requests = max(1, min(self.limits.max_in_flight, len(texts) // MIN_SPLIT_INPUTS))
+            inputs = min(inputs, -(-len(texts) // requests))  # ceiling division
         spans: list[tuple[int, int, int]] = []
         start, tokens = 0, 0
         for i, count in enumerate(counts):
-            full = (i - start >= self.limits.batch_inputs
+            full = (i - start >= inputs
                     or tokens + count > self.limits.batch_tokens)
             if i > start and full:
                 spans.append((start, i, tokens))

@@ -29,10 +29,9 @@ from embeddb.errors import SchemaNotReady, SchemaTooNew
 from embeddb.template import Template
 from embeddb.worker import Worker, WorkerConfig
 
-HEAD = migrate.head()  # this embeddb's newest schema revision
-
 from ..integration.workers import WorkerProcess, wait_until
 
+HEAD = migrate.head()  # this embeddb's newest schema revision
 PREVIOUS_RELEASE = "904f9eb"  # the last main before the production work; schema head 0003
 ROOT = Path(__file__).resolve().parents[2]
 

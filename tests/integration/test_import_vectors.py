@@ -17,8 +17,8 @@ ROWS = [{"id": i, "subject": f"subject {i}", "body": f"body of ticket {i} about 
         for i, w in enumerate(["printers", "refunds", "passwords", "invoices"] * 10)]
 
 
-def setup(engine: sa.Engine) -> tuple[object, np.ndarray]:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
+def setup(engine: sa.Engine, **options: object) -> tuple[object, np.ndarray]:
+    Base, Ticket = ticket_model(model=HASH_MODEL, **options)
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.insert(Ticket), ROWS)
@@ -59,6 +59,30 @@ def test_vectors_of_another_model_are_refused_naming_the_rows_and_nothing_is_wri
     wrong[5] = load_embedder(HASH_MODEL).embed_documents(["something else entirely"])[0]
     with pytest.raises(ImportRefused, match=r'\{"id": 5\} \(cosine'):
         import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), wrong, strict=True), check=len(ROWS))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0
+    assert queued(engine) == len(ROWS)
+
+
+def test_a_halfvec_column_takes_imported_vectors(engine: sa.Engine) -> None:
+    Ticket, vectors = setup(engine, vector_type="halfvec")
+    result = import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True))
+    assert result.rows == len(ROWS) and result.min_cosine > 0.999
+    with engine.connect() as conn:
+        first = conn.execute(sa.text("SELECT embedding::text FROM tickets WHERE id = 3")).scalar_one()
+    assert np.allclose(np.array(eval(first)), vectors[3], atol=1e-3)  # half precision
+    assert queued(engine) == 0
+
+
+def test_a_vector_of_another_dimension_is_refused_naming_the_row_and_column(
+        engine: sa.Engine) -> None:
+    Ticket, vectors = setup(engine)
+    rows = [(k, vectors[k]) for k in range(len(ROWS))]
+    rows[7] = (7, vectors[7][:31])
+    with pytest.raises(ImportRefused, match=r"tickets\.embedding refused, nothing written: the"
+                       r" vector of key 7 has shape \(31,\), the column holds 32 dimensions"):
+        import_vectors(engine, Ticket.embedding, rows)
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0

@@ -67,6 +67,22 @@ def test_requests_stay_within_input_and_token_limits(monkeypatch: pytest.MonkeyP
     embedder.close()
 
 
+def test_a_call_is_spread_over_the_requests_in_flight_unless_requests_are_rate_limited(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDB_TEST_UNIT_KEY", "k")
+    name = "openai/m?base_url=http://127.0.0.1:1&api_key_env=EMBEDDB_TEST_UNIT_KEY"
+    texts = ["a few words"] * 256  # one worker claim
+    spread = HttpEmbedder(name, EncodeOptions(), 8, HttpLimits())  # 256 inputs, 4 in flight
+    assert [(a, b) for a, b, _ in spread.batches(texts)] == [(0, 64), (64, 128), (128, 192),
+                                                             (192, 256)]
+    assert [(a, b) for a, b, _ in spread.batches(texts[:40])] == [(0, 20), (20, 40)]
+    assert len(spread.batches(texts[:20])) == 1  # too few to be worth cutting
+    spread.close()
+    counted = HttpEmbedder(name, EncodeOptions(), 8, HttpLimits(rpm=100))
+    assert len(counted.batches(texts)) == 1  # under rpm a request is kept whole
+    counted.close()
+
+
 def test_the_token_bucket_waits_once_a_minutes_budget_is_spent() -> None:
     limiter = RateLimiter(rpm=None, tpm=600)  # 10 tokens a second
     start = time.monotonic()

@@ -1,0 +1,197 @@
+"""``embeddb.import_vectors`` next to plain COPY of the same vectors into the same table.
+
+Run: ``.venv/bin/python benchmarks/import_vectors.py [--rows 20000] [--no-index]
+[--database-url URL]``.
+Prints a table and writes every figure to ``benchmarks/results/import_vectors[_no_index].json``.
+
+The table is declared ``Embedding("{text}")`` (all-MiniLM-L6-v2, 384 dimensions, HNSW
+index, or none with ``--no-index``); its ``--rows`` rows are inserted first with no vector
+(the trigger queues them, as for a table that existed before embeddb). Their vectors are
+derived from real ones: the first ``--real`` WordNet synsets (``"lemma, lemma: gloss"``) are
+encoded by MiniLM once and cached (``wordnet_vectors.load``); row i has the text of synset
+``i mod --real`` and that synset's vector plus a little noise (cosine ~0.998 to it, so the
+index holds no exact duplicates). The import's check, which re-encodes a sample of rows with
+the column's model, so passes as it would for a real migration. The model is loaded before
+timing (a process loads it once).
+
+Each way runs on a fresh database with the same rows and index:
+
+* *import_vectors*: the whole call (binary COPY into a staging table, key checks, ``check=8``
+  rows re-encoded, the UPDATE with each row's text hash, the queue cleared);
+* the same with ``check=0``;
+* *plain COPY*: binary COPY of the same (key, vector) pairs into a temporary table — the
+  limit;
+* *COPY + UPDATE by hand*: that COPY, then ``UPDATE table SET embedding = v FROM staging``:
+  what a hand-written import does (it leaves the rows queued and their hashes unset, so the
+  worker would embed them all again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+from common import RESULTS_DIR, Databases, machine_facts, print_table, server_versions, write_json
+from pgvector.psycopg import register_vector
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from wordnet_vectors import Synset, load, synsets
+
+from embeddb import import_vectors
+from embeddb.database import create_engine, libpq_conninfo
+from embeddb.embedders import MINILM, load_embedder
+from embeddb.orm import Embedding
+
+RESULTS = RESULTS_DIR
+
+
+def gloss_table(*, index: bool) -> Any:
+    """The mapped class of table ``glosses``, its vector column with or without HNSW index."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Gloss(Base):
+        __tablename__ = "glosses"
+        id: Mapped[str] = mapped_column(primary_key=True)
+        pos: Mapped[str]
+        text: Mapped[str]
+        embedding = Embedding("{text}", model=MINILM, index=index)
+
+    return Gloss
+
+
+Vectors = np.ndarray[Any, Any]
+Way = Callable[[str, list[str], Vectors], dict[str, Any]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="rows (default 20000)")
+    parser.add_argument("--real", type=int, default=1_000,
+                        help="synsets really encoded, the rows' texts (default 1000)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="declare the column with index=False (no HNSW upkeep per row)")
+    parser.add_argument("--database-url", help="a database to use (default: the benchmarks'"
+                        " embedded server, fresh databases)")
+    args = parser.parse_args()
+    table = gloss_table(index=not args.no_index)
+
+    real = synsets()[:args.real]
+    started = time.perf_counter()
+    real_vectors = load([synset.text for synset in real])
+    print(f"{len(real):,} real MiniLM vectors ready in {time.perf_counter() - started:.0f} s")
+    rows, vectors = derived_rows(real, real_vectors, args.rows)
+    load_embedder(MINILM)  # the check's model, loaded once per process, not timed
+    keys = [row.id for row in rows]
+    ways: dict[str, Way] = {
+        "import_vectors": lambda url, k, v: via_import(url, table, k, v, check=8),
+        "import_vectors, check=0": lambda url, k, v: via_import(url, table, k, v, check=0),
+        "plain COPY into a temporary table": lambda url, k, v: via_copy(url, k, v, update=False),
+        "COPY + UPDATE by hand": lambda url, k, v: via_copy(url, k, v, update=True),
+    }
+    databases = Databases.choose(args.database_url)
+    results: dict[str, dict[str, Any]] = {}
+    for number, (name, way) in enumerate(ways.items()):
+        with databases.fresh(f"embeddb_bench_import_{number}") as url:
+            prepare(url, table, rows)
+            results[name] = way(url, keys, vectors)
+        print(f"{name}: {results[name]['rows_per_second']:,.0f} rows/s")
+
+    limit = results["plain COPY into a temporary table"]["rows_per_second"]
+    table = [[name, f"{r['seconds']:.2f}", f"{r['rows_per_second']:,.0f}",
+              f"{r['rows_per_second'] / limit:.3f}", str(r.get("still_queued", ""))]
+             for name, r in results.items()]
+    print()
+    print_table(["way", "seconds", "rows/s", "ratio to plain COPY", "rows still queued"], table)
+    index = "no index" if args.no_index else "HNSW index"
+    print(f"\n{len(rows):,} rows (texts of {len(real):,} WordNet synsets), 384-dimensional"
+          f" vectors, {index} on the column; ratios to plain COPY measured in this run")
+    payload = {
+        "benchmark": "import_vectors",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": len(rows),
+        "real_vectors": len(real),
+        "hnsw_index": not args.no_index,
+        "results": results,
+        "machine": machine_facts(),
+        "versions": server_versions(databases.url),
+    }
+    output = RESULTS / ("import_vectors_no_index.json" if args.no_index else "import_vectors.json")
+    print(f"written to {write_json(output, payload)}")
+
+
+def derived_rows(real: list[Synset], vectors: Vectors, count: int) -> tuple[list[Synset], Vectors]:
+    """``count`` rows cycling through ``real``, each with its synset's vector plus noise."""
+    picks = np.arange(count) % len(real)
+    rows = [Synset(f"{real[i].id}/{n}", real[i].pos, real[i].lexname, real[i].text)
+            for n, i in enumerate(picks)]
+    noisy = vectors[picks] + np.random.default_rng(12).normal(0, 0.0032, (count, 384))
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    return rows, noisy.astype(np.float32)
+
+
+def prepare(url: str, table: Any, rows: list[Synset]) -> None:
+    """The table with its rows and no vectors (queued by the trigger), analysed."""
+    engine = create_engine(url)
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": r.id, "pos": r.pos, "text": r.text}
+                                        for r in rows])
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(sa.text("VACUUM ANALYZE glosses"))
+    engine.dispose()
+
+
+def via_import(url: str, table: Any, keys: list[str], vectors: Vectors, *,
+               check: int) -> dict[str, Any]:
+    engine = create_engine(url)
+    started = time.perf_counter()
+    result = import_vectors(engine, table.embedding, zip(keys, vectors, strict=True),
+                            check=check)
+    seconds = time.perf_counter() - started
+    figures = {"seconds": seconds, "rows_per_second": result.rows / seconds,
+               "checked": result.checked, "min_cosine": result.min_cosine,
+               **state(engine)}
+    engine.dispose()
+    if result.rows != len(keys) or figures["stored"] != len(keys) or figures["still_queued"]:
+        raise SystemExit(f"import_vectors left {figures}")
+    return figures
+
+
+def via_copy(url: str, keys: list[str], vectors: Vectors, *, update: bool) -> dict[str, Any]:
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        register_vector(conn)
+        started = time.perf_counter()
+        conn.execute("CREATE TEMP TABLE staging (id text, vector vector(384))")
+        with conn.cursor() as cursor, cursor.copy(
+                "COPY staging (id, vector) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "vector"])
+            for key, vector in zip(keys, vectors, strict=True):
+                copy.write_row((key, vector))
+        if update:
+            conn.execute("UPDATE glosses AS t SET embedding = s.vector FROM staging AS s"
+                         " WHERE t.id = s.id")
+        conn.commit()
+        seconds = time.perf_counter() - started
+    engine = create_engine(url)
+    figures = {"seconds": seconds, "rows_per_second": len(keys) / seconds, **state(engine)}
+    engine.dispose()
+    return figures
+
+
+def state(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(embedding) FROM glosses")).scalar_one()
+        queued = conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar_one()
+    return {"stored": int(stored), "still_queued": int(queued)}
+
+
+if __name__ == "__main__":
+    main()
