@@ -132,9 +132,29 @@ def _install_statements(conn: Connection, spec: EmbeddingSpec, column_id: int) -
         *column_sql.add_columns(spec),
         _render_function(conn, spec, column_id),
         column_sql.create_enqueue_function(spec, column_id),
-        *column_sql.create_triggers(spec, column_id),
+        *column_sql.create_triggers(spec, column_id, partitioned=_partitioned(conn, spec)),
         *([index] if index else []),
     ]
+
+
+def _partitioned(conn: Connection, spec: EmbeddingSpec) -> bool:
+    return bool(conn.execute(sa.text(queries["table_is_partitioned"]),
+                             {"table": column_sql.qualified_table(spec)}).scalar())
+
+
+def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False) -> bool:
+    """Re-create the column's trigger function and triggers as this embeddb writes them; for
+    migrations that change them. Returns False, changing nothing, when the table is gone.
+
+    ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010.
+    """
+    if not _table_exists(conn, entry.spec):
+        return False
+    partitioned = per_row or _partitioned(conn, entry.spec)
+    for statement in [column_sql.create_enqueue_function(entry.spec, entry.id),
+                      *column_sql.create_triggers(entry.spec, entry.id, partitioned=partitioned)]:
+        verbatim.execute(conn, statement)
+    return True
 
 
 def _render_function(conn: Connection, spec: EmbeddingSpec, column_id: int) -> str:
@@ -212,6 +232,8 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     with conn.begin_nested():
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
+        # The queue has no foreign key to the catalog (it would cost every queued row a check).
+        conn.execute(sa.text(queries["forget_pending"]), {"id": entry.id})
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})
     return True
 
