@@ -62,7 +62,7 @@ def test_a_copy_queues_every_row_with_text_in_one_trigger_call(
 
 def test_a_multi_row_insert_and_delete_each_call_the_trigger_once(
         engine: sa.Engine, database_url: str) -> None:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     with connect(database_url) as conn:
         conn.execute("INSERT INTO tickets (id, subject, body, status) SELECT i, 's', 'b' || i, 'open'"
