@@ -9,6 +9,9 @@ Variants, from the row triggers of embeddb before issue 14 to this version's:
 * ``statement triggers + FK``: one call per statement reading the transition table;
 * ``statement triggers``: what embeddb installs now;
 * ``... md5 of every row``: without skipping the hash for rows that store none;
+* ``... plain INSERT first``: the queue insert without ON CONFLICT (no probe of the key
+  before inserting it), redone with ON CONFLICT only if it hits an entry: a subtransaction per
+  statement, which is why embeddb does not do it;
 * ``... no claim index``: without the queue's partial index for claiming (the worker needs it:
   this only shows what it costs a write).
 
@@ -59,8 +62,18 @@ def md5_always() -> Iterator[None]:
         column_sql._needs_vector = original
 
 
+def _plain_insert_first(function: str) -> str:
+    """``function`` with its statement-level queue insert tried without ON CONFLICT first."""
+    start = function.index("INSERT INTO embeddb.pending AS p (column_id, row_key)\n        SELECT")
+    end = function.index("IF FOUND THEN", start)
+    upsert = function[start:end].rstrip()
+    plain = upsert[:upsert.index("ON CONFLICT")].rstrip() + ";"
+    return (function[:start] + "BEGIN\n" + plain + "\nEXCEPTION WHEN unique_violation THEN\n"
+            + upsert + "\nEND;\n        " + function[end:])
+
+
 def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
-          claim_index: bool = True) -> list[str]:
+          claim_index: bool = True, plain_insert: bool = False) -> list[str]:
     """The statements that give the embedded table's column this variant."""
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -71,6 +84,8 @@ def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
             function = column_sql.create_enqueue_function(entry.spec, entry.id)
     else:
         function = column_sql.create_enqueue_function(entry.spec, entry.id)
+    if plain_insert:
+        function = _plain_insert_first(function)
     return [
         function,
         *column_sql.create_triggers(entry.spec, entry.id, partitioned=per_row),
@@ -86,6 +101,8 @@ VARIANTS: list[tuple[str, dict[str, bool]]] = [
     ("statement triggers (now)", {"per_row": False, "foreign_key": False}),
     ("statement triggers, md5 of every row", {"per_row": False, "foreign_key": False,
                                               "md5": True}),
+    ("statement triggers, plain INSERT first", {"per_row": False, "foreign_key": False,
+                                                "plain_insert": True}),
     ("statement triggers, no claim index", {"per_row": False, "foreign_key": False,
                                             "claim_index": False}),
 ]
