@@ -144,17 +144,28 @@ def _partitioned(conn: Connection, spec: EmbeddingSpec) -> bool:
 
 def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False) -> bool:
     """Re-create the column's trigger function and triggers as this embeddb writes them; for
-    migrations that change them. Returns False, changing nothing, when the table is gone.
+    migrations that change them. Returns whether it did.
 
     ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010.
+    A column whose table is gone, or lacks a column the triggers watch, is left as it was with
+    a warning that says why: one broken column must not stop the upgrade of the others.
     """
-    if not _table_exists(conn, entry.spec):
+    spec = entry.spec
+    if not _table_exists(conn, spec):
+        log.warning("%s: its table is gone; triggers left as they were", spec.qualified_column)
         return False
-    partitioned = per_row or _partitioned(conn, entry.spec)
-    for statement in [column_sql.create_enqueue_function(entry.spec, entry.id),
-                      *column_sql.create_triggers(entry.spec, entry.id, partitioned=partitioned)]:
-        verbatim.execute(conn, statement)
-    return True
+    try:
+        with conn.begin_nested():
+            _check_table(conn, spec, check_vector_type=False)
+            partitioned = per_row or _partitioned(conn, spec)
+            for statement in [column_sql.create_enqueue_function(spec, entry.id),
+                              *column_sql.create_triggers(spec, entry.id,
+                                                          partitioned=partitioned)]:
+                verbatim.execute(conn, statement)
+            return True
+    except SchemaError as exc:
+        log.warning("%s: triggers left as they were: %s", spec.qualified_column, exc)
+        return False
 
 
 def _render_function(conn: Connection, spec: EmbeddingSpec, column_id: int) -> str:
