@@ -162,9 +162,40 @@ def _install_statements(conn: Connection, spec: EmbeddingSpec, column_id: int) -
         *column_sql.add_columns(spec),
         _render_function(conn, spec, column_id),
         column_sql.create_enqueue_function(spec, column_id),
-        *column_sql.create_triggers(spec, column_id),
+        *column_sql.create_triggers(spec, column_id, partitioned=_partitioned(conn, spec)),
         *([index] if index else []),
     ]
+
+
+def _partitioned(conn: Connection, spec: EmbeddingSpec) -> bool:
+    return bool(conn.execute(sa.text(queries["table_is_partitioned"]),
+                             {"table": column_sql.qualified_table(spec)}).scalar())
+
+
+def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False) -> bool:
+    """Re-create the column's trigger function and triggers as this embeddb writes them; for
+    migrations that change them. Returns whether it did.
+
+    ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010.
+    A column whose table is gone, or lacks a column the triggers watch, is left as it was with
+    a warning that says why: one broken column must not stop the upgrade of the others.
+    """
+    spec = entry.spec
+    if not _table_exists(conn, spec):
+        log.warning("%s: its table is gone; triggers left as they were", spec.qualified_column)
+        return False
+    try:
+        with conn.begin_nested():
+            _check_table(conn, spec, check_vector_type=False)
+            partitioned = per_row or _partitioned(conn, spec)
+            for statement in [column_sql.create_enqueue_function(spec, entry.id),
+                              *column_sql.create_triggers(spec, entry.id,
+                                                          partitioned=partitioned)]:
+                verbatim.execute(conn, statement)
+            return True
+    except SchemaError as exc:
+        log.warning("%s: triggers left as they were: %s", spec.qualified_column, exc)
+        return False
 
 
 def _render_function(conn: Connection, spec: EmbeddingSpec, column_id: int) -> str:
@@ -286,6 +317,8 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
                 uninstall(conn, other.spec, drop_columns=True)
         for statement in column_sql.drop_objects(entry.spec, entry.id, drop_columns):
             verbatim.execute(conn, statement)
+        # The queue has no foreign key to the catalog (it would cost every queued row a check).
+        conn.execute(sa.text(queries["forget_pending"]), {"id": entry.id})
         conn.execute(sa.text(queries["delete_column"]), {"id": entry.id})
     return True
 

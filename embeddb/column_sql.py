@@ -135,13 +135,60 @@ def create_render_function(spec: EmbeddingSpec, column_id: int, context: RenderC
              sql.Literal(_text(body))))
 
 
+# The transition tables of the statement-level INSERT and DELETE triggers, as enqueue_N reads them.
+INSERTED_ROWS = "embeddb_inserted"
+DELETED_ROWS = "embeddb_deleted"
+
+
+def _needs_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composable:
+    """Whether ``row`` needs a (new) vector: it has text, and its stored hash is not that
+    text's. A row without a stored hash (a fresh one) needs no md5 to tell."""
+    text = sql.SQL("{}({})").format(render_function(column_id), sql.Identifier(row))
+    stored = sql.Identifier(row, spec.hash_column)
+    return sql.SQL(
+        "CASE WHEN {stored} IS NULL THEN {text} IS NOT NULL"
+        " ELSE {stored} IS DISTINCT FROM md5({text})::uuid END"
+    ).format(stored=stored, text=text)
+
+
 def create_enqueue_function(spec: EmbeddingSpec, column_id: int) -> str:
+    """``embeddb.enqueue_N()``, the function behind every trigger of the column.
+
+    Fired per statement (INSERT and DELETE on a plain table), it reads the statement's
+    transition table and changes the queue in one statement with one NOTIFY; fired per row
+    (UPDATE of a source or key column, and every write to a partitioned table, whose
+    partitions get row triggers but no statement triggers), it handles the one row.
+    """
     key_changed = sql.SQL(" OR ").join(
         sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(key))
         for key in spec.key_columns
     )
     body = sql.SQL("""
 BEGIN
+    IF TG_LEVEL = 'STATEMENT' THEN
+        IF TG_OP = 'DELETE' THEN
+            DELETE FROM embeddb.pending AS p USING {deleted} AS gone
+            WHERE p.column_id = {column_id} AND p.row_key = {gone_key};
+            RETURN NULL;
+        END IF;
+        -- One entry per row however many writes; new text earns a failed row a fresh start.
+        INSERT INTO embeddb.pending AS p (column_id, row_key)
+        SELECT {column_id}, {arrived_key} FROM {inserted} AS arrived WHERE {needs_vector}
+        ON CONFLICT (column_id, row_key) DO UPDATE
+            SET attempts = 0, run_after = now(), last_error = NULL, parked_at = NULL
+            WHERE p.attempts > 0 OR p.parked_at IS NOT NULL;
+        IF FOUND THEN
+            PERFORM pg_notify({channel}, {column_text});
+        END IF;
+        -- Rows copied with their vectors void what an earlier row of their key left queued;
+        -- fresh rows (no stored hash, the common case) need not look.
+        IF EXISTS (SELECT FROM {inserted} AS arrived WHERE arrived.{hash_column} IS NOT NULL) THEN
+            DELETE FROM embeddb.pending AS p USING {inserted} AS arrived
+            WHERE p.column_id = {column_id} AND p.row_key = {arrived_key}
+              AND p.claim_token IS NULL AND arrived.{hash_column} = {arrived_hash};
+        END IF;
+        RETURN NULL;
+    END IF;
     -- A deleted row, or the old key of a row whose key changed, has nothing left to embed.
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ({key_changed})) THEN
         DELETE FROM embeddb.pending
@@ -157,7 +204,6 @@ BEGIN
         WHERE column_id = {column_id} AND row_key = {new_key} AND claim_token IS NULL;
         RETURN NULL;
     END IF;
-    -- One entry per row however many updates; new text earns a failed row a fresh start.
     INSERT INTO embeddb.pending AS p (column_id, row_key)
     VALUES ({column_id}, {new_key})
     ON CONFLICT (column_id, row_key) DO UPDATE
@@ -175,6 +221,13 @@ END
         new_key=_key_object(spec, "new"),
         hash_column=sql.Identifier(spec.hash_column),
         new_hash=_source_hash(column_id, sql.SQL("NEW")),
+        # plpgsql's NEW and OLD would clash with a table alias of the same name
+        gone_key=_key_object(spec, "gone"),
+        arrived_key=_key_object(spec, "arrived"),
+        arrived_hash=_source_hash(column_id, sql.Identifier("arrived")),
+        needs_vector=_needs_vector(column_id, spec, "arrived"),
+        inserted=sql.Identifier(INSERTED_ROWS),
+        deleted=sql.Identifier(DELETED_ROWS),
     )
     # As its owner (the installer), with a pinned search_path: a role that may write the table
     # needs no rights on schema embeddb, and gets none over other tables' queue entries.
@@ -188,29 +241,41 @@ def trigger_names(spec: EmbeddingSpec) -> dict[str, str]:
     return {event: f"{spec.trigger_prefix}_{event}" for event in ("ins", "upd", "del", "trunc")}
 
 
-def create_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
+def create_triggers(spec: EmbeddingSpec, column_id: int, *, partitioned: bool) -> list[str]:
+    """The column's four triggers (re-created). INSERT and DELETE fire once per statement with
+    a transition table, except on a ``partitioned`` table: a statement trigger on the parent
+    misses rows written straight into a partition, while its row triggers are cloned onto
+    every partition, present and future."""
     names = trigger_names(spec)
     watched = list(dict.fromkeys([*spec.template.columns, *spec.key_columns]))
     changed = sql.SQL(" OR ").join(
         sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(c)) for c in watched
     )
     function = enqueue_function(column_id)
+
+    def per_statement(event: str, transition: str) -> sql.Composable:
+        if partitioned:
+            return sql.SQL("FOR EACH ROW")
+        return sql.SQL("REFERENCING {} TABLE AS {} FOR EACH STATEMENT").format(
+            sql.SQL(transition), sql.Identifier(INSERTED_ROWS if event == "ins" else DELETED_ROWS))
+
     statements = [
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table(spec))
         for name in names.values()
     ]
     statements += [
-        sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-            sql.Identifier(names["ins"]), table(spec), function),
-        # Only an update of a column the text is made of (or of the key) can need a new vector.
+        sql.SQL("CREATE TRIGGER {} AFTER INSERT ON {} {} EXECUTE FUNCTION {}()").format(
+            sql.Identifier(names["ins"]), table(spec), per_statement("ins", "NEW"), function),
+        # Only an update of a column the text is made of (or of the key) can need a new vector;
+        # a column list rules out transition tables, and lets other updates skip the trigger.
         sql.SQL(
             "CREATE TRIGGER {} AFTER UPDATE OF {} ON {} FOR EACH ROW WHEN ({})"
             " EXECUTE FUNCTION {}()"
         ).format(
             sql.Identifier(names["upd"]), sql.SQL(", ").join(map(sql.Identifier, watched)),
             table(spec), changed, function),
-        sql.SQL("CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
-            sql.Identifier(names["del"]), table(spec), function),
+        sql.SQL("CREATE TRIGGER {} AFTER DELETE ON {} {} EXECUTE FUNCTION {}()").format(
+            sql.Identifier(names["del"]), table(spec), per_statement("del", "OLD"), function),
         sql.SQL(
             "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT"
             " EXECUTE FUNCTION embeddb.forget_truncated({})"

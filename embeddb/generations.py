@@ -114,7 +114,8 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
     render = catalog._render_function(conn, spec, column_id)
     for statement in [*column_sql.add_columns(spec), render,
                       column_sql.create_enqueue_function(spec, column_id),
-                      *column_sql.create_triggers(spec, column_id)]:
+                      *column_sql.create_triggers(
+                          spec, column_id, partitioned=catalog._partitioned(conn, spec))]:
         verbatim.execute(conn, statement)
     entry = CatalogEntry(column_id, spec, identity, NEXT, target.column)
     queued = catalog.reconcile(conn, entry)
@@ -255,7 +256,8 @@ def _exchange(conn: Connection, live: CatalogEntry, other: CatalogEntry,
         })
         # the trigger function names the hash column, which has just been renamed
         for statement in [column_sql.create_enqueue_function(spec, column_id),
-                          *column_sql.create_triggers(spec, column_id)]:
+                          *column_sql.create_triggers(
+                          spec, column_id, partitioned=catalog._partitioned(conn, spec))]:
             verbatim.execute(conn, statement)
     return (CatalogEntry(other.id, promoted, other.identity),
             CatalogEntry(live.id, retired, live.identity, retired_as, base))
