@@ -31,6 +31,13 @@ it, or the exact scan measured faster, the plan is ``exact``. A column never cal
 calibrated before its index was rebuilt or its table grew by half, gets ``ef_search`` from k
 (:func:`ef_search`), as before calibration existed. A recall of 1 is always the exact scan.
 
+A filter that a partial HNSW index covers (one the user created, ``CREATE INDEX ... USING hnsw
+(embedding vector_cosine_ops) WHERE pos = 'adjective'``) is best served by walking that index:
+its graph holds only the matching rows, so the walk is as short as an unfiltered one whatever
+the selectivity. When the column has such indexes, ``auto`` asks PostgreSQL (one ``EXPLAIN`` of
+the index plan, remembered per filter like the estimates) whether it would walk one of them
+for this filter, and then takes the index plan.
+
 The settings are applied by :mod:`embeddb.query._settings`: transaction-local, and put back
 before anything else runs in the caller's transaction.
 """
@@ -58,7 +65,8 @@ from ..calibration import Calibration, is_stale
 from ..database import parse_version
 from ..errors import QueryError
 from ..sql import queries
-from ._target import Target
+from . import _settings as local_settings
+from ._target import Target, distance, query_parameter
 
 Plan = Literal["auto", "exact", "index"]
 Chosen = Literal["exact", "index"]
@@ -96,6 +104,12 @@ _estimates: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 _indexes: weakref.WeakKeyDictionary[
     sa.Engine, dict[tuple[str | None, str, str], tuple[float, bool]]
+] = weakref.WeakKeyDictionary()
+_partials: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, list[str]]]
+] = weakref.WeakKeyDictionary()
+_partial_uses: weakref.WeakKeyDictionary[
+    sa.Engine, OrderedDict[Hashable, tuple[float, bool]]
 ] = weakref.WeakKeyDictionary()
 _calibrations: weakref.WeakKeyDictionary[
     sa.Engine, dict[tuple[str | None, str, str], tuple[float, Calibration | None]]
@@ -176,9 +190,62 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
     if not rows.filters:
         return Choice("index", ef_search=ef)
     matching, table_rows = estimate(conn, rows)
-    if prefers_exact(matching, table_rows, k):
+    if prefers_exact(matching, table_rows, k) and not partial_index_serves(conn, rows, k):
         return Choice("exact", matching, table_rows)
     return Choice("index", matching, table_rows, ef)
+
+
+def partial_index_serves(conn: Connection, rows: Filter, k: int) -> bool:
+    """Whether PostgreSQL walks one of the column's partial HNSW indexes for this filter
+    under the index plan's settings (False at once when the column has none)."""
+    names = _partial_indexes(conn, rows.target)
+    if not names:
+        return False
+    key = rows.key()
+    now = time.monotonic()
+    cache = _partial_uses.setdefault(conn.engine, OrderedDict())
+    cached = cache.get(key) if key is not None else None
+    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
+        return cached[1]
+    target = rows.target
+    probe = rows.probe().order_by(distance(target, query_parameter(
+        target, [1.0] + [0.0] * (target.dimensions - 1)))).limit(k)
+    with local_settings.scoped(conn, {"enable_sort": "off",
+                                      "hnsw.iterative_scan": "relaxed_order"}):
+        plan = conn.execute(Explain(probe)).scalar_one()[0]["Plan"]
+    used = bool(_index_names(plan) & set(names))
+    if key is not None:
+        with _lock:
+            cache[key] = (now, used)
+            while len(cache) > ESTIMATE_CACHE_SIZE:
+                cache.popitem(last=False)
+    return used
+
+
+def _partial_indexes(conn: Connection, target: Target) -> list[str]:
+    """The column's partial HNSW indexes (remembered :data:`INDEX_TTL_SECONDS`)."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _partials.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
+        return known[1]
+    names = list(conn.execute(sa.text(queries["partial_hnsw_indexes"]), {
+        "table": conn.dialect.identifier_preparer.format_table(table),
+        "column": target.column.name,
+    }).scalars())
+    with _lock:
+        _partials.setdefault(conn.engine, {})[key] = (now, names)
+    return names
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    """Every index an ``EXPLAIN (FORMAT JSON)`` plan node or its children scan."""
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _index_names(child)
+    return found
 
 
 def check_recall(recall: float | None) -> float:

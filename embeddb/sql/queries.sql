@@ -436,3 +436,14 @@ ON CONFLICT (column_id) DO UPDATE
 SET calibrated_at = now(), table_rows = excluded.table_rows, index_oid = excluded.index_oid,
     k = excluded.k, samples = excluded.samples, exact_ms = excluded.exact_ms,
     curve = excluded.curve
+
+-- partial_hnsw_indexes --
+-- The valid partial HNSW indexes on the column (CREATE INDEX ... USING hnsw ... WHERE ...).
+SELECT c.relname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am am ON am.oid = c.relam
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
+  AND i.indisvalid AND i.indpred IS NOT NULL
+ORDER BY c.relname

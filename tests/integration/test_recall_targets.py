@@ -170,3 +170,32 @@ def test_embeddb_tune_records_and_prints_the_curve(
     with db.connect() as conn:
         row = recorded(conn)
     assert row is not None and row.samples == 20 and row.current
+
+
+def test_a_filter_a_partial_index_covers_walks_that_index(tickets: Any, db: sa.Engine) -> None:
+    """40 'rare' rows of 4,000: exact without the partial index, its walk with it."""
+    rare = tickets.status == "rare"
+    vector = query_vectors(1, seed=3)[0]
+    with Session(db) as session:
+        assert explain(session, tickets.embedding, vector, where=rare).plan == "exact"
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE INDEX tickets_rare_hnsw ON tickets"
+                             " USING hnsw (embedding vector_cosine_ops) WHERE status = 'rare'"))
+    try:
+        planner.forget_calibrations(db)
+        with Session(db) as session:
+            # the partial-index list is remembered INDEX_TTL_SECONDS: a new engine sees it now
+            fresh = create_engine(str(db.url.render_as_string(hide_password=False)))
+            with Session(fresh) as other:
+                plan = explain(other, tickets.embedding, vector, where=rare)
+                assert plan.plan == "index"
+                assert "tickets_rare_hnsw" in plan.postgres_plan
+                hits = search(other, tickets.embedding, vector, k=10, where=rare)
+            fresh.dispose()
+            exact = search(session, tickets.embedding, vector, k=10, where=rare, plan="exact")
+            assert hits.plan == "index" and len(hits) == 10
+            floor = list(exact)[-1].similarity - 1e-6
+            assert sum(hit.similarity >= floor for hit in hits) >= 9
+    finally:
+        with db.begin() as conn:
+            conn.execute(sa.text("DROP INDEX tickets_rare_hnsw"))
