@@ -79,6 +79,9 @@ def main() -> None:
                         help="per-dimension Gaussian noise of a copy's vector (0.02)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--samples", type=int, default=calibration.DEFAULT_SAMPLES)
+    parser.add_argument("--partial", action="store_true",
+                        help="then create partial HNSW indexes for the 10-20%% band's filters"
+                             " and measure those filters again at the default recall")
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
@@ -94,7 +97,11 @@ def main() -> None:
     with databases.fresh("embeddb_bench_recall") as url:
         engine = create_engine(url)
         load_facts = load(engine, url, synsets, vectors, in_table)  # type: ignore[arg-type]
-        results, calibrated = measure(engine, synsets, vectors, in_table, held_out, args.samples)
+        results, calibrated, truths = measure(engine, synsets, vectors, in_table, held_out,
+                                              args.samples)
+        if args.partial:
+            load_facts["partial_indexes"] = with_partial_indexes(engine, vectors, held_out,
+                                                                 results, truths)
         engine.dispose()
     report(results)
     payload = {
@@ -122,9 +129,9 @@ def grown(synsets: list[wordnet_vectors.Synset], vectors: npt.NDArray[np.float32
 
 def measure(engine: sa.Engine, synsets: list[wordnet_vectors.Synset],
             vectors: npt.NDArray[np.float32], rows: npt.NDArray[np.int64], queries: list[int],
-            samples: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            samples: int) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    truths = {}
+    truths: dict[str, Any] = {}
     with Session(engine) as session:
         base = timed(session, lambda q: plain(session, q, None), vectors, queries,
                      exact_answers(vectors, rows, queries))
@@ -159,7 +166,48 @@ def measure(engine: sa.Engine, synsets: list[wordnet_vectors.Synset],
                       f" recall {run['recall']:.3f} {run['plans']}")
     return results, {"seconds": seconds, "k": measured.k, "samples": measured.samples,
                      "exact_ms": measured.exact_ms,
-                     "curve": [p.__dict__ for p in measured.points]}
+                     "curve": [p.__dict__ for p in measured.points]}, truths
+
+
+#: The band's filters, as the WHERE of a partial index.
+PARTIAL = {
+    "pos=adjective": "pos = 'adjective'",
+    "pos IN (verb, adverb)": "pos IN ('verb', 'adverb')",
+    "lexname=noun.artifact": "lexname = 'noun.artifact'",
+}
+
+
+def with_partial_indexes(engine: sa.Engine, vectors: npt.NDArray[np.float32],
+                         queries: list[int], results: list[dict[str, Any]],
+                         truths: dict[str, Any]) -> dict[str, Any]:
+    """Create a partial HNSW index per band filter; measure those filters again."""
+    facts: dict[str, Any] = {}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
+        for number, (label, predicate) in enumerate(PARTIAL.items()):
+            started = time.perf_counter()
+            conn.exec_driver_sql(
+                f"CREATE INDEX synsets_partial_{number} ON synsets USING hnsw"
+                f" (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+                f" WHERE {predicate}")
+            size = conn.exec_driver_sql(
+                f"SELECT pg_relation_size('synsets_partial_{number}')").scalar_one()
+            facts[label] = {"seconds": time.perf_counter() - started, "bytes": size}
+        conn.exec_driver_sql("ANALYZE synsets")
+    planner.forget_calibrations(engine)  # and the partial indexes known
+    filters = {label: where for label, where, _ in FILTERS}
+    with Session(engine) as session:
+        for figures in results:
+            label = figures["filter"]
+            if label not in PARTIAL:
+                continue
+            run = timed(session, lambda q, w=filters[label]: search(
+                session, Synset.embedding, q, k=K, where=w), vectors, queries, truths[label])
+            run["ef_search"] = results[0]["recall=0.95"]["ef_search"]
+            figures["partial index"] = run
+            print(f"{label:24} partial index: p95 {run['p95_ms']:6.2f} ms"
+                  f" recall {run['recall']:.3f} {run['plans']}")
+    return facts
 
 
 def report(results: list[dict[str, Any]]) -> None:
@@ -168,8 +216,10 @@ def report(results: list[dict[str, Any]]) -> None:
                "p95 ms", "p95/base"]
     table = []
     for r in results:
-        for name in ("uncalibrated", *(f"recall={t}" for t in TARGETS)):
-            run = r[name]
+        for name in ("uncalibrated", *(f"recall={t}" for t in TARGETS), "partial index"):
+            run = r.get(name)
+            if run is None:
+                continue
             table.append([
                 r["filter"], f"{100 * r['selectivity']:.2f}%", name,
                 " ".join(f"{p}:{c}" for p, c in sorted(run["plans"].items())),

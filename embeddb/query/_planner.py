@@ -310,9 +310,11 @@ def calibration_of(conn: Connection, target: Target) -> Calibration | None:
 
 
 def forget_calibrations(engine: sa.Engine) -> None:
-    """Read every column's calibration again on the next search (after recalibrating)."""
+    """Read every column's calibration and partial indexes again on the next search (after
+    recalibrating, or creating an index)."""
     with _lock:
-        _calibrations.pop(engine, None)
+        for memory in (_calibrations, _partials, _partial_uses):
+            memory.pop(engine, None)
 
 
 def index_ready(conn: Connection, target: Target) -> bool:
