@@ -185,12 +185,14 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
     ef = None
     if calibration is not None:
         ef = calibrated_ef(calibration, wanted, k)
-        if ef is None:
+        if ef is None and not (rows.filters and partial_index_serves(conn, rows, k)):
             return Choice("exact")  # no ef_search meets the target, or exact is faster
     if not rows.filters:
         return Choice("index", ef_search=ef)
+    if partial_index_serves(conn, rows, k):  # its graph holds only the matching rows
+        return Choice("index", ef_search=ef or _calibrated_ef(conn, target, k, wanted))
     matching, table_rows = estimate(conn, rows)
-    if prefers_exact(matching, table_rows, k) and not partial_index_serves(conn, rows, k):
+    if prefers_exact(matching, table_rows, k):
         return Choice("exact", matching, table_rows)
     return Choice("index", matching, table_rows, ef)
 
@@ -275,7 +277,8 @@ def calibrated_ef(calibration: Calibration, recall: float, k: int) -> int | None
 
 
 def _calibrated_ef(conn: Connection, target: Target, k: int, recall: float) -> int | None:
-    """For a forced index plan: the calibrated ``ef_search``, else the largest measured."""
+    """For a forced index plan, or a partial index: the calibrated ``ef_search`` as
+    :func:`calibrated_ef` picks it, else the largest measured (the exact scan is not wanted)."""
     calibration = calibration_of(conn, target)
     if calibration is None or not calibration.points:
         return None

@@ -27,7 +27,7 @@ from embeddb.worker import Worker, WorkerConfig
 from .models import HASH_MODEL, drain, ticket_model
 
 ROWS = 4000
-QUERIES = 60
+QUERIES = 120
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_search_meets_the_recall_asked_for(tickets: Any, db: sa.Engine, target: 
             exact = search(session, tickets.embedding, vector, k=10, plan="exact")
             floor = list(exact)[-1].similarity - 1e-6
             found.append(sum(hit.similarity >= floor for hit in hits) / 10)
-    # 60 fresh queries against a curve measured on 150 others: allow sampling error
-    assert float(np.mean(found)) >= target - 0.03
+    # 120 fresh queries against a curve measured on 150 others: allow sampling error
+    assert float(np.mean(found)) >= target - 0.04, found
 
 
 def test_higher_targets_cost_more_candidates(tickets: Any, db: sa.Engine) -> None:
@@ -179,6 +179,9 @@ def test_a_filter_a_partial_index_covers_walks_that_index(tickets: Any, db: sa.E
     with Session(db) as session:
         assert explain(session, tickets.embedding, vector, where=rare).plan == "exact"
     with db.begin() as conn:
+        calibration.calibrate(conn, entry_of(conn), samples=20)
+        # as if the exact scan of the whole table measured faster than any walk of its index
+        conn.execute(sa.text("UPDATE embeddb.calibrations SET exact_ms = 0.0001"))
         conn.execute(sa.text("CREATE INDEX tickets_rare_hnsw ON tickets"
                              " USING hnsw (embedding vector_cosine_ops) WHERE status = 'rare'"))
     try:
@@ -187,6 +190,7 @@ def test_a_filter_a_partial_index_covers_walks_that_index(tickets: Any, db: sa.E
             # the partial-index list is remembered INDEX_TTL_SECONDS: a new engine sees it now
             fresh = create_engine(str(db.url.render_as_string(hide_password=False)))
             with Session(fresh) as other:
+                assert explain(other, tickets.embedding, vector).plan == "exact"  # unfiltered
                 plan = explain(other, tickets.embedding, vector, where=rare)
                 assert plan.plan == "index"
                 assert "tickets_rare_hnsw" in plan.postgres_plan
