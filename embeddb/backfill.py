@@ -30,7 +30,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import column_sql, verbatim
+from . import calibration, column_sql, verbatim
 from .catalog import CatalogEntry
 from .errors import EmbeddbError, first_line
 from .privileges import is_permission_error
@@ -115,17 +115,19 @@ def rebuild_index(engine: Engine, entry: CatalogEntry, memory: str) -> bool:
         if not conn.execute(sa.text(queries["try_index_build_lock"]), params).scalar():
             return False
         try:
-            _build(conn, entry, memory)
+            built = _build(conn, entry, memory)
         finally:
             conn.execute(sa.text(queries["index_build_unlock"]), params)
             conn.exec_driver_sql("RESET statement_timeout; RESET maintenance_work_mem")
+    if built:  # a new graph has a recall of its own: measure it before searches rely on it
+        calibration.calibrate_quietly(engine, entry)
     return True
 
 
-def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> None:
+def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> bool:
     spec, params = entry.spec, {"column_id": entry.id}
     if not conn.execute(sa.text(queries["index_is_deferred"]), params).scalar():
-        return  # built by another worker between our checks
+        return False  # built by another worker between our checks
     # A partitioned table's index cannot be built CONCURRENTLY: built in place, it blocks
     # writes meanwhile. Only an index set aside by an older embeddb is rebuilt so.
     concurrently = not _partitioned(conn, entry)
@@ -143,3 +145,4 @@ def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> None:
     verbatim.execute(conn, statement)
     conn.execute(sa.text(queries["set_index_deferred"]), {**params, "deferred": False})
     log.info("%s: HNSW index built", spec.qualified_column)
+    return True

@@ -165,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("--price-per-million-tokens", type=float,
                           help="the provider's price (default: $EMBEDDB_PRICE_PER_MILLION_TOKENS)")
 
+    tune = command("tune", _tune,
+                   "Measure a column's search recall and time at each hnsw.ef_search and"
+                   " record them, so search(recall=...) picks the cheapest plan that meets it.",
+                   "embeddb tune tickets.embedding --samples 200")
+    with_url(tune)
+    tune.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
+    tune.add_argument("--samples", type=int, default=100,
+                      help="stored vectors used as queries (default 100)")
+    tune.add_argument("-k", type=int, default=10, help="the k recall is measured at (default 10)")
+
     status = command("status", _status, "Show pending, in-flight and parked rows per column.",
                      "embeddb status --json")
     with_url(status)
@@ -431,6 +441,21 @@ def _estimate(args: argparse.Namespace) -> int:
         price = float(os.environ["EMBEDDB_PRICE_PER_MILLION_TOKENS"])
     with _engine(args) as engine, engine.connect() as conn:
         print(estimate(conn, _entry(conn, args.column), price).describe())
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+    from .query._planner import calibrated_ef
+
+    if args.samples < 1 or args.k < 1:
+        raise EmbeddbError("--samples and -k must be at least 1")
+    with _engine(args) as engine, engine.begin() as conn:
+        measured = calibrate(conn, _entry(conn, args.column), samples=args.samples, k=args.k)
+    print(measured.describe())
+    for target in (0.9, 0.95, 0.98, 0.99):
+        ef = calibrated_ef(measured, target, args.k)
+        print(f"recall {target}: " + ("exact scan" if ef is None else f"ef_search {ef}"))
     return 0
 
 

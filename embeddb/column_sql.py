@@ -73,6 +73,16 @@ def enqueue_function(column_id: int) -> sql.Identifier:
 _VECTOR_TYPES = {"vector": sql.SQL("vector"), "halfvec": sql.SQL("halfvec")}
 
 
+# pgvector's distance operators, by distance: SQL from constants.
+_DISTANCE_OPERATORS = {"cosine": sql.SQL("<=>"), "inner_product": sql.SQL("<#>"),
+                       "l2": sql.SQL("<->")}
+
+
+def distance_operator(spec: EmbeddingSpec) -> sql.Composable:
+    """``<=>``, ``<#>`` or ``<->``: the column's distance as pgvector's operator."""
+    return _DISTANCE_OPERATORS[spec.distance.value]
+
+
 def vector_type(spec: EmbeddingSpec) -> sql.Composable:
     """``vector`` or ``halfvec``: the column's element type, for casts of arrays."""
     return _VECTOR_TYPES[spec.vector_type]

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, catalog, chunk_worker, column_sql, generations, schema_version
+from . import backfill, calibration, catalog, chunk_worker, column_sql, generations, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -124,6 +124,9 @@ class WorkerConfig:
     # A running worker's heartbeat; status calls it gone after stale_after_seconds of silence.
     heartbeat_seconds: float = 5.0
     threads: int | None = None
+    # When idle, this often the worker looks for columns whose search calibration is missing
+    # or stale (index rebuilt, table grown by half) and recalibrates them (0: never).
+    calibrate_seconds: float = 600.0
 
     @property
     def stale_after_seconds(self) -> float:
@@ -221,6 +224,7 @@ class Worker:
         self._faults = Faults(self.config.column_backoff_seconds,
                               self.config.column_backoff_max_seconds)
         self._index_kept: set[int] = set()  # columns whose index we may not set aside
+        self._calibrated_at: float | None = None  # monotonic time of the last calibration pass
         self._warned: set[str] = set()
         if self.config.threads:
             _set_torch_threads(self.config.threads)
@@ -282,6 +286,7 @@ class Worker:
                     if listener is None:
                         listener = self._listen()
                     if not self._drain_ready():
+                        self._calibrate_due()
                         self._wait_for_notify(listener)
                     failures = 0
                     self._faults.recovered(_WORKER, "embeddb worker")
@@ -615,6 +620,28 @@ class Worker:
             self._drain_isolated(entry, None, claimed)
             busy = busy or bool(claimed and claimed[0])
         return busy
+
+    def _calibrate_due(self) -> int:
+        """Recalibrate the columns that need it, once per ``calibrate_seconds``; how many."""
+        every = self.config.calibrate_seconds
+        now = time.monotonic()
+        if every <= 0 or (self._calibrated_at is not None and now - self._calibrated_at < every):
+            return 0
+        self._calibrated_at = now
+        done = 0
+        for entry in self._entries():
+            if self._stopping.is_set():
+                break
+            try:
+                with self.engine.connect() as conn:
+                    due = calibration.needs_calibration(conn, entry)
+            except sa.exc.SQLAlchemyError as exc:
+                self._warn_once(f"calibrate:{entry.id}", "%s: calibration not checked: %s",
+                                entry.spec.qualified_column, first_line(exc))
+                continue
+            if due and calibration.calibrate_quietly(self.engine, entry) is not None:
+                done += 1
+        return done
 
     def _drain_isolated(self, entry: CatalogEntry, on_batch: Callable[[BatchResult], None] | None,
                         claimed: list[int] | None = None) -> EmbeddbError | None:

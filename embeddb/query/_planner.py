@@ -24,6 +24,20 @@ match the filter (R) and how many the table has (N). An exact scan visits the R 
 visits about k / selectivity = k * N / R tuples, each much dearer. :func:`prefers_exact` picks
 the cheaper one.
 
+The index plan's ``ef_search`` comes from the column's calibration (:mod:`embeddb.calibration`):
+the smallest measured ``ef_search`` whose recall@k meets the ``recall`` asked for (default
+:data:`DEFAULT_RECALL`), scaled by k over the k it was measured at. When no measured point meets
+it, or the exact scan measured faster, the plan is ``exact``. A column never calibrated, or
+calibrated before its index was rebuilt or its table grew by half, gets ``ef_search`` from k
+(:func:`ef_search`), as before calibration existed. A recall of 1 is always the exact scan.
+
+A filter that a partial HNSW index covers (one the user created, ``CREATE INDEX ... USING hnsw
+(embedding vector_cosine_ops) WHERE pos = 'adjective'``) is best served by walking that index:
+its graph holds only the matching rows, so the walk is as short as an unfiltered one whatever
+the selectivity. When the column has such indexes, ``auto`` asks PostgreSQL (one ``EXPLAIN`` of
+the index plan, remembered per filter like the estimates) whether it would walk one of them
+for this filter, and then takes the index plan.
+
 The settings are applied by :mod:`embeddb.query._settings`: transaction-local, and put back
 before anything else runs in the caller's transaction.
 """
@@ -47,9 +61,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from ..calibration import Calibration, is_stale
 from ..database import parse_version
+from ..errors import QueryError
 from ..sql import queries
-from ._target import Target
+from . import _settings as local_settings
+from ._target import Target, distance, query_parameter
 
 Plan = Literal["auto", "exact", "index"]
 Chosen = Literal["exact", "index"]
@@ -67,6 +84,11 @@ CROSSOVER = 200.0
 EF_SEARCH_PER_K = 4
 EF_SEARCH_MIN = 64
 EF_SEARCH_MAX = 1000  # pgvector's limit
+#: The recall@k the index plan must reach when ``search()`` is not told: the filtered-search
+#: benchmark's target, met at k=10 on WordNet by ef_search 64, the setting before calibration.
+DEFAULT_RECALL = 0.95
+#: How long a column's calibration (or its absence) is remembered per engine.
+CALIBRATION_TTL_SECONDS = 30.0
 #: pgvector from which hnsw.iterative_scan exists.
 ITERATIVE_SCAN_SINCE = (0, 8, 0)
 #: How long, and for how many filters, the planner's row estimates are remembered per engine.
@@ -83,15 +105,27 @@ _estimates: weakref.WeakKeyDictionary[
 _indexes: weakref.WeakKeyDictionary[
     sa.Engine, dict[tuple[str | None, str, str], tuple[float, bool]]
 ] = weakref.WeakKeyDictionary()
+_partials: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, list[str]]]
+] = weakref.WeakKeyDictionary()
+_partial_uses: weakref.WeakKeyDictionary[
+    sa.Engine, OrderedDict[Hashable, tuple[float, bool]]
+] = weakref.WeakKeyDictionary()
+_calibrations: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, Calibration | None]]
+] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The plan to run and, for ``auto``, the planner's estimates it was chosen from."""
+    """The plan to run and, for ``auto``, the planner's estimates it was chosen from.
+
+    ``ef_search`` is the calibrated setting for the index plan (None: derived from k)."""
 
     plan: Chosen
     estimated_rows: float | None = None
     table_rows: float | None = None
+    ef_search: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +160,12 @@ class Filter:
         return (self.target.column, *parts)
 
 
-def choose(conn: Connection, rows: Filter, k: int, plan: Plan) -> Choice:
-    """The plan for the k nearest of ``rows``: as asked, or by the planner's estimate."""
+def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
+           recall: float | None = None) -> Choice:
+    """The plan for the k nearest of ``rows``: as asked, or by the planner's estimate and the
+    column's calibration, for at least ``recall`` (default :data:`DEFAULT_RECALL`)."""
     target = rows.target
+    wanted = check_recall(recall)
     if plan == "exact":
         return Choice("exact")
     if plan == "index":
@@ -139,16 +176,148 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan) -> Choice:
             raise ValueError(f"{target.table.name}.{target.column.name}'s HNSW index is not"
                              " built (set aside while a backlog is embedded, or missing);"
                              " use plan='exact' or 'auto'")
-        return Choice("index")
+        return Choice("index", ef_search=_calibrated_ef(conn, target, k, wanted))
     if plan != "auto":
         raise ValueError(f"plan must be 'auto', 'exact' or 'index', got {plan!r}")
-    if not target.indexed or not index_ready(conn, target):
+    if wanted >= 1.0 or not target.indexed or not index_ready(conn, target):
         return Choice("exact")
+    calibration = calibration_of(conn, target)
+    ef = None
+    if calibration is not None:
+        ef = calibrated_ef(calibration, wanted, k)
+        if ef is None and not (rows.filters and partial_index_serves(conn, rows, k)):
+            return Choice("exact")  # no ef_search meets the target, or exact is faster
     if not rows.filters:
-        return Choice("index")
+        return Choice("index", ef_search=ef)
+    if partial_index_serves(conn, rows, k):  # its graph holds only the matching rows
+        return Choice("index", ef_search=ef or _calibrated_ef(conn, target, k, wanted))
     matching, table_rows = estimate(conn, rows)
-    chosen: Chosen = "exact" if prefers_exact(matching, table_rows, k) else "index"
-    return Choice(chosen, matching, table_rows)
+    if prefers_exact(matching, table_rows, k):
+        return Choice("exact", matching, table_rows)
+    return Choice("index", matching, table_rows, ef)
+
+
+def partial_index_serves(conn: Connection, rows: Filter, k: int) -> bool:
+    """Whether PostgreSQL walks one of the column's partial HNSW indexes for this filter
+    under the index plan's settings (False at once when the column has none)."""
+    names = _partial_indexes(conn, rows.target)
+    if not names:
+        return False
+    key = rows.key()
+    now = time.monotonic()
+    cache = _partial_uses.setdefault(conn.engine, OrderedDict())
+    cached = cache.get(key) if key is not None else None
+    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
+        return cached[1]
+    target = rows.target
+    probe = rows.probe().order_by(distance(target, query_parameter(
+        target, [1.0] + [0.0] * (target.dimensions - 1)))).limit(k)
+    with local_settings.scoped(conn, {"enable_sort": "off",
+                                      "hnsw.iterative_scan": "relaxed_order"}):
+        plan = conn.execute(Explain(probe)).scalar_one()[0]["Plan"]
+    used = bool(_index_names(plan) & set(names))
+    if key is not None:
+        with _lock:
+            cache[key] = (now, used)
+            while len(cache) > ESTIMATE_CACHE_SIZE:
+                cache.popitem(last=False)
+    return used
+
+
+def _partial_indexes(conn: Connection, target: Target) -> list[str]:
+    """The column's partial HNSW indexes (remembered :data:`INDEX_TTL_SECONDS`)."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _partials.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
+        return known[1]
+    names = list(conn.execute(sa.text(queries["partial_hnsw_indexes"]), {
+        "table": conn.dialect.identifier_preparer.format_table(table),
+        "column": target.column.name,
+    }).scalars())
+    with _lock:
+        _partials.setdefault(conn.engine, {})[key] = (now, names)
+    return names
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    """Every index an ``EXPLAIN (FORMAT JSON)`` plan node or its children scan."""
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _index_names(child)
+    return found
+
+
+def check_recall(recall: float | None) -> float:
+    """``recall`` (None: :data:`DEFAULT_RECALL`), refused unless a number in (0, 1]."""
+    if recall is None:
+        return DEFAULT_RECALL
+    if isinstance(recall, bool) or not isinstance(recall, int | float) or math.isnan(recall) \
+            or not 0 < recall <= 1:
+        raise QueryError(f"recall must be a number above 0 and at most 1, got {recall!r}")
+    return float(recall)
+
+
+def calibrated_ef(calibration: Calibration, recall: float, k: int) -> int | None:
+    """The smallest calibrated ``ef_search`` reaching ``recall`` at k; None when the exact
+    scan is the plan: no measured point reaches it, or the exact scan measured faster.
+
+    A point measured at ``calibration.k`` is scaled by ``k / calibration.k``: the iterative
+    scan's recall follows the candidates it keeps per result.
+    """
+    meeting = [p for p in calibration.points if p.recall >= recall]
+    if not meeting:
+        return None
+    point = min(meeting, key=lambda p: p.ef_search)
+    if calibration.exact_ms <= point.ms:
+        return None
+    return min(EF_SEARCH_MAX, max(1, math.ceil(point.ef_search * k / calibration.k)))
+
+
+def _calibrated_ef(conn: Connection, target: Target, k: int, recall: float) -> int | None:
+    """For a forced index plan, or a partial index: the calibrated ``ef_search`` as
+    :func:`calibrated_ef` picks it, else the largest measured (the exact scan is not wanted)."""
+    calibration = calibration_of(conn, target)
+    if calibration is None or not calibration.points:
+        return None
+    ef = calibrated_ef(calibration, recall, k)
+    if ef is None:  # exact would be the answer, but the index was asked for: its best
+        best = max(p.ef_search for p in calibration.points)
+        ef = min(EF_SEARCH_MAX, max(1, math.ceil(best * k / calibration.k)))
+    return ef
+
+
+def calibration_of(conn: Connection, target: Target) -> Calibration | None:
+    """The column's calibration if it still describes its index (remembered
+    :data:`CALIBRATION_TTL_SECONDS`); None if there is none, it is stale, or this role may
+    not read embeddb's catalog."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _calibrations.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= CALIBRATION_TTL_SECONDS:
+        return known[1]
+    found: Calibration | None = None
+    if conn.execute(sa.text(queries["calibrations_readable"])).scalar():
+        row = conn.execute(sa.text(queries["column_calibration"]), {
+            "schema": table.schema, "table": table.name, "column": target.column.name,
+        }).one_or_none()
+        if row is not None and not is_stale(row.same_index, row.table_rows, row.rows_now):
+            found = Calibration.from_row(row)
+    with _lock:
+        _calibrations.setdefault(conn.engine, {})[key] = (now, found)
+    return found
+
+
+def forget_calibrations(engine: sa.Engine) -> None:
+    """Read every column's calibration and partial indexes again on the next search (after
+    recalibrating, or creating an index)."""
+    with _lock:
+        for memory in (_calibrations, _partials, _partial_uses):
+            memory.pop(engine, None)
 
 
 def index_ready(conn: Connection, target: Target) -> bool:
@@ -241,15 +410,16 @@ def settings(choice: Choice, k: int, pgvector: tuple[int, ...]) -> dict[str, str
     """The transaction-local settings a plan runs under (none for the exact plan)."""
     if choice.plan == "exact":
         return {}
+    candidates = choice.ef_search or ef_search(k)
     if pgvector >= ITERATIVE_SCAN_SINCE:
         return {
             "enable_sort": "off",
             "hnsw.iterative_scan": "relaxed_order",
-            "hnsw.ef_search": str(ef_search(k)),
+            "hnsw.ef_search": str(candidates),
         }
     # Before 0.8 the index returns at most ef_search rows before the filter: widen it by the
     # expected selectivity; a short answer is re-run exactly by the caller.
-    wanted = ef_search(k)
+    wanted = candidates
     if choice.estimated_rows and choice.table_rows:
         wanted = math.ceil(wanted * choice.table_rows / max(choice.estimated_rows, 1.0))
     return {"enable_sort": "off", "hnsw.ef_search": str(min(EF_SEARCH_MAX, wanted))}

@@ -170,6 +170,7 @@ def search(
     within: sa.Select[Any] | None = None,
     plan: Plan = "auto",
     min_similarity: float | None = None,
+    recall: float | None = None,
 ) -> SearchResult[Hit]:
     """The k rows nearest to ``query`` (a text or a vector) among the rows matching ``where``.
 
@@ -177,12 +178,14 @@ def search(
     embedded rows match. A text is embedded with the column's own model and query prompt.
     ``within`` is a ``select()`` to search inside (joins, extra columns, filters). ``plan`` forces
     ``"exact"`` or ``"index"``; ``result.plan`` says which ran. ``min_similarity`` drops weaker
-    hits after the scan, so a threshold nothing reaches returns at once, empty.
+    hits after the scan, so a threshold nothing reaches returns at once, empty. ``recall`` is
+    the recall@k the index plan must reach on the column's calibration (default 0.95, see
+    :mod:`embeddb.calibration`); 1 means the exact scan.
 
     Example::
 
         hits = search(session, Ticket.embedding, "reset my password", k=5,
-                      where=Ticket.status == "open")
+                      where=Ticket.status == "open", recall=0.99)
         for ticket, similarity in hits: ...
     """
     check_k(k)
@@ -194,7 +197,7 @@ def search(
     if target.declaration.chunking is not None:
         return _search_chunked(session, conn, target, vector, k, where, within, plan,
                                min_similarity, started)
-    choice = planner.choose(conn, Filter(target, where, within), k, plan)
+    choice = planner.choose(conn, Filter(target, where, within), k, plan, recall)
     hits = _run(session, conn, target, vector, k, where, within, choice)
     ran: str = choice.plan
     if choice.plan == "index" and len(hits) < k:
@@ -237,6 +240,7 @@ async def asearch(
     within: sa.Select[Any] | None = None,
     plan: Plan = "auto",
     min_similarity: float | None = None,
+    recall: float | None = None,
 ) -> SearchResult[Hit]:
     """:func:`search` for an ``AsyncSession`` or ``AsyncConnection``.
 
@@ -249,7 +253,7 @@ async def asearch(
     vector = await vector_off_loop(session, column, query)
     return await session.run_sync(
         lambda sync: search(sync, column, vector, k=k, where=where, within=within, plan=plan,
-                            min_similarity=min_similarity)
+                            min_similarity=min_similarity, recall=recall)
     )
 
 
@@ -263,6 +267,7 @@ def explain(
     within: sa.Select[Any] | None = None,
     plan: Plan = "auto",
     analyze: bool = False,
+    recall: float | None = None,
 ) -> Explanation:
     """The plan :func:`search` would choose, its SQL and settings, and PostgreSQL's plan for it.
 
@@ -277,7 +282,7 @@ def explain(
     check_where(target, where, within)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
-    choice = planner.choose(conn, Filter(target, where, within), k, plan)
+    choice = planner.choose(conn, Filter(target, where, within), k, plan, recall)
     stmt = _statement(target, where, within, choice.plan == "exact")
     params = _parameters(vector, k)
     values = planner.settings(choice, k, planner.pgvector_version(conn))

@@ -473,3 +473,47 @@ WHERE t.column_id = :column_id AND t.minute >= date_trunc('minute', (SELECT at F
 -- set_lock_timeout --
 -- For the rest of this transaction only: a generation swap waits this long for its lock.
 SELECT set_config('lock_timeout', :timeout, true)
+
+-- calibrations_readable --
+-- Whether this role may read the calibrations (and the catalog they join), asked without
+-- naming them, so a role with no rights on schema embeddb gets false, not an error.
+SELECT coalesce((
+    SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(cal.oid, 'SELECT')
+           AND has_table_privilege(col.oid, 'SELECT')
+    FROM pg_namespace n
+    JOIN pg_class cal ON cal.relnamespace = n.oid AND cal.relname = 'calibrations'
+    JOIN pg_class col ON col.relnamespace = n.oid AND col.relname = 'columns'
+    WHERE n.nspname = 'embeddb'), false)
+
+-- column_calibration --
+-- A column's calibration, whether its index is still the one measured, and the table's rows now.
+SELECT cal.k, cal.samples, cal.exact_ms, cal.curve, cal.table_rows, cal.calibrated_at,
+       cal.index_oid IS NOT DISTINCT FROM
+           to_regclass(format('%I.%I', col.table_schema, col.index_name))::oid AS same_index,
+       greatest(coalesce(t.reltuples, 0), 0)::float8 AS rows_now
+FROM embeddb.columns col
+JOIN embeddb.calibrations cal ON cal.column_id = col.id
+LEFT JOIN pg_class t ON t.oid = to_regclass(format('%I.%I', col.table_schema, col.table_name))
+WHERE col.table_schema = coalesce(:schema, current_schema()) AND col.table_name = :table
+  AND col.column_name = :column
+
+-- save_calibration --
+INSERT INTO embeddb.calibrations
+    (column_id, table_rows, index_oid, k, samples, exact_ms, curve)
+VALUES (:column_id, :table_rows, to_regclass(:index)::oid, :k, :samples, :exact_ms,
+        CAST(:curve AS jsonb))
+ON CONFLICT (column_id) DO UPDATE
+SET calibrated_at = now(), table_rows = excluded.table_rows, index_oid = excluded.index_oid,
+    k = excluded.k, samples = excluded.samples, exact_ms = excluded.exact_ms,
+    curve = excluded.curve
+
+-- partial_hnsw_indexes --
+-- The valid partial HNSW indexes on the column (CREATE INDEX ... USING hnsw ... WHERE ...).
+SELECT c.relname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am am ON am.oid = c.relam
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
+  AND i.indisvalid AND i.indpred IS NOT NULL
+ORDER BY c.relname

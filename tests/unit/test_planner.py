@@ -7,6 +7,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from embeddb import Embedding, nearest
+from embeddb.calibration import Calibration, Point
+from embeddb.errors import QueryError
 from embeddb.query import _planner as planner
 from embeddb.query._neighbours import DuplicatePair, duplicate_groups
 from embeddb.query._planner import Choice
@@ -104,3 +106,43 @@ def test_duplicate_groups_are_connected_components() -> None:
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be at least 1"):
         nearest(Note.embedding, [1, 0, 0, 0], k=0)
+
+
+def _curve(exact_ms: float, *points: tuple[int, float, float], k: int = 10) -> Calibration:
+    return Calibration(k, 100, exact_ms, tuple(Point(*p) for p in points), 10_000)
+
+
+def test_the_smallest_ef_search_meeting_the_recall_is_chosen() -> None:
+    curve = _curve(9.0, (10, 0.80, 0.5), (40, 0.95, 0.8), (100, 0.99, 1.5), (400, 0.999, 4.0))
+    assert planner.calibrated_ef(curve, 0.9, 10) == 40
+    assert planner.calibrated_ef(curve, 0.95, 10) == 40
+    assert planner.calibrated_ef(curve, 0.99, 10) == 100
+    assert planner.calibrated_ef(curve, 0.5, 10) == 10
+
+
+def test_exact_when_no_point_meets_the_recall_or_exact_is_faster() -> None:
+    curve = _curve(1.0, (10, 0.80, 0.5), (40, 0.95, 0.8), (100, 0.99, 1.5))
+    assert planner.calibrated_ef(curve, 0.999, 10) is None  # never measured that high
+    assert planner.calibrated_ef(curve, 0.99, 10) is None  # 1.5 ms against exact's 1.0
+    assert planner.calibrated_ef(curve, 0.95, 10) == 40
+
+
+def test_ef_search_scales_with_k_within_pgvector_limits() -> None:
+    curve = _curve(50.0, (40, 0.95, 0.8), (100, 0.99, 1.5))
+    assert planner.calibrated_ef(curve, 0.95, 20) == 80
+    assert planner.calibrated_ef(curve, 0.99, 500) == 1000
+    assert planner.calibrated_ef(curve, 0.95, 1) == 4
+
+
+def test_recall_is_checked() -> None:
+    assert planner.check_recall(None) == planner.DEFAULT_RECALL
+    assert planner.check_recall(1) == 1.0
+    for bad in (0, -1, 1.01, float("nan"), "0.9", True, None.__class__):
+        with pytest.raises(QueryError, match="recall must be"):
+            planner.check_recall(bad)  # type: ignore[arg-type]
+
+
+def test_the_index_plan_runs_with_the_calibrated_ef_search() -> None:
+    values = planner.settings(Choice("index", ef_search=24), 10, (0, 8, 0))
+    assert values["hnsw.ef_search"] == "24"
+    assert planner.settings(Choice("index"), 10, (0, 8, 0))["hnsw.ef_search"] == "64"
