@@ -254,7 +254,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     if edit is not None:
         save(runs, edit, databases)
-    for corpus in args.corpora.split(","):
+    for corpus in filter(None, args.corpora.split(",")):  # --corpora "": the edit alone
         for chunking in sizes:
             # latency on SciFact (truncated and default chunking), throughput on its default
             on_scifact_default = corpus == "scifact" and chunking == Chunking()
