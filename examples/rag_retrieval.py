@@ -1,6 +1,6 @@
 """Retrieval for RAG over long documents: a question in, the context for an LLM out, with citations.
 
-Run: ``.venv/bin/python examples/rag_retrieval.py ["how do I parse a date from a string?"]
+Run: ``.venv/bin/python examples/rag_retrieval.py ["how do I run coroutines at once?"]
 [--modules 60] [--database-url URL]`` (with no URL, embeddb's embedded PostgreSQL).
 
 Each document is one stdlib module's documentation: its docstring followed by those of its
@@ -23,7 +23,8 @@ from embeddb import Chunking, Embedding, Worker, search, search_chunks
 from embeddb.database import create_engine, database_url
 from embeddb.demo import stdlib_docs
 
-QUESTION = "how do I parse a date from a string?"
+# answerable from the default 60 modules (abc .. copyreg: asyncio, base64, calendar, ...)
+QUESTION = "how do I run several coroutines at once and wait for all of them?"
 
 
 class Base(DeclarativeBase):
