@@ -40,11 +40,11 @@ def test_0010_moves_an_installed_column_to_statement_triggers_and_back(
         engine: sa.Engine, database_url: str) -> None:
     Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
-    assert migrate.migrate(engine, downgrade_to="0009") == ["0010"]
+    assert "0010" in migrate.migrate(engine, downgrade_to="0009")
     # as a column installed before 0010 has it: a trigger call per row, a foreign key
     assert copy_calls(database_url, 1, 20) == 20
     assert queue_foreign_keys(engine) == 1
-    assert migrate.migrate(engine) == ["0010"]
+    assert "0010" in migrate.migrate(engine)
     assert copy_calls(database_url, 21, 20) == 1
     assert queue_foreign_keys(engine) == 0
     with engine.connect() as conn:
@@ -57,10 +57,10 @@ def test_0010_leaves_a_column_whose_table_lost_a_watched_column_and_moves_the_ot
     Base.metadata.create_all(engine)
     Memos, _ = memo_model()
     Memos.metadata.create_all(engine)
-    assert migrate.migrate(engine, downgrade_to="0009") == ["0010"]
+    assert "0010" in migrate.migrate(engine, downgrade_to="0009")
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE memos DROP COLUMN note CASCADE"))  # and its triggers
-    assert migrate.migrate(engine) == ["0010"]
+    assert "0010" in migrate.migrate(engine)
     assert "public.memos.embedding: triggers left as they were" in caplog.text
     assert "has no column 'note'" in caplog.text
     assert copy_calls(database_url, 1, 20) == 1
