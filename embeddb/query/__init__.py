@@ -29,7 +29,16 @@ from ._neighbours import (
     near_duplicates,
 )
 from ._rag import ChunkHit, asearch_chunks, search_chunks
-from ._search import Explanation, Hit, SearchResult, asearch, explain, nearest, search
+from ._search import (
+    Explanation,
+    Hit,
+    SearchResult,
+    aexplain,
+    asearch,
+    explain,
+    nearest,
+    search,
+)
 
 __all__ = [
     "BM25",
@@ -43,6 +52,7 @@ __all__ = [
     "Outlier",
     "SearchResult",
     "aclusters",
+    "aexplain",
     "ahybrid_search",
     "amore_like_this",
     "anear_duplicates",

@@ -294,6 +294,32 @@ def explain(
                        {**compiled.params, **params}, "\n".join(lines))
 
 
+async def aexplain(
+    session: AsyncSession | AsyncConnection,
+    column: Any,
+    query: Query,
+    *,
+    k: int = 10,
+    where: Any = None,
+    within: sa.Select[Any] | None = None,
+    plan: Plan = "auto",
+    analyze: bool = False,
+    recall: float | None = None,
+) -> Explanation:
+    """:func:`explain` for an ``AsyncSession`` or ``AsyncConnection``; a query text is embedded
+    in a worker thread, off the event loop.
+
+    Example::
+
+        print(await aexplain(session, Ticket.embedding, "refund", where=Ticket.status == "open"))
+    """
+    vector = await vector_off_loop(session, column, query)
+    return await session.run_sync(
+        lambda sync: explain(sync, column, vector, k=k, where=where, within=within, plan=plan,
+                             analyze=analyze, recall=recall)
+    )
+
+
 def connection_for(session: Session | Connection, target: Target) -> Connection:
     """The connection ``session`` uses for the target's table (its transaction, its settings)."""
     if isinstance(session, Session):

@@ -357,6 +357,24 @@ def test_async_session_and_connection(module_url: str, tickets: Any) -> None:
     assert len(core) == 3 and core.plan == "exact"
 
 
+def test_async_explain_matches_the_sync_one(module_url: str, tickets: Any) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from embeddb import aexplain
+
+    async def run() -> Any:
+        engine = create_async_engine(sqlalchemy_url(module_url))
+        try:
+            async with AsyncSession(engine) as session:
+                return await aexplain(session, tickets.embedding, "printer", k=10,
+                                      where=tickets.status == "rare", analyze=True)
+        finally:
+            await engine.dispose()
+
+    explanation = asyncio.run(run())
+    assert explanation.plan == "exact" and "actual time" in explanation.postgres_plan
+
+
 # --- distances, halfvec, the real model ----------------------------------------------------
 
 
