@@ -38,6 +38,16 @@ from common import (
     source_digest,
     write_json,
 )
+from write_path import (
+    CREATE_PLAIN,
+    Write,
+    batch_inserts,
+    copy_in,
+    prefill,
+    reset,
+    single_inserts,
+)
+from write_path import update as update_column
 
 from embeddb import Embedding
 from embeddb.database import (
@@ -68,73 +78,6 @@ class FulltextDoc(Base):
     body: Mapped[str]
     views: Mapped[int]
     embedding = Embedding("{body}", model=MODEL, fulltext=True)
-
-
-CREATE_PLAIN = sql.SQL(
-    "CREATE TABLE {} (id integer PRIMARY KEY, body varchar NOT NULL, views integer NOT NULL)"
-).format(sql.Identifier(PLAIN))
-
-Write = Callable[[psycopg.Connection[Any], sql.Identifier], int]
-
-
-def single_inserts(texts: list[str]) -> Write:
-    def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> int:
-        conn.autocommit = True
-        statement = sql.SQL("INSERT INTO {} (id, body, views) VALUES (%s, %s, 0)").format(table)
-        for i, text in enumerate(texts):
-            conn.execute(statement, (i, text))
-        conn.autocommit = False
-        return len(texts)
-    return run
-
-
-def batch_inserts(texts: list[str], batch: int = 1000) -> Write:
-    def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> int:
-        statement = sql.SQL(
-            "INSERT INTO {} (id, body, views) SELECT i, b, 0 FROM unnest(%s::int[], %s::text[])"
-            " AS t(i, b)").format(table)
-        for start in range(0, len(texts), batch):
-            chunk = texts[start:start + batch]
-            with conn.transaction():
-                conn.execute(statement, (list(range(start, start + len(chunk))), chunk))
-        return len(texts)
-    return run
-
-
-def copy_in(texts: list[str]) -> Write:
-    def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> int:
-        with conn.transaction(), conn.cursor().copy(
-                sql.SQL("COPY {} (id, body, views) FROM STDIN").format(table)) as copy:
-            for i, text in enumerate(texts):
-                copy.write_row((i, text, 0))
-        return len(texts)
-    return run
-
-
-def update_views(rows: int) -> Write:
-    def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> int:
-        with conn.transaction():
-            conn.execute(sql.SQL("UPDATE {} SET views = views + 1 WHERE id < %s").format(table),
-                         (rows,))
-        return rows
-    return run
-
-
-def prefill(texts: list[str]) -> Callable[[psycopg.Connection[Any], sql.Identifier], None]:
-    def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> None:
-        copy_in(texts)(conn, table)
-        with conn.transaction():
-            conn.execute("DELETE FROM embeddb.pending")
-        conn.autocommit = True
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
-        conn.autocommit = False
-    return run
-
-
-def reset(conn: psycopg.Connection[Any], table: sql.Identifier) -> None:
-    with conn.transaction():
-        conn.execute(sql.SQL("TRUNCATE {}").format(table))
-        conn.execute("DELETE FROM embeddb.pending")
 
 
 def measure(conn: psycopg.Connection[Any], write: Write, repeat: int,
@@ -169,7 +112,7 @@ def main() -> None:
          single_inserts(texts[:args.single_rows]), None),
         (f"INSERT of 1,000-row batches ({len(texts):,})", batch_inserts(texts), None),
         (f"COPY ({len(texts):,})", copy_in(texts), None),
-        (f"UPDATE of another column ({len(texts):,})", update_views(len(texts)),
+        (f"UPDATE of another column ({len(texts):,})", update_column("views", len(texts)),
          prefill(texts)),
     ]
     results: list[dict[str, Any]] = []
