@@ -1,0 +1,200 @@
+"""Measuring what each ``hnsw.ef_search`` buys on one column: recall@k and time per query.
+
+An HNSW graph's recall at a given ``ef_search`` depends on the data and on each build, so the
+planner does not guess it: :func:`calibrate` draws stored vectors as queries, answers each one
+exactly (``ORDER BY (column <op> q) + 0``, no index) and through the index with pgvector's
+iterative scan at every ``ef_search`` of :data:`EF_GRID`, and records the curve, recall@k and
+mean milliseconds per point, plus the exact scan's time, in ``embeddb.calibrations``. The query
+row itself is left out of both answers (``ctid <> its ctid``), so a query is never its own
+nearest neighbour, as a real query is not. A row tied with the k-th exact distance counts as
+a hit.
+
+:mod:`embeddb.query._planner` then picks, for a requested recall, the smallest ``ef_search``
+whose recall meets it, or the exact scan when no point does or the exact scan is faster.
+
+Recalibrate when the index changes: after the worker rebuilds an index set aside for a
+backfill (:func:`embeddb.backfill.rebuild_index` calls :func:`calibrate_quietly`), with
+``embeddb tune TABLE.COLUMN``, or on the worker's schedule (:func:`needs_calibration`: no
+calibration yet, the index rebuilt since, or the table grown by :data:`GROWTH` since).
+
+Example::
+
+    with engine.begin() as conn:
+        curve = calibrate(conn, catalog.get_entry(conn, "public", "tickets", "embedding"))
+    print(curve.describe())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import calibration_sql, column_sql, verbatim
+from .catalog import CatalogEntry
+from .errors import EmbeddbError
+from .sql import queries
+
+log = logging.getLogger(__name__)
+
+#: The ``hnsw.ef_search`` values measured (pgvector allows 1..1000).
+EF_GRID = (10, 16, 24, 32, 40, 64, 100, 160, 250, 400, 640, 1000)
+#: Query vectors drawn from the table per calibration, and the k they are measured at.
+DEFAULT_SAMPLES = 100
+DEFAULT_K = 10
+#: A calibration is stale once the table has this many times the rows it was measured at.
+GROWTH = 1.5
+#: A curve point stops the walk up :data:`EF_GRID` once its recall reaches this.
+PERFECT = 0.9995
+
+
+class CalibrationError(EmbeddbError):
+    """A column cannot be calibrated (no HNSW index, too few vectors)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """The index plan at one ``ef_search``: mean recall@k and mean milliseconds per query."""
+
+    ef_search: int
+    recall: float
+    ms: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A column's measured curve, as recorded in ``embeddb.calibrations``."""
+
+    k: int
+    samples: int
+    exact_ms: float
+    points: tuple[Point, ...]
+    table_rows: float
+
+    def describe(self) -> str:
+        """The curve as lines of text, for ``embeddb tune``."""
+        lines = [f"recall@{self.k} over {self.samples} stored vectors as queries,"
+                 f" {self.table_rows:,.0f} rows; exact scan {self.exact_ms:.2f} ms"]
+        lines += [f"  ef_search {p.ef_search:4d}: recall {p.recall:.4f}, {p.ms:.2f} ms"
+                  for p in self.points]
+        return "\n".join(lines)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Calibration:
+        curve = row.curve if isinstance(row.curve, list) else json.loads(row.curve)
+        points = tuple(Point(int(p["ef_search"]), float(p["recall"]), float(p["ms"]))
+                       for p in curve)
+        return cls(int(row.k), int(row.samples), float(row.exact_ms), points,
+                   float(row.table_rows))
+
+
+def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_SAMPLES,
+              k: int = DEFAULT_K, grid: Sequence[int] = EF_GRID) -> Calibration:
+    """Measure the column's recall@k and time per query at each ``ef_search`` and record them.
+
+    Runs in the caller's transaction (its settings are transaction-local) and replaces the
+    column's previous calibration. Raises :class:`CalibrationError` if the column has no valid
+    HNSW index or fewer than ``k + 1`` vectors.
+
+    Example::
+
+        with engine.begin() as conn:
+            print(calibrate(conn, entry, samples=200).describe())
+    """
+    spec = entry.spec
+    if spec.index is None or not _index_valid(conn, entry):
+        raise CalibrationError(f"{spec.qualified_column} has no valid HNSW index to calibrate")
+    table_rows = float(verbatim.execute(conn, column_sql.count_rows(spec)).scalar_one())
+    drawn = conn.exec_driver_sql(calibration_sql.sample_vectors(spec), {"limit": samples}).all()
+    if len(drawn) < 1 or table_rows < k + 1:
+        raise CalibrationError(f"{spec.qualified_column} has too few vectors ({len(drawn)}"
+                               f" sampled of {table_rows:.0f} rows) to calibrate at k={k}")
+    exact_sql, index_sql = calibration_sql.neighbours(spec, exact=True), \
+        calibration_sql.neighbours(spec, exact=False)
+    truth, exact_times = [], []
+    for tid, vector in drawn:  # exact first: it also warms the table's pages for the index runs
+        distances, ms = _timed(conn, exact_sql, tid, vector, k)
+        truth.append(distances)
+        exact_times.append(ms)
+    conn.execute(sa.text("SELECT set_config('enable_sort', 'off', true),"
+                         " set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
+    points = []
+    for ef in sorted(set(grid)):
+        conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+        recalls, times = [], []
+        for (tid, vector), best in zip(drawn, truth, strict=True):
+            found, ms = _timed(conn, index_sql, tid, vector, k)
+            recalls.append(_recall(found, best, k))
+            times.append(ms)
+        points.append(Point(ef, statistics.fmean(recalls), statistics.fmean(times)))
+        if points[-1].recall >= PERFECT:
+            break  # higher ef_search only costs more
+    conn.execute(sa.text("SELECT set_config('enable_sort', 'on', true),"
+                         " set_config('hnsw.iterative_scan', 'off', true)"))
+    result = Calibration(k, len(drawn), statistics.fmean(exact_times), tuple(points), table_rows)
+    conn.execute(sa.text(queries["save_calibration"]), {
+        "column_id": entry.id, "table_rows": table_rows, "index": column_sql.qualified_index(spec),
+        "k": k, "samples": len(drawn), "exact_ms": result.exact_ms,
+        "curve": json.dumps([p.__dict__ for p in points]),
+    })
+    log.info("%s calibrated: %s", spec.qualified_column, "; ".join(
+        f"ef_search {p.ef_search} recall {p.recall:.3f}" for p in points))
+    return result
+
+
+def calibrate_quietly(engine: Engine, entry: CatalogEntry) -> Calibration | None:
+    """:func:`calibrate` in a transaction of its own; a failure is logged, never raised, so a
+    worker's calibration cannot stop its embedding."""
+    try:
+        with engine.begin() as conn:
+            return calibrate(conn, entry)
+    except (EmbeddbError, sa.exc.SQLAlchemyError) as exc:
+        log.warning("%s: not calibrated: %s", entry.spec.qualified_column,
+                    str(exc).splitlines()[0])
+        return None
+
+
+def needs_calibration(conn: Connection, entry: CatalogEntry) -> bool:
+    """Whether the column has a valid index and no calibration of it, one made before the
+    index was rebuilt, or one made when the table had less than 1 / :data:`GROWTH` its rows."""
+    spec = entry.spec
+    if spec.index is None or not _index_valid(conn, entry):
+        return False
+    row = conn.execute(sa.text(queries["column_calibration"]), {
+        "schema": spec.schema, "table": spec.table, "column": spec.column}).one_or_none()
+    return row is None or is_stale(row.same_index, row.table_rows, row.rows_now)
+
+
+def is_stale(same_index: bool, table_rows: float, rows_now: float) -> bool:
+    """Whether a calibration no longer describes the index: rebuilt, or the table grown."""
+    return not same_index or rows_now > GROWTH * max(table_rows, 1.0)
+
+
+def _index_valid(conn: Connection, entry: CatalogEntry) -> bool:
+    return bool(conn.execute(sa.text(queries["hnsw_index_ready"]), {
+        "table": column_sql.qualified_table(entry.spec), "column": entry.spec.column,
+    }).scalar())
+
+
+def _timed(conn: Connection, statement: str, tid: str, vector: str,
+           k: int) -> tuple[list[float], float]:
+    started = time.perf_counter()
+    rows = conn.exec_driver_sql(statement, {"tid": tid, "q": vector, "k": k}).scalars().all()
+    return [float(d) for d in rows], (time.perf_counter() - started) * 1000
+
+
+def _recall(found: list[float], best: list[float], k: int) -> float:
+    """Share of the exact k found; a row as near as the exact k-th counts (ties)."""
+    if not best:
+        return 1.0
+    floor = best[-1] + 1e-6 * max(1.0, abs(best[-1]))
+    hits = sum(1 for d in found[:k] if d <= floor or math.isclose(d, best[-1]))
+    return min(1.0, hits / min(k, len(best)))

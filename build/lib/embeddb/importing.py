@@ -1,0 +1,147 @@
+"""Loading vectors computed elsewhere into an embedded column, checked against its model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+from pgvector import HalfVector
+from pgvector.psycopg import register_vector
+
+from . import catalog, import_sql
+from .embedders import load_embedder
+from .errors import EmbeddbError
+from .query._query_vectors import column_entry
+from .spec import EmbeddingSpec
+
+
+class ImportRefused(EmbeddbError):
+    """Imported vectors do not belong to the column (another model, unknown or repeated rows);
+    nothing was written.
+
+    Example::
+
+        try:
+            import_vectors(engine, Ticket.embedding, rows)
+        except ImportRefused as exc:
+            print(exc)              # names the rows and what was wrong with them
+    """
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_vectors` did.
+
+    Example::
+
+        result = import_vectors(engine, Ticket.embedding, zip(ids, vectors))
+        print(result)
+    """
+
+    rows: int  #: rows whose vector was written
+    checked: int  #: rows re-encoded by the column's model to check the import
+    min_cosine: float | None  #: the lowest cosine between an imported and a re-encoded vector
+
+
+def import_vectors(
+    bind: sa.Engine | sa.Connection,
+    column: Any,
+    rows: Iterable[tuple[Any, Sequence[float] | np.ndarray[Any, Any]]],
+    *,
+    check: int = 8,
+    min_cosine: float = 0.99,
+) -> ImportResult:
+    """Bulk-load precomputed vectors for existing rows, marked current so the worker skips them.
+
+    ``rows`` yields ``(key, vector)``: the primary key (a value, or a tuple for a composite
+    key, in primary-key column order) and a vector of the column's dimension. They are COPYed
+    (binary) into a temporary table; then ``check`` random rows are re-encoded with the
+    column's own model and compared. A cosine below ``min_cosine``, a key with no row or a key
+    given twice raises :class:`ImportRefused` naming the rows, and nothing is written. Each
+    written row gets the hash of its current text, so the worker leaves it alone; a row whose
+    text changes later is re-embedded as usual. One transaction.
+
+    Example::
+
+        embeddb.import_vectors(engine, Ticket.embedding, zip(ids, vectors))
+    """
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            return import_vectors(conn, column, rows, check=check, min_cosine=min_cosine)
+    entry = column_entry(bind, column)
+    spec = entry.spec
+    with bind.begin_nested():
+        bind.exec_driver_sql(import_sql.create_staging(spec))
+        types = list(bind.exec_driver_sql(import_sql.staging_types()).scalars())
+        driver = bind.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        register_vector(driver)
+        _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
+        _refuse_bad_keys(bind, entry)
+        checked, lowest = _check_sample(bind, entry, check, min_cosine)
+        written = bind.exec_driver_sql(import_sql.store(spec, entry.id)).rowcount
+        bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
+        bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
+    return ImportResult(int(written), checked, lowest)
+
+
+def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
+          rows: Iterable[tuple[Any, Any]], spec: EmbeddingSpec) -> None:
+    key_count = len(spec.key_columns)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(types)
+        for key, vector in rows:
+            keys = key if isinstance(key, tuple) else (key,)
+            if len(keys) != key_count:
+                raise ImportRefused(f"key {key!r} has {len(keys)} parts, the table's has"
+                                    f" {key_count}")
+            array = np.asarray(vector, dtype=np.float32)
+            if array.shape != (spec.dimensions,):
+                raise ImportRefused(
+                    f"import into {spec.qualified_column} refused, nothing written: the vector"
+                    f" of key {key!r} has shape {array.shape}, the column holds"
+                    f" {spec.dimensions} dimensions")
+            # pgvector's binary halfvec dumper takes a HalfVector, not an array
+            copy.write_row((*keys, HalfVector(array) if spec.vector_type == "halfvec" else array))
+
+
+def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry) -> None:
+    where = entry.spec.qualified_table
+    for statement, problem in ((import_sql.unknown_keys(entry.spec), f"no row in {where}"),
+                               (import_sql.duplicate_keys(entry.spec), "given more than once")):
+        keys = [json.dumps(row.row_key) for row in conn.exec_driver_sql(statement)]
+        if keys:
+            raise ImportRefused(f"import into {entry.spec.qualified_column} refused, nothing"
+                                f" written: {problem}: {', '.join(keys)}")
+
+
+def _check_sample(conn: sa.Connection, entry: catalog.CatalogEntry, check: int,
+                  min_cosine: float) -> tuple[int, float | None]:
+    if check <= 0:
+        return 0, None
+    sample = conn.exec_driver_sql(import_sql.sample(entry.spec, entry.id),
+                                  {"limit": check}).all()
+    if not sample:
+        return 0, None
+    spec = entry.spec
+    embedder = load_embedder(spec.model, spec.encode, spec.dimensions)
+    catalog.check_model(entry, embedder.identity)
+    fresh = embedder.embed_documents([row.text for row in sample])
+    imported = np.array([np.asarray(row.vector.to_numpy() if hasattr(row.vector, "to_numpy")
+                                    else row.vector, dtype=np.float32) for row in sample])
+    cosines = (imported * fresh).sum(axis=1) / np.maximum(
+        np.linalg.norm(imported, axis=1) * np.linalg.norm(fresh, axis=1), 1e-12)
+    bad = [f"{json.dumps(row.row_key)} (cosine {c:.3f})"
+           for row, c in zip(sample, cosines, strict=True) if c < min_cosine]
+    if bad:
+        raise ImportRefused(
+            f"import into {spec.qualified_column} refused, nothing written: re-encoding"
+            f" {len(sample)} rows with {spec.model} disagrees with the imported vectors of"
+            f" {', '.join(bad)} (at least {min_cosine} needed); were they made by another model"
+            " or from other text?")
+    return len(sample), float(cosines.min())

@@ -1,0 +1,157 @@
+"""Searching a chunked column: documents ranked by their best chunk, and chunks for RAG.
+
+A chunked column's vectors live in its chunk table (:mod:`embeddb.chunk_sql`). Both searches
+filter on the parent's columns (the chunk table is joined to the parent) and plan like
+:func:`~embeddb.search`: an exact scan of the matching rows' chunks when few match, pgvector's
+iterative HNSW scan of the chunk index otherwise.
+
+The index plan asks for the ``n`` nearest chunks of matching documents and keeps each
+document's best one. If the nearest ``n`` chunks hold at least k distinct documents, those are
+exactly the k documents whose best chunk is nearest (a document's best chunk comes before any
+chunk of a document ranked below it), so "k distinct documents" never depends on how chunks
+fall. Fewer than k: ``n`` grows, and after :data:`CANDIDATE_ROUNDS` the exact plan answers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import HALFVEC, VECTOR
+from sqlalchemy.dialects.postgresql import UUID, distinct_on
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from ..chunk_sql import CHUNK_COLUMNS
+from ..spec import hash_column_name
+from . import _planner as planner
+from . import _settings as local_settings
+from ._planner import Choice
+from ._target import Target, distance, query_parameter, similarity, vector_text
+
+#: Candidate chunks per wanted result in the index plan's rounds (then the exact plan).
+CANDIDATE_ROUNDS = (8, 64)
+
+
+class ChunkSpan(NamedTuple):
+    """Where a document's best chunk is: its number and ``[start, end)`` in the rendered text.
+
+    Example::
+
+        hits = search(session, Doc.body_embedding, "reset a password", k=5)
+        for (doc, similarity), span in zip(hits, hits.best_chunks):
+            print(doc.id, span.chunk_no, span.start, span.end)
+    """
+
+    chunk_no: int
+    start: int
+    end: int
+
+
+@functools.lru_cache(maxsize=256)
+def chunk_table(column: sa.Column[Any]) -> sa.Table:
+    """The chunk table of a chunked column as a Core ``Table`` (its own MetaData)."""
+    parent = column.table
+    assert isinstance(parent, sa.Table)
+    declaration = column.info["embeddb"]
+    vector_type = HALFVEC if isinstance(column.type, HALFVEC) else VECTOR
+    name = _chunk_table_name(parent.name, column.name)
+    return sa.Table(
+        name, sa.MetaData(),
+        *[sa.Column(key.name, key.type, primary_key=True) for key in parent.primary_key.columns],
+        sa.Column("chunk_no", sa.Integer, primary_key=True),
+        sa.Column("char_start", sa.Integer), sa.Column("char_end", sa.Integer),
+        sa.Column("text", sa.Text), sa.Column("embedding", vector_type(declaration.dimensions)),
+        sa.Column("text_hash", UUID(as_uuid=True)),
+        schema=parent.schema,
+    )
+
+
+def _chunk_table_name(table: str, column: str) -> str:
+    # the spec's naming rule, without building a whole spec
+    from ..spec import _identifier
+
+    return _identifier(f"{table}_{column}_chunks")
+
+
+def key_match(target: Target, chunks: Any) -> sa.ColumnElement[bool]:
+    return sa.and_(*(chunks.c[key.name] == key for key in target.key_columns))
+
+
+def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = False,
+               rank: bool = False) -> sa.Select[Any]:
+    """The chunks of matching documents, nearest first (index: ``LIMIT :n``)."""
+    chunks = chunk_table(target.column)
+    ordering = distance(target, query_parameter(target), chunks.c.embedding)
+    columns: list[Any] = [chunks.c[key.name] for key in target.key_columns]
+    columns += [chunks.c.chunk_no, chunks.c.char_start, chunks.c.char_end]
+    if with_text:
+        columns.append(chunks.c.text)
+    columns.append(ordering.label("distance"))
+    if rank:
+        columns.append(sa.func.row_number().over(
+            partition_by=[chunks.c[key.name] for key in target.key_columns],
+            order_by=ordering).label("rank_in_document"))
+    stmt = sa.select(*columns).select_from(chunks.join(target.table, key_match(target, chunks)))
+    if where is not None:
+        stmt = stmt.where(where)
+    if exact:
+        return stmt
+    # the inner ORDER BY ... LIMIT is what the HNSW index serves
+    return stmt.order_by(ordering).limit(sa.bindparam("n", type_=sa.Integer))
+
+
+def documents_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]:
+    """``(entity, similarity, chunk_no, char_start, char_end)`` of the k best documents."""
+    found = candidates(target, where, exact).subquery("found")
+    keys = [found.c[key.name] for key in target.key_columns]
+    best = (sa.select(found).ext(distinct_on(*keys)).order_by(*keys, found.c.distance)
+            .subquery("best"))
+    return (
+        sa.select(*_entity_columns(target), similarity(target, best.c.distance).label("similarity"),
+                  best.c.chunk_no, best.c.char_start, best.c.char_end)
+        .join(best, key_match(target, best))
+        .order_by(best.c.distance)
+        .limit(sa.bindparam("k", type_=sa.Integer))
+    )
+
+
+def _entity_columns(target: Target) -> list[Any]:
+    if isinstance(target.entity, sa.Table):
+        hidden = {target.column.name, hash_column_name(target.column.name)}
+        return [column for column in target.entity.columns if column.name not in hidden]
+    return [target.entity]
+
+
+def run(session: Session | Connection, conn: Connection, target: Target, stmt: sa.Select[Any],
+        vector: list[float], k: int, choice: Choice, n: int) -> list[sa.Row[Any]]:
+    """Execute a chunk statement under the plan's settings (ef_search sized for ``n``)."""
+    parameters: dict[str, Any] = {"query_vector": vector_text(vector), "k": k}
+    if choice.plan == "exact":
+        return list(session.execute(stmt, parameters).all())
+    parameters["n"] = n
+    settings = planner.settings(choice, n, planner.pgvector_version(conn))
+    with local_settings.scoped(conn, settings):
+        return list(session.execute(stmt, parameters).all())
+
+
+def search_documents(
+    session: Session | Connection, conn: Connection, target: Target, vector: list[float],
+    k: int, where: Any, choice: Choice,
+) -> tuple[list[Any], str]:
+    """The k documents whose best chunk is nearest: (rows, plan that ran)."""
+    if choice.plan == "index":
+        stmt = documents_statement(target, where, exact=False)
+        for per_result in CANDIDATE_ROUNDS:
+            rows = run(session, conn, target, stmt, vector, k, choice, k * per_result)
+            if len(rows) >= k:
+                return rows, "index"
+        exact = Choice("exact")
+        return run(session, conn, target, documents_statement(target, where, True), vector, k,
+                   exact, 0), "index+exact"
+    return run(session, conn, target, documents_statement(target, where, True), vector, k,
+               choice, 0), "exact"
+
+
+__all__ = ["CHUNK_COLUMNS", "ChunkSpan", "chunk_table", "search_documents"]

@@ -1,0 +1,465 @@
+"""Choosing a plan for a similarity query, and making sure the chosen plan is the one that runs.
+
+Two plans answer "the k rows nearest to q among rows matching a filter":
+
+``exact``
+    Scan the matching rows (through a B-tree on the filter column when there is one) and sort
+    them by distance. The ORDER BY is written ``(column <op> :q) + 0``, which no index can serve,
+    so the plan needs no planner setting: no cached prepared plan and no session setting can
+    turn it into an HNSW scan that stops short.
+``index``
+    Walk the HNSW index with pgvector 0.8's iterative scan (``relaxed_order``) and an
+    ``ef_search`` derived from k, under ``enable_sort = off``: the only plan without a sort is
+    the index scan, so PostgreSQL cannot swap in a B-tree-and-sort plan, whatever a generic plan
+    of a prepared statement would have estimated.
+
+Either plan needs the HNSW index to exist, not only to be declared: while the worker embeds a
+large backlog it sets the index aside (:mod:`embeddb.backfill`), and a partitioned table's
+index is usable only once every partition has one. Without a valid index PostgreSQL would
+answer the ``index`` plan with a sequential scan, so :func:`choose` then runs, and reports,
+``exact``. Whether the index is there is asked once per :data:`INDEX_TTL_SECONDS`.
+
+``auto`` asks the planner (one ``EXPLAIN``, remembered per filter for a minute) how many rows
+match the filter (R) and how many the table has (N). An exact scan visits the R rows; the index
+visits about k / selectivity = k * N / R tuples, each much dearer. :func:`prefers_exact` picks
+the cheaper one.
+
+The index plan's ``ef_search`` comes from the column's calibration (:mod:`embeddb.calibration`):
+the smallest measured ``ef_search`` whose recall@k meets the ``recall`` asked for (default
+:data:`DEFAULT_RECALL`), scaled by k over the k it was measured at. When no measured point meets
+it, or the exact scan measured faster, the plan is ``exact``. A column never calibrated, or
+calibrated before its index was rebuilt or its table grew by half, gets ``ef_search`` from k
+(:func:`ef_search`), as before calibration existed. A recall of 1 is always the exact scan.
+
+A filter that a partial HNSW index covers (one the user created, ``CREATE INDEX ... USING hnsw
+(embedding vector_cosine_ops) WHERE pos = 'adjective'``) is best served by walking that index:
+its graph holds only the matching rows, so the walk is as short as an unfiltered one whatever
+the selectivity. When the column has such indexes, ``auto`` asks PostgreSQL (one ``EXPLAIN`` of
+the index plan, remembered per filter like the estimates) whether it would walk one of them
+for this filter, and then takes the index plan.
+
+The settings are applied by :mod:`embeddb.query._settings`: transaction-local, and put back
+before anything else runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+from ..calibration import Calibration, is_stale
+from ..database import parse_version
+from ..errors import QueryError
+from ..sql import queries
+from . import _settings as local_settings
+from ._target import Target, distance, query_parameter
+
+Plan = Literal["auto", "exact", "index"]
+Chosen = Literal["exact", "index"]
+
+#: Filters estimated to match at most this many rows are always answered exactly.
+EXACT_ROWS_FLOOR = 1000
+#: Exact when R * R <= CROSSOVER * k * N (R matching rows of N). An exact scan costs ~R row
+#: visits (~1 us each through a B-tree bitmap, measured on 117k WordNet rows); an iterative
+#: HNSW scan visits ~k * N / R tuples at ~50 us each, and about twice that many when the filter
+#: and the query's neighbourhood do not overlap, as real filters often do not; its tail is
+#: long too (p95 ~8x p50 at 10% selectivity), so the margin goes to the exact scan.
+CROSSOVER = 200.0
+#: ``hnsw.ef_search`` for the index plan, from k: candidates per round of the iterative scan.
+#: 64 gives recall@10 0.978 on 117k WordNet rows where pgvector's default 40 gives 0.96.
+EF_SEARCH_PER_K = 4
+EF_SEARCH_MIN = 64
+EF_SEARCH_MAX = 1000  # pgvector's limit
+#: The recall@k the index plan must reach when ``search()`` is not told: the filtered-search
+#: benchmark's target, met at k=10 on WordNet by ef_search 64, the setting before calibration.
+DEFAULT_RECALL = 0.95
+#: How long a column's calibration (or its absence) is remembered per engine.
+CALIBRATION_TTL_SECONDS = 30.0
+#: pgvector from which hnsw.iterative_scan exists.
+ITERATIVE_SCAN_SINCE = (0, 8, 0)
+#: How long, and for how many filters, the planner's row estimates are remembered per engine.
+ESTIMATE_TTL_SECONDS = 60.0
+ESTIMATE_CACHE_SIZE = 1024
+#: How long whether a column's HNSW index exists (and is valid) is remembered per engine.
+INDEX_TTL_SECONDS = 5.0
+
+# Per-engine memory: pgvector's version, and recent row estimates by filter.
+_lock = threading.Lock()
+_estimates: weakref.WeakKeyDictionary[
+    sa.Engine, OrderedDict[Hashable, tuple[float, tuple[float, float]]]
+] = weakref.WeakKeyDictionary()
+_indexes: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, bool]]
+] = weakref.WeakKeyDictionary()
+_partials: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, list[str]]]
+] = weakref.WeakKeyDictionary()
+_partial_uses: weakref.WeakKeyDictionary[
+    sa.Engine, OrderedDict[Hashable, tuple[float, bool]]
+] = weakref.WeakKeyDictionary()
+_calibrations: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[float, Calibration | None]]
+] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The plan to run and, for ``auto``, the planner's estimates it was chosen from.
+
+    ``ef_search`` is the calibrated setting for the index plan (None: derived from k)."""
+
+    plan: Chosen
+    estimated_rows: float | None = None
+    table_rows: float | None = None
+    ef_search: int | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """The rows a search may return: the target's embedded rows, narrowed by ``where`` and by
+    the joins and conditions of ``within`` (a ``select()``)."""
+
+    target: Target
+    where: Any = None
+    within: sa.Select[Any] | None = None
+
+    @property
+    def filters(self) -> bool:
+        return self.where is not None or self.within is not None
+
+    def probe(self) -> sa.Select[Any]:
+        """``SELECT 1 FROM ... WHERE <the filter>``: what the planner is asked to estimate."""
+        one: sa.ColumnClause[Any] = sa.literal_column("1")
+        if self.within is not None:
+            probe = self.within.with_only_columns(one, maintain_column_froms=True)
+            probe = probe.order_by(None).limit(None)
+        else:
+            probe = sa.select(one).select_from(self.target.table)
+        probe = probe.where(self.target.column.is_not(None))
+        return probe if self.where is None else probe.where(self.where)
+
+    def key(self) -> Hashable | None:
+        """The filter's SQL structure and parameter values; None if they cannot be a key."""
+        parts = [_cache_key(part) for part in (self.where, self.within)]
+        if any(part is False for part in parts):
+            return None
+        return (self.target.column, *parts)
+
+
+def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
+           recall: float | None = None) -> Choice:
+    """The plan for the k nearest of ``rows``: as asked, or by the planner's estimate and the
+    column's calibration, for at least ``recall`` (default :data:`DEFAULT_RECALL`)."""
+    target = rows.target
+    wanted = check_recall(recall)
+    if plan == "exact":
+        return Choice("exact")
+    if plan == "index":
+        if not target.indexed:
+            raise ValueError(f"{target.table.name}.{target.column.name} has no HNSW index;"
+                             " use plan='exact' or 'auto'")
+        if not index_ready(conn, target):
+            raise ValueError(f"{target.table.name}.{target.column.name}'s HNSW index is not"
+                             " built (set aside while a backlog is embedded, or missing);"
+                             " use plan='exact' or 'auto'")
+        return Choice("index", ef_search=_calibrated_ef(conn, target, k, wanted))
+    if plan != "auto":
+        raise ValueError(f"plan must be 'auto', 'exact' or 'index', got {plan!r}")
+    if wanted >= 1.0 or not target.indexed or not index_ready(conn, target):
+        return Choice("exact")
+    calibration = calibration_of(conn, target)
+    ef = None
+    if calibration is not None:
+        ef = calibrated_ef(calibration, wanted, k)
+        if ef is None and not (rows.filters and partial_index_serves(conn, rows, k)):
+            return Choice("exact")  # no ef_search meets the target, or exact is faster
+    if not rows.filters:
+        return Choice("index", ef_search=ef)
+    if partial_index_serves(conn, rows, k):  # its graph holds only the matching rows
+        return Choice("index", ef_search=ef or _calibrated_ef(conn, target, k, wanted))
+    matching, table_rows = estimate(conn, rows)
+    if prefers_exact(matching, table_rows, k):
+        return Choice("exact", matching, table_rows)
+    return Choice("index", matching, table_rows, ef)
+
+
+def partial_index_serves(conn: Connection, rows: Filter, k: int) -> bool:
+    """Whether PostgreSQL walks one of the column's partial HNSW indexes for this filter
+    under the index plan's settings (False at once when the column has none)."""
+    names = _partial_indexes(conn, rows.target)
+    if not names:
+        return False
+    key = rows.key()
+    now = time.monotonic()
+    cache = _partial_uses.setdefault(conn.engine, OrderedDict())
+    cached = cache.get(key) if key is not None else None
+    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
+        return cached[1]
+    target = rows.target
+    probe = rows.probe().order_by(distance(target, query_parameter(
+        target, [1.0] + [0.0] * (target.dimensions - 1)))).limit(k)
+    with local_settings.scoped(conn, {"enable_sort": "off",
+                                      "hnsw.iterative_scan": "relaxed_order"}):
+        plan = conn.execute(Explain(probe)).scalar_one()[0]["Plan"]
+    used = bool(_index_names(plan) & set(names))
+    if key is not None:
+        with _lock:
+            cache[key] = (now, used)
+            while len(cache) > ESTIMATE_CACHE_SIZE:
+                cache.popitem(last=False)
+    return used
+
+
+def _partial_indexes(conn: Connection, target: Target) -> list[str]:
+    """The column's partial HNSW indexes (remembered :data:`INDEX_TTL_SECONDS`)."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _partials.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
+        return known[1]
+    names = list(conn.execute(sa.text(queries["partial_hnsw_indexes"]), {
+        "table": conn.dialect.identifier_preparer.format_table(table),
+        "column": target.column.name,
+    }).scalars())
+    with _lock:
+        _partials.setdefault(conn.engine, {})[key] = (now, names)
+    return names
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    """Every index an ``EXPLAIN (FORMAT JSON)`` plan node or its children scan."""
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _index_names(child)
+    return found
+
+
+def check_recall(recall: float | None) -> float:
+    """``recall`` (None: :data:`DEFAULT_RECALL`), refused unless a number in (0, 1]."""
+    if recall is None:
+        return DEFAULT_RECALL
+    if isinstance(recall, bool) or not isinstance(recall, int | float) or math.isnan(recall) \
+            or not 0 < recall <= 1:
+        raise QueryError(f"recall must be a number above 0 and at most 1, got {recall!r}")
+    return float(recall)
+
+
+def calibrated_ef(calibration: Calibration, recall: float, k: int) -> int | None:
+    """The smallest calibrated ``ef_search`` reaching ``recall`` at k; None when the exact
+    scan is the plan: no measured point reaches it, or the exact scan measured faster.
+
+    A point measured at ``calibration.k`` is scaled by ``k / calibration.k``: the iterative
+    scan's recall follows the candidates it keeps per result.
+    """
+    meeting = [p for p in calibration.points if p.recall >= recall]
+    if not meeting:
+        return None
+    point = min(meeting, key=lambda p: p.ef_search)
+    if calibration.exact_ms <= point.ms:
+        return None
+    return min(EF_SEARCH_MAX, max(1, math.ceil(point.ef_search * k / calibration.k)))
+
+
+def _calibrated_ef(conn: Connection, target: Target, k: int, recall: float) -> int | None:
+    """For a forced index plan, or a partial index: the calibrated ``ef_search`` as
+    :func:`calibrated_ef` picks it, else the largest measured (the exact scan is not wanted)."""
+    calibration = calibration_of(conn, target)
+    if calibration is None or not calibration.points:
+        return None
+    ef = calibrated_ef(calibration, recall, k)
+    if ef is None:  # exact would be the answer, but the index was asked for: its best
+        best = max(p.ef_search for p in calibration.points)
+        ef = min(EF_SEARCH_MAX, max(1, math.ceil(best * k / calibration.k)))
+    return ef
+
+
+def calibration_of(conn: Connection, target: Target) -> Calibration | None:
+    """The column's calibration if it still describes its index (remembered
+    :data:`CALIBRATION_TTL_SECONDS`); None if there is none, it is stale, or this role may
+    not read embeddb's catalog."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _calibrations.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= CALIBRATION_TTL_SECONDS:
+        return known[1]
+    found: Calibration | None = None
+    if conn.execute(sa.text(queries["calibrations_readable"])).scalar():
+        row = conn.execute(sa.text(queries["column_calibration"]), {
+            "schema": table.schema, "table": table.name, "column": target.column.name,
+        }).one_or_none()
+        if row is not None and not is_stale(row.same_index, row.table_rows, row.rows_now):
+            found = Calibration.from_row(row)
+    with _lock:
+        _calibrations.setdefault(conn.engine, {})[key] = (now, found)
+    return found
+
+
+def forget_calibrations(engine: sa.Engine) -> None:
+    """Read every column's calibration and partial indexes again on the next search (after
+    recalibrating, or creating an index)."""
+    with _lock:
+        for memory in (_calibrations, _partials, _partial_uses):
+            memory.pop(engine, None)
+
+
+def index_ready(conn: Connection, target: Target) -> bool:
+    """Whether the column has a valid HNSW index now (remembered :data:`INDEX_TTL_SECONDS`)."""
+    table = target.table
+    key = (table.schema, table.name, target.column.name)
+    now = time.monotonic()
+    with _lock:
+        known = _indexes.setdefault(conn.engine, {}).get(key)
+    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
+        return known[1]
+    ready = bool(conn.execute(sa.text(queries["hnsw_index_ready"]), {
+        "table": conn.dialect.identifier_preparer.format_table(table),
+        "column": target.column.name,
+    }).scalar())
+    with _lock:
+        _indexes.setdefault(conn.engine, {})[key] = (now, ready)
+    return ready
+
+
+def prefers_exact(rows: float, table_rows: float, k: int) -> bool:
+    """Whether scanning ``rows`` matching rows beats walking the index for k of them."""
+    return rows <= EXACT_ROWS_FLOOR or rows * rows <= CROSSOVER * k * table_rows
+
+
+def estimate(conn: Connection, rows: Filter) -> tuple[float, float]:
+    """The planner's estimates of the rows matching ``rows`` and of the rows in the table.
+
+    One ``EXPLAIN`` of ``<probe> UNION ALL SELECT 1 FROM table``: planning only, nothing runs.
+    The answer is remembered per engine for :data:`ESTIMATE_TTL_SECONDS`, keyed by the filter's
+    SQL and parameter values, so a repeated filter costs no round trip.
+    """
+    key = rows.key()
+    now = time.monotonic()
+    cache = _estimates_of(conn.engine)
+    cached = cache.get(key) if key is not None else None  # a dict read needs no lock
+    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
+        return cached[1]
+    everything: sa.Select[Any] = sa.select(sa.literal_column("1")).select_from(rows.target.table)
+    plan = conn.execute(Explain(sa.union_all(rows.probe(), everything))).scalar_one()[0]["Plan"]
+    children = plan.get("Plans", [])
+    if plan["Node Type"] != "Append" or len(children) != 2:
+        found = (float(plan["Plan Rows"]), float(plan["Plan Rows"]))
+    else:
+        found = (float(children[0]["Plan Rows"]), float(children[1]["Plan Rows"]))
+    if key is not None:
+        with _lock:
+            cache[key] = (now, found)
+            cache.move_to_end(key)
+            while len(cache) > ESTIMATE_CACHE_SIZE:
+                cache.popitem(last=False)
+    return found
+
+
+def _cache_key(element: Any) -> Hashable | bool:
+    """An element's SQL structure and parameter values (None for None; False: not keyable)."""
+    if element is None:
+        return None
+    cache_key = element._generate_cache_key() if hasattr(element, "_generate_cache_key") else None
+    if cache_key is None:
+        return False
+    try:
+        values = tuple(_frozen(bind.effective_value) for bind in cache_key.bindparams)
+        hash(values)
+    except TypeError:
+        return False
+    return cache_key.key, values
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _estimates_of(engine: sa.Engine) -> OrderedDict[Hashable, tuple[float, tuple[float, float]]]:
+    with _lock:
+        cache = _estimates.get(engine)
+        if cache is None:  # not setdefault: that would build a dict per search
+            cache = _estimates[engine] = OrderedDict()
+        return cache
+
+
+def ef_search(k: int) -> int:
+    """Candidates per iterative-scan round for k results."""
+    return min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, EF_SEARCH_PER_K * k))
+
+
+def settings(choice: Choice, k: int, pgvector: tuple[int, ...]) -> dict[str, str]:
+    """The transaction-local settings a plan runs under (none for the exact plan)."""
+    if choice.plan == "exact":
+        return {}
+    candidates = choice.ef_search or ef_search(k)
+    if pgvector >= ITERATIVE_SCAN_SINCE:
+        return {
+            "enable_sort": "off",
+            "hnsw.iterative_scan": "relaxed_order",
+            "hnsw.ef_search": str(candidates),
+        }
+    # Before 0.8 the index returns at most ef_search rows before the filter: widen it by the
+    # expected selectivity; a short answer is re-run exactly by the caller.
+    wanted = candidates
+    if choice.estimated_rows and choice.table_rows:
+        wanted = math.ceil(wanted * choice.table_rows / max(choice.estimated_rows, 1.0))
+    return {"enable_sort": "off", "hnsw.ef_search": str(min(EF_SEARCH_MAX, wanted))}
+
+
+_versions: weakref.WeakKeyDictionary[sa.Engine, tuple[int, ...]] = weakref.WeakKeyDictionary()
+
+
+def pgvector_version(conn: Connection) -> tuple[int, ...]:
+    """pgvector's version in the connection's database, asked once per engine."""
+    with _lock:
+        known = _versions.get(conn.engine)
+    if known is None:
+        text = conn.execute(sa.text(queries["pgvector_installed"])).scalar()
+        known = parse_version(str(text)) if text else (0,)
+        with _lock:
+            _versions[conn.engine] = known
+    return known
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (<options>) <statement>``, executable and cached like any statement."""
+
+    inherit_cache = True
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy declares it as a plain list)
+        ("statement", InternalTraversal.dp_clauseelement),
+        ("explain_options", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, statement: ClauseElement, options: str = "FORMAT JSON") -> None:
+        self.statement = statement
+        self.explain_options = options
+
+    @property
+    def _all_selected_columns(self) -> list[sa.ColumnClause[Any]]:
+        # what a cached compilation maps its result columns against: the plan's one column
+        return [sa.column("QUERY PLAN")]
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    statement = compiler.process(element.statement, **kw)
+    return f"EXPLAIN ({element.explain_options}) {statement}"
