@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,9 +14,16 @@ import sqlalchemy as sa
 
 def test_a_built_wheel_migrates_a_database_from_its_own_files(
         tmp_path: Path, project_root: Path, database_url: str, engine: sa.Engine) -> None:
+    # built from a copy of what the wheel is made of, so the build leaves nothing in the tree
+    source = tmp_path / "source"
+    for name in ("embeddb", "migrations"):
+        shutil.copytree(project_root / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(project_root / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "-w", str(wheels), str(project_root)],
+                    "--no-build-isolation", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("embeddb-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
