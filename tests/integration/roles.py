@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -16,6 +17,8 @@ from sqlalchemy.engine import make_url
 
 from embeddb.database import create_engine, libpq_conninfo
 from embeddb.privileges import WORKER_CATALOG_PRIVILEGES
+
+from .models import HASH_MODEL, ticket_model
 
 #: The grants README's "Roles and privileges" gives a worker role, as statements.
 WORKER_GRANTS = [
@@ -69,3 +72,20 @@ class Roles:
                     sql.Identifier(role)))
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def make_tickets(engine: sa.Engine, rows: list[dict[str, Any]]) -> Any:
+    """The tickets table (hash test model), created with ``rows`` in it."""
+    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Ticket), rows)
+    return Ticket
+
+
+def embedded(engine: sa.Engine) -> dict[int, bool]:
+    """Which tickets have a vector, by id (read as the test's superuser, past any policy)."""
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT id, embedding IS NOT NULL FROM tickets ORDER BY id")).all())

@@ -3,8 +3,6 @@ that then run the worker, the application's writes, search and status, and no mo
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -13,25 +11,12 @@ from embeddb import grants, search
 from embeddb.cli import main
 from embeddb.errors import PrivilegeError
 
-from .models import HASH_MODEL, drain, pending, ticket_model
-from .roles import Roles
+from .models import drain, pending
+from .roles import Roles, embedded, make_tickets
 
 APP_TABLE_RIGHTS = "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON tickets TO {role}"
 
 
-def make_tickets(engine: sa.Engine, rows: list[dict[str, Any]]) -> Any:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
-    Base.metadata.create_all(engine)
-    if rows:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(Ticket), rows)
-    return Ticket
-
-
-def embedded(engine: sa.Engine) -> dict[int, bool]:
-    with engine.connect() as conn:
-        return dict(conn.execute(sa.text(
-            "SELECT id, embedding IS NOT NULL FROM tickets ORDER BY id")).all())
 
 
 def test_grants_prints_each_roles_statements_with_what_they_are_for(

@@ -4,7 +4,6 @@ privileges that work, and clear errors naming the privilege that is missing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,26 +12,13 @@ from embeddb.cli import main
 from embeddb.errors import PrivilegeError
 from embeddb.worker import Worker, WorkerConfig
 
-from .models import HASH_MODEL, drain, pending, stored, ticket_model
-from .roles import WORKER_GRANTS, Roles
+from .models import drain, pending, stored
+from .roles import WORKER_GRANTS, Roles, embedded, make_tickets
 from .workers import WorkerProcess, wait_until
 
 TABLE_GRANTS = ["GRANT SELECT, UPDATE ON tickets TO {role}"]
 
 
-def make_tickets(engine: sa.Engine, rows: list[dict[str, Any]]) -> Any:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
-    Base.metadata.create_all(engine)
-    if rows:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(Ticket), rows)
-    return Ticket
-
-
-def vectors(engine: sa.Engine) -> dict[int, bool]:
-    with engine.connect() as conn:
-        return dict(conn.execute(sa.text(
-            "SELECT id, embedding IS NOT NULL FROM tickets ORDER BY id")).all())
 
 
 def test_rows_row_level_security_hides_from_the_worker_are_parked_with_the_reason(
@@ -46,7 +32,7 @@ def test_rows_row_level_security_hides_from_the_worker_are_parked_with_the_reaso
 
     drain(roles.url(worker))
 
-    assert vectors(engine) == {1: True, 2: True, 3: True, 4: False, 5: False}
+    assert embedded(engine) == {1: True, 2: True, 3: True, 4: False, 5: False}
     with engine.connect() as conn:
         hidden = pending(conn)
     assert [entry.row_key for entry in hidden] == [{"id": 4}, {"id": 5}]
@@ -61,7 +47,7 @@ def test_rows_row_level_security_hides_from_the_worker_are_parked_with_the_reaso
     # run as a role the policy does not restrict (here the superuser), retry: all embedded
     assert main(["retry", "--database-url", database_url]) == 0
     drain(database_url)
-    assert vectors(engine) == dict.fromkeys(range(1, 6), True)
+    assert embedded(engine) == dict.fromkeys(range(1, 6), True)
     with engine.connect() as conn:
         assert pending(conn) == []
 
@@ -76,7 +62,7 @@ def test_the_owner_under_forced_row_level_security_parks_what_it_cannot_see(
               "ALTER TABLE tickets FORCE ROW LEVEL SECURITY",
               "CREATE POLICY open_only ON tickets USING (status = 'open')")
     drain(roles.url(owner))
-    assert vectors(engine) == {1: True, 2: False, 3: True, 4: False}
+    assert embedded(engine) == {1: True, 2: False, 3: True, 4: False}
     with engine.connect() as conn:
         hidden = pending(conn)
     assert [entry.row_key for entry in hidden] == [{"id": 2}, {"id": 4}]
@@ -106,7 +92,7 @@ def test_a_worker_with_the_documented_grants_embeds_and_missing_ones_are_named(
     make_tickets(engine, [{"id": i, "subject": "s", "body": f"row {i}"} for i in range(1, 4)])
     worker = roles.create("least_worker", *WORKER_GRANTS, *TABLE_GRANTS)
     drain(roles.url(worker))
-    assert vectors(engine) == dict.fromkeys(range(1, 4), True)
+    assert embedded(engine) == dict.fromkeys(range(1, 4), True)
 
     # without its rights on workers and throughput the rows are still embedded, and --once
     # ends with an error that names exactly what is missing
@@ -150,11 +136,11 @@ def test_a_long_running_worker_without_its_bookkeeping_rights_keeps_embedding(
                           *TABLE_GRANTS)
     process = WorkerProcess(roles.url(worker), tmp_path)
     try:
-        wait_until(lambda: vectors(engine) == {1: True}, what="the first row embedded")
+        wait_until(lambda: embedded(engine) == {1: True}, what="the first row embedded")
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO tickets (id, subject, body, status)"
                                  " VALUES (2, 's', 'second', 'open')"))
-        wait_until(lambda: vectors(engine) == {1: True, 2: True}, what="a later row embedded")
+        wait_until(lambda: embedded(engine) == {1: True, 2: True}, what="a later row embedded")
         wait_until(lambda: "throughput is not recorded" in process.log, what="the warning")
         assert process.process.poll() is None, process.log
         assert process.log.count(f"role {worker} lacks") == 1, process.log  # said once
