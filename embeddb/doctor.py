@@ -33,7 +33,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, column_sql, migrate, schema_version
+from . import alter_sql, catalog, column_sql, generations, migrate, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine
 from .embedders import expected_identity
@@ -276,7 +276,9 @@ class _Doctor:
         state = conn.execute(sa.text(queries["doctor_index_state"]),
                              {"column_id": entry.id}).one()
         build = column_sql.create_index(spec, concurrently=True)
-        if state.index_deferred:
+        if entry.generation == generations.NEXT and not (state.index_exists and state.index_valid):
+            self._next_generation_index(conn, entry)
+        elif state.index_deferred:
             if state.being_built or (self._live_workers(conn) and self._backlog(conn, entry)):
                 return  # workers are embedding the backlog, and the last one builds the index
             self._add("index_deferred", "error", name,
@@ -293,6 +295,17 @@ class _Doctor:
                       f"the HNSW index {spec.index_name} is invalid (an interrupted build);"
                       " PostgreSQL does not use it but keeps updating it",
                       f"{column_sql.drop_index(spec, concurrently=True)}; {build}")
+
+    def _next_generation_index(self, conn: Connection, entry: CatalogEntry) -> None:
+        """A model change's index is built once its vectors are; searches never read it."""
+        if self._live_workers(conn):
+            return  # the worker filling the generation builds its index, then swaps it in
+        self._add("next_generation_stalled", "warning", entry.spec.qualified_column,
+                  f"the model change to {entry.identity.describe()} waits for a worker to embed"
+                  f" its rows and build {entry.spec.index_name}; searches keep using the live"
+                  f" vectors of {entry.generation_of}",
+                  "start a worker: embeddb worker (or undo the change: embeddb model rollback"
+                  f" {entry.spec.table}.{entry.generation_of})")
 
     def _stale_rows(self, conn: Connection, entry: CatalogEntry) -> None:
         spec, name, limit = entry.spec, entry.spec.qualified_column, self.limits.stale_row_limit

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import embeddb
 from embeddb import Finding, doctor
 from embeddb.cli import main
 from embeddb.doctor import Limits
@@ -296,3 +297,16 @@ def test_a_schema_newer_than_this_embeddb_that_its_workers_cannot_serve(
                              " SET oldest_worker_revision = '0008'"))
     finding = only(doctor(engine), "schema_version")
     assert finding.severity == "warning" and "carrying on" in finding.problem
+
+
+def test_a_model_change_waiting_for_a_worker_is_a_warning_not_a_table_scan(
+        healthy: Any, engine: sa.Engine, database_url: str) -> None:
+    _, Wider = ticket_model(model="embeddb-testing/hash-64")
+    embeddb.install(engine, Wider)  # the next generation: queued, its index not built yet
+    finding = only(doctor(engine), "next_generation_stalled")
+    assert finding.severity == "warning"
+    assert "searches keep using the live vectors of embedding" in finding.problem
+    assert "scan" not in finding.problem
+    assert "embeddb model rollback tickets.embedding" in finding.fix
+    assert run_worker(database_url).returncode == 0  # embeds the generation, swaps it in
+    assert doctor(engine) == []
