@@ -169,7 +169,7 @@ def needs_calibration(conn: Connection, entry: CatalogEntry) -> bool:
     """Whether the column has a valid index and no calibration of it, one made before the
     index was rebuilt, or one made when the table had less than 1 / :data:`GROWTH` its rows."""
     spec = entry.spec
-    if spec.index is None or not _index_valid(conn, entry):
+    if spec.index is None or spec.index.quantize is not None or not _index_valid(conn, entry):
         return False
     row = conn.execute(sa.text(queries["column_calibration"]), {
         "schema": spec.schema, "table": spec.table, "column": spec.column}).one_or_none()
