@@ -114,6 +114,8 @@ def Embedding(
             small = Embedding("{body}", model="openai/text-embedding-3-small", dimensions=256)
     """
     model = _with_provider_options(model, base_url, api_key_env)
+    if quantize is not None and not index:
+        raise SpecError(f"quantize={quantize!r} describes the HNSW index; drop index=False")
     if vector_type not in VECTOR_TYPES:
         choices = ", ".join(VECTOR_TYPES)
         raise SpecError(f"vector_type must be one of {choices}, got {vector_type!r}")

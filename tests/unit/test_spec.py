@@ -122,3 +122,13 @@ def test_bad_index_quantisation_is_refused(options: dict[str, object], message: 
 def test_a_halfvec_column_needs_no_halfvec_index() -> None:
     with pytest.raises(SpecError, match="already stores halfvec"):
         make_spec(vector_type="halfvec", index=HnswIndex(quantize="halfvec"))
+
+
+def test_a_quantised_declaration_needs_its_index() -> None:
+    from embeddb import Embedding
+
+    with pytest.raises(SpecError, match="quantize='binary' describes the HNSW index"):
+        Embedding("{body}", model="embeddb-testing/hash-8", index=False, quantize="binary")
+    declared = Embedding("{body}", model="embeddb-testing/hash-8", quantize="binary", rerank=3)
+    assert declared.column.info["embeddb"].index == HnswIndex(quantize="binary")
+    assert declared.column.info["embeddb"].index.rerank == 3
