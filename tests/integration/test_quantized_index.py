@@ -153,3 +153,17 @@ def test_a_new_quantisation_rebuilds_the_index_and_reembeds_nothing(
     assert entry is not None and entry.spec.index is not None
     assert (entry.spec.index.quantize, entry.spec.index.rerank) == ("binary", 7)
     assert options["quantize"] == "binary" and options["rerank"] == 7
+
+
+def test_the_binary_plan_searches_within_a_select(engine: sa.Engine, database_url: str) -> None:
+    Ticket = tickets(engine, database_url, quantize="binary")
+    vector = query_vector(engine)
+    within = sa.select(Ticket, sa.literal("x").label("extra")).where(Ticket.status == "open")
+    with Session(engine) as session:
+        hits = search(session, Ticket.embedding, vector, k=10, within=within, plan="index",
+                      where=Ticket.id > 100)
+    assert hits.plan == "index" and len(hits) == 10
+    assert all(hit.row[0].status == "open" and hit.row[0].id > 100 and hit.row[1] == "x"
+               for hit in hits)
+    similarities = [hit.similarity for hit in hits]
+    assert similarities == sorted(similarities, reverse=True)
