@@ -112,6 +112,9 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
     spec = entry.spec
     if spec.index is None or not _index_valid(conn, entry):
         raise CalibrationError(f"{spec.qualified_column} has no valid HNSW index to calibrate")
+    if spec.index.quantize is not None:  # its searches order by another expression
+        raise CalibrationError(f"{spec.qualified_column}'s index is quantised"
+                               f" ({spec.index.quantize}); only float indexes are calibrated")
     table_rows = float(verbatim.execute(conn, column_sql.count_rows(spec)).scalar_one())
     drawn = conn.exec_driver_sql(calibration_sql.sample_vectors(spec), {"limit": samples}).all()
     if len(drawn) < 1 or table_rows < k + 1:
@@ -166,7 +169,7 @@ def needs_calibration(conn: Connection, entry: CatalogEntry) -> bool:
     """Whether the column has a valid index and no calibration of it, one made before the
     index was rebuilt, or one made when the table had less than 1 / :data:`GROWTH` its rows."""
     spec = entry.spec
-    if spec.index is None or not _index_valid(conn, entry):
+    if spec.index is None or spec.index.quantize is not None or not _index_valid(conn, entry):
         return False
     row = conn.execute(sa.text(queries["column_calibration"]), {
         "schema": spec.schema, "table": spec.table, "column": spec.column}).one_or_none()

@@ -552,7 +552,9 @@ def _entry_params(spec: EmbeddingSpec) -> dict[str, Any]:
         "vector_type": spec.vector_type,
         "index_name": spec.index_name if index else None,
         "index_options": json.dumps(
-            {"m": index.m, "ef_construction": index.ef_construction} if index else None
+            {"m": index.m, "ef_construction": index.ef_construction,
+             **({"quantize": index.quantize, "rerank": index.rerank} if index.quantize else {})}
+            if index else None
         ),
     }
 

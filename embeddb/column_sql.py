@@ -294,6 +294,19 @@ def create_triggers(spec: EmbeddingSpec, column_id: int, *, partitioned: bool) -
     return [_text(s) for s in statements]
 
 
+def indexed_expression(spec: EmbeddingSpec, column: sql.Composable) -> sql.Composable:
+    """What the HNSW index holds for ``column``: the column itself, or its quantised form
+    (``(column::halfvec(384))``, ``(binary_quantize(column)::bit(384))``). A search must order
+    by the same expression for PostgreSQL to use the index."""
+    quantize = spec.index.quantize if spec.index is not None else None
+    dimensions = sql.Literal(int(spec.dimensions))
+    if quantize == "halfvec":
+        return sql.SQL("({}::halfvec({}))").format(column, dimensions)
+    if quantize == "binary":
+        return sql.SQL("(binary_quantize({})::bit({}))").format(column, dimensions)
+    return column
+
+
 def create_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str | None:
     """The HNSW index; ``concurrently`` builds it without blocking writes (no transaction)."""
     if spec.index is None:
@@ -303,8 +316,9 @@ def create_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str | No
         " WITH (m = {}, ef_construction = {})"
     ).format(
         sql.SQL("CONCURRENTLY " if concurrently else ""),
-        sql.Identifier(spec.index_name), table(spec), sql.Identifier(spec.column),
-        sql.SQL(spec.distance.opclass(spec.vector_type)),
+        sql.Identifier(spec.index_name), table(spec),
+        indexed_expression(spec, sql.Identifier(spec.column)),
+        sql.SQL(spec.index_opclass),
         sql.Literal(spec.index.m), sql.Literal(spec.index.ef_construction),
     ))
 

@@ -28,6 +28,7 @@ from .spec import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
     DEFAULT_MODEL,
+    DEFAULT_RERANK,
     VECTOR_TYPES,
     Distance,
     EmbeddingSpec,
@@ -76,6 +77,8 @@ def Embedding(
     api_key_env: str | None = None,
     chunks: Chunking | None = None,
     fulltext: bool | str = False,
+    quantize: str | None = None,
+    rerank: int = DEFAULT_RERANK,
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -95,6 +98,10 @@ def Embedding(
     ``fulltext=True`` (or a text search configuration such as ``"german"``; True is
     ``"english"``) also keeps a ``tsvector`` of the text (written by the worker with the
     vector) and a GIN index, for :func:`embeddb.hybrid_search`'s BM25 text leg.
+    ``quantize="halfvec"`` builds the HNSW index over ``column::halfvec(n)`` (half its size);
+    ``quantize="binary"`` over ``binary_quantize(column)::bit(n)`` with Hamming distance, whose
+    ``rerank * k`` nearest candidates a search re-ranks by the stored vectors in one statement.
+    Either changes the index only: the stored vectors and the model stay as they are.
 
     Example::
 
@@ -107,6 +114,8 @@ def Embedding(
             small = Embedding("{body}", model="openai/text-embedding-3-small", dimensions=256)
     """
     model = _with_provider_options(model, base_url, api_key_env)
+    if quantize is not None and not index:
+        raise SpecError(f"quantize={quantize!r} describes the HNSW index; drop index=False")
     if vector_type not in VECTOR_TYPES:
         choices = ", ".join(VECTOR_TYPES)
         raise SpecError(f"vector_type must be one of {choices}, got {vector_type!r}")
@@ -115,7 +124,7 @@ def Embedding(
         model=model,
         dimensions=_declared_dimensions(model, dimensions),
         distance=Distance.parse(distance),
-        index=HnswIndex(m, ef_construction) if index else None,
+        index=HnswIndex(m, ef_construction, quantize, rerank) if index else None,
         encode=EncodeOptions(normalize, query_prompt, document_prompt),
         vector_type=vector_type,
         chunking=chunks,

@@ -22,6 +22,11 @@ DEFAULT_EF_CONSTRUCTION = 64
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 #: How a column's vectors are stored, and the most dimensions pgvector's HNSW index takes for each.
 VECTOR_TYPES = {"vector": 2000, "halfvec": 4000}
+#: How an index may quantise the stored vectors (None: it indexes them as stored), and the most
+#: dimensions pgvector's HNSW index takes for each.
+QUANTIZATIONS = {"halfvec": 4000, "binary": 64000}
+#: Candidates per result the binary index hands to the re-rank by full vectors, by default.
+DEFAULT_RERANK = 10
 
 
 class Distance(StrEnum):
@@ -52,12 +57,28 @@ class Distance(StrEnum):
 
 @dataclass(frozen=True)
 class HnswIndex:
-    """Parameters of the HNSW index built on the vector column (pgvector's defaults)."""
+    """Parameters of the HNSW index built on the vector column (pgvector's defaults).
+
+    ``quantize`` indexes an expression over the stored vectors instead of the vectors:
+    ``"halfvec"`` (``column::halfvec(n)``, half the index) or ``"binary"``
+    (``binary_quantize(column)::bit(n)`` under Hamming distance, a fraction of it), whose
+    ``rerank * k`` nearest candidates are re-ranked by the full vectors in the same statement.
+    ``rerank`` is a search setting: changing it rebuilds nothing (it is not compared).
+    """
 
     m: int = DEFAULT_M
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    quantize: str | None = None
+    rerank: int = field(default=DEFAULT_RERANK, compare=False)
 
     def __post_init__(self) -> None:
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise SpecError(f"index quantize must be None or one of {', '.join(QUANTIZATIONS)},"
+                            f" got {self.quantize!r}")
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) \
+                or not 1 <= self.rerank <= 100:
+            raise SpecError(f"index rerank must be an integer between 1 and 100,"
+                            f" got {self.rerank!r}")
         if not 2 <= self.m <= 100:
             raise SpecError(f"HNSW m must be between 2 and 100, got {self.m}")
         if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
@@ -122,12 +143,20 @@ class EmbeddingSpec:
                 f"{self.qualified_column}: vector_type must be one of"
                 f" {', '.join(VECTOR_TYPES)}, got {self.vector_type!r}"
             )
-        most = VECTOR_TYPES[self.vector_type]
+        quantize = self.index.quantize if self.index is not None else None
+        if quantize is not None and self.chunking is not None:
+            raise SpecError(f"{self.qualified_column} is chunked; its chunks' index cannot be"
+                            " quantised (drop quantize)")
+        if quantize == "halfvec" and self.vector_type == "halfvec":
+            raise SpecError(f"{self.qualified_column} already stores halfvec; its index needs no"
+                            " quantize='halfvec'")
+        indexed_as = quantize or self.vector_type
+        most = QUANTIZATIONS[quantize] if quantize else VECTOR_TYPES[self.vector_type]
         if self.index is not None and self.dimensions > most:
-            way_out = "pass index=False" if self.vector_type == "halfvec" else (
-                "store it as halfvec (vector_type='halfvec') or pass index=False")
+            way_out = "pass index=False" if indexed_as != "vector" else (
+                "index it as halfvec (quantize='halfvec') or pass index=False")
             raise SpecError(
-                f"{self.qualified_column}: pgvector's HNSW index on {self.vector_type} supports at"
+                f"{self.qualified_column}: pgvector's HNSW index on {indexed_as} supports at"
                 f" most {most:,} dimensions and {self.model} has {self.dimensions}; {way_out}"
             )
 
@@ -143,6 +172,15 @@ class EmbeddingSpec:
     def column_type(self) -> str:
         """The vector column's type as ``format_type`` spells it: ``vector(384)``."""
         return f"{self.vector_type}({self.dimensions})"
+
+    @property
+    def index_opclass(self) -> str:
+        """The operator class of the column's HNSW index: ``vector_cosine_ops``, or for a
+        quantised index ``halfvec_cosine_ops`` or ``bit_hamming_ops``."""
+        quantize = self.index.quantize if self.index is not None else None
+        if quantize == "binary":
+            return "bit_hamming_ops"
+        return self.distance.opclass(quantize or self.vector_type)
 
     @property
     def hash_column(self) -> str:

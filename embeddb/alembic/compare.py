@@ -9,7 +9,8 @@ Alembic compares tables and columns first; this comparator runs after it, at the
 2. It adds ``op.create_embedding`` / ``op.alter_embedding`` / ``op.drop_embedding`` for each
    declaration that differs from the catalog, and ``op.create_embeddb_schema()`` before the
    first. The index is compared with the database itself (``pg_index``): its access method,
-   operator class, ``m`` and ``ef_construction``, which Alembic does not compare.
+   operator class (and so its quantisation), ``m`` and ``ef_construction``, which Alembic
+   does not compare.
 3. It adds ``import pgvector.sqlalchemy`` when the script spells a pgvector type (Alembic
    writes the type's full module path but not the import).
 
@@ -34,7 +35,7 @@ from sqlalchemy.engine import Connection
 
 from .. import catalog, generations, migrate, orm
 from ..catalog import CatalogEntry
-from ..spec import EmbeddingSpec
+from ..spec import DEFAULT_RERANK, EmbeddingSpec
 from ..sql import queries
 from .ops import (
     INDEX_METHOD,
@@ -64,13 +65,15 @@ class IndexState:
     opclass: str | None = None
     m: int | None = None
     ef_construction: int | None = None
+    #: None, "halfvec" or "binary": read from the operator class (the index's expression)
+    quantize: str | None = None
 
     @classmethod
     def declared(cls, spec: EmbeddingSpec) -> IndexState:
         if spec.index is None:
             return cls()
-        return cls(INDEX_METHOD, spec.distance.opclass(spec.vector_type), spec.index.m,
-                   spec.index.ef_construction)
+        return cls(INDEX_METHOD, spec.index_opclass, spec.index.m,
+                   spec.index.ef_construction, spec.index.quantize)
 
     @classmethod
     def actual(cls, conn: Connection, spec: EmbeddingSpec) -> IndexState:
@@ -84,7 +87,17 @@ class IndexState:
             return cls(row.method, row.opclass)
         return cls(row.method, row.opclass,
                    int(options.get("m", HNSW_DEFAULTS["m"])),
-                   int(options.get("ef_construction", HNSW_DEFAULTS["ef_construction"])))
+                   int(options.get("ef_construction", HNSW_DEFAULTS["ef_construction"])),
+                   _quantize_of(row.opclass, spec.vector_type))
+
+
+def _quantize_of(opclass: str, vector_type: str) -> str | None:
+    """How an index with ``opclass`` quantises a column of ``vector_type``."""
+    if opclass.startswith("bit_"):
+        return "binary"
+    if opclass.startswith("halfvec_") and vector_type != "halfvec":
+        return "halfvec"
+    return None
 
 
 def _actual_index(conn: Connection, entry: CatalogEntry) -> IndexState:
@@ -226,12 +239,17 @@ def _alter(
     compare("fulltext", spec.fulltext, old.fulltext)
     wanted = IndexState.declared(spec)
     compare("index_method", wanted.method, actual.method)
-    # The operator class follows the distance; only one the catalog cannot explain is news.
-    implied = actual.opclass in (None, old.distance.opclass(old.vector_type))
+    # The operator class follows the distance and the quantisation; only one the catalog (or
+    # the index's own quantisation, compared next) cannot explain is news.
+    implied = actual.opclass in (None, old.index_opclass) or actual.quantize != wanted.quantize
     if wanted.opclass is not None and not implied:
         compare("opclass", wanted.opclass, actual.opclass)
     compare("m", wanted.m, actual.m)
     compare("ef_construction", wanted.ef_construction, actual.ef_construction)
+    if wanted.method is not None:
+        compare("quantize", wanted.quantize, actual.quantize)
+    if spec.index is not None and spec.index.quantize == "binary":  # a search setting
+        compare("rerank", spec.index.rerank, old.index.rerank if old.index else DEFAULT_RERANK)
     compare("chunks", chunks_argument(spec.chunking), chunks_argument(old.chunking))
     if not changes:
         return None

@@ -29,6 +29,7 @@ from ..orm import current_schema
 from ..spec import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
+    DEFAULT_RERANK,
     Distance,
     EmbeddingSpec,
     EncodeOptions,
@@ -38,9 +39,10 @@ from ..template import Template
 
 # What alter_embedding can change, in the order they are rendered.
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
-INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction")
+INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction", "quantize")
+# rerank is the binary index's search setting: changing it rebuilds nothing
 ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS,
-                "chunks", "fulltext")
+                "rerank", "chunks", "fulltext")
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -117,6 +119,9 @@ class Definition:
         else:
             arguments["m"] = self.index.m
             arguments["ef_construction"] = self.index.ef_construction
+            if self.index.quantize is not None:
+                arguments["quantize"] = self.index.quantize
+                arguments["rerank"] = self.index.rerank
         arguments["normalize"] = self.normalize
         if self.query_prompt is not None:
             arguments["query_prompt"] = self.query_prompt
@@ -153,6 +158,8 @@ def definition(
     vector_type: str = "vector",
     chunks: Mapping[str, int] | None = None,
     fulltext: str | None = None,
+    quantize: str | None = None,
+    rerank: int = DEFAULT_RERANK,
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -161,7 +168,7 @@ def definition(
         dimensions=dimensions,
         key_columns=tuple(key_columns),
         distance=Distance.parse(distance).value,
-        index=HnswIndex(m, ef_construction) if index else None,
+        index=HnswIndex(m, ef_construction, quantize, rerank) if index else None,
         normalize=normalize,
         query_prompt=query_prompt,
         document_prompt=document_prompt,
@@ -266,6 +273,8 @@ class CreateEmbeddingOp(_ColumnOp):
         vector_type: str = "vector",
         chunks: Mapping[str, int] | None = None,
         fulltext: str | None = None,
+        quantize: str | None = None,
+        rerank: int = DEFAULT_RERANK,
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
@@ -280,6 +289,8 @@ class CreateEmbeddingOp(_ColumnOp):
         column, with its chunk table.
         ``fulltext="english"`` adds the ``tsvector`` column and its GIN index for
         :func:`embeddb.hybrid_search`'s BM25 text leg.
+        ``quantize="halfvec"`` or ``"binary"`` (with ``rerank``) indexes a quantised form of the
+        vectors (see :func:`embeddb.Embedding`).
 
         Example::
 
@@ -291,7 +302,8 @@ class CreateEmbeddingOp(_ColumnOp):
             template=template, model=model, dimensions=dimensions, key_columns=key_columns,
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
-            vector_type=vector_type, chunks=chunks, fulltext=fulltext,
+            vector_type=vector_type, chunks=chunks, fulltext=fulltext, quantize=quantize,
+            rerank=rerank,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -393,10 +405,11 @@ class AlterEmbeddingOp(_ColumnOp):
         Keywords: ``template``, ``key_columns``, ``model``, ``dimensions``, ``normalize``,
         ``query_prompt``, ``document_prompt``, ``vector_type`` (``"vector"`` or ``"halfvec"``),
         ``distance``, ``index_method`` (``"hnsw"`` or None for no index), ``opclass``, ``m``,
-        ``ef_construction``, ``chunks`` (a dict of ``Chunking``'s fields, or None for one
-        vector per row), ``fulltext`` (a text search configuration, or None for no full-text
-        index); each may come with ``existing_<name>``, the value before, which
-        only serves to reverse the operation.
+        ``ef_construction``, ``quantize`` (None, ``"halfvec"`` or ``"binary"``), ``rerank``
+        (the binary index's candidates per result; rebuilds nothing), ``chunks`` (a dict of
+        ``Chunking``'s fields, or None for one vector per row), ``fulltext`` (a text search
+        configuration, or None for no full-text index); each may come with
+        ``existing_<name>``, the value before, which only serves to reverse the operation.
 
         New ``chunks`` split every row again (its old chunks serve searches meanwhile; chunks
         whose text is unchanged keep their vectors).
@@ -459,10 +472,10 @@ class AlterEmbeddingOp(_ColumnOp):
             ),
         )
         opclass = changes.get("opclass")
-        if opclass is not None and opclass != distance.opclass(changed.vector_type):
+        if opclass is not None and opclass != changed.index_opclass:
             raise SpecError(
                 f"{spec.qualified_column}: embeddb indexes distance {distance.value!r} with"
-                f" {distance.opclass(changed.vector_type)}, not {opclass}; change the distance"
+                f" {changed.index_opclass}, not {opclass}; change the distance or quantize"
             )
         return changed
 
@@ -470,9 +483,10 @@ class AlterEmbeddingOp(_ColumnOp):
         changes = self.changes
         method = changes.get("index_method", INDEX_METHOD if spec.index else None)
         if method is None:
-            if changes.get("m") is not None or changes.get("ef_construction") is not None:
-                raise SpecError(f"{spec.qualified_column} has no index to give m or"
-                                " ef_construction; pass index_method='hnsw' as well")
+            if any(changes.get(name) is not None
+                   for name in ("m", "ef_construction", "quantize")):
+                raise SpecError(f"{spec.qualified_column} has no index to give m,"
+                                " ef_construction or quantize; pass index_method='hnsw' as well")
             return None
         if method != INDEX_METHOD:
             raise SpecError(f"{spec.qualified_column}: embeddb builds {INDEX_METHOD} indexes,"
@@ -481,4 +495,6 @@ class AlterEmbeddingOp(_ColumnOp):
         m = changes.get("m")
         ef_construction = changes.get("ef_construction")
         return HnswIndex(base.m if m is None else m,
-                         base.ef_construction if ef_construction is None else ef_construction)
+                         base.ef_construction if ef_construction is None else ef_construction,
+                         changes.get("quantize", base.quantize),
+                         changes.get("rerank", base.rerank))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.sqlalchemy import HALFVEC
+from pgvector.sqlalchemy import BIT, HALFVEC, VECTOR
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.types import UserDefinedType
 
@@ -61,6 +61,18 @@ class Target:
     def indexed(self) -> bool:
         """Whether the column was declared with an HNSW index."""
         return self.declaration.index is not None
+
+    @property
+    def quantize(self) -> str | None:
+        """How the column's index quantises its vectors: None, ``"halfvec"`` or ``"binary"``."""
+        index = self.declaration.index
+        return index.quantize if index is not None else None
+
+    def candidates(self, k: int) -> int:
+        """How many rows the index pass returns for k results: ``rerank * k`` for a binary
+        index, whose candidates are re-ranked by the full vectors, else k."""
+        index = self.declaration.index
+        return k * index.rerank if index is not None and self.quantize == "binary" else k
 
     @property
     def key_columns(self) -> list[sa.Column[Any]]:
@@ -157,6 +169,24 @@ def distance(target: Target, other: Any, column: Any = None) -> sa.ColumnElement
     compare = getattr(left.comparator, _COMPARATORS[target.distance])
     result: sa.ColumnElement[float] = compare(other)
     return result
+
+
+def index_distance(target: Target, query: sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+    """The distance the column's HNSW index serves, written as the index's own expression:
+    ``column <=> :q``; ``(column::halfvec(n)) <=> :q::halfvec(n)`` for a halfvec index;
+    ``(binary_quantize(column)::bit(n)) <~> binary_quantize(:q::vector(n))::bit(n)`` (Hamming)
+    for a binary one."""
+    dimensions = target.dimensions
+    if target.quantize == "halfvec":
+        return distance(target, sa.cast(query, HALFVEC(dimensions)),
+                        sa.cast(target.column, HALFVEC(dimensions)))
+    if target.quantize == "binary":
+        stored = VECTOR if target.vector_type == "vector" else HALFVEC
+        bits = sa.cast(sa.func.binary_quantize(target.column), BIT(dimensions))
+        wanted = sa.cast(sa.func.binary_quantize(sa.cast(query, stored(dimensions))),
+                         BIT(dimensions))
+        return bits.op("<~>", return_type=sa.Float)(wanted)
+    return distance(target, query)
 
 
 def hidden_from_index(distance_expression: sa.ColumnElement[float]) -> sa.ColumnElement[float]:

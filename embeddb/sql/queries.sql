@@ -402,15 +402,19 @@ SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(:tab
 
 -- hnsw_index_ready --
 -- Whether a valid HNSW index serves the column (a partitioned table's is valid once every
--- partition has its own).
+-- partition has its own): on the column itself, or on an expression of it (a quantised index,
+-- which depends on the column in pg_depend).
 SELECT EXISTS (
     SELECT 1
     FROM pg_index i
     JOIN pg_class c ON c.oid = i.indexrelid
     JOIN pg_am am ON am.oid = c.relam
-    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-    WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
-      AND i.indisvalid)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = :column
+    WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND i.indisvalid
+      AND (a.attnum = i.indkey[0] OR (i.indkey[0] = 0 AND EXISTS (
+          SELECT 1 FROM pg_depend d
+          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+            AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum))))
 
 -- set_column_chunking --
 UPDATE embeddb.columns

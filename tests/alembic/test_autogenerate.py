@@ -327,3 +327,56 @@ def test_adding_changing_and_reverting_the_fulltext_index(
     found = entry(engine)
     assert found is not None and found.spec.fulltext is None
     assert diffs(engine, with_embedding()) == []
+
+
+def test_quantising_the_index_rebuilds_it_and_reverses(at_head: Path, engine: sa.Engine) -> None:
+    metadata = with_embedding(quantize="binary", rerank=8)
+    assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding", {
+        "quantize": (None, "binary"), "rerank": (10, 8)})]
+    script = generate_and_run(at_head, engine, metadata)
+    assert "quantize='binary'" in script and "re-embeds" not in script
+    assert "USING hnsw (((binary_quantize(embedding))::bit(384)) bit_hamming_ops)" \
+        in index_definition(engine)
+    found = entry(engine)
+    assert found is not None and found.spec.index == HnswIndex(24, 100, "binary")
+    assert found.spec.index.rerank == 8
+    assert pending(engine) == 0  # the stored vectors serve the new index as they are
+    with engine.begin() as conn:
+        command.downgrade(example_config(at_head, conn, metadata), "-1")
+    assert "USING hnsw (embedding vector_cosine_ops)" in index_definition(engine)
+
+
+def test_a_new_rerank_factor_is_a_change_that_rebuilds_nothing(
+        at_head: Path, engine: sa.Engine) -> None:
+    generate_and_run(at_head, engine, with_embedding(quantize="halfvec"))
+    assert "USING hnsw (((embedding)::halfvec(384)) halfvec_cosine_ops)" \
+        in index_definition(engine)
+    generate_and_run(at_head, engine, with_embedding(quantize="binary"), rev_id="0004")
+
+    def index_oid() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT 'tickets_embedding_hnsw'::regclass::oid")).scalar_one())
+
+    built = index_oid()
+    metadata = with_embedding(quantize="binary", rerank=30)
+    assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding", {
+        "rerank": (10, 30)})]
+    generate_and_run(at_head, engine, metadata, rev_id="0005")
+    assert index_oid() == built
+    found = entry(engine)
+    assert found is not None and found.spec.index is not None and found.spec.index.rerank == 30
+
+
+def test_an_index_quantised_behind_alembics_back_is_put_right(
+        at_head: Path, engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX tickets_embedding_hnsw"))
+        conn.execute(sa.text(
+            "CREATE INDEX tickets_embedding_hnsw ON tickets USING hnsw"
+            " ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 24, ef_construction = 100)"))
+    metadata = example_metadata()
+    assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding", {
+        "quantize": ("halfvec", None)})]
+    generate_and_run(at_head, engine, metadata)
+    assert "USING hnsw (embedding vector_cosine_ops)" in index_definition(engine)

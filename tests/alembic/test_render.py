@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from alembic.autogenerate import render_op_text
 from alembic.autogenerate.api import AutogenContext
@@ -15,6 +17,7 @@ from embeddb.alembic import (
     DropEmbeddbSchemaOp,
     DropEmbeddingOp,
 )
+from embeddb.alembic.ops import definition
 from embeddb.alembic.render import OPS_IMPORT
 from embeddb.spec import HnswIndex
 
@@ -156,3 +159,12 @@ def test_create_embedding_with_a_fulltext_index(context: AutogenContext) -> None
     change = AlterEmbeddingOp("tickets", "embedding", {"fulltext": "english"},
                               {"fulltext": None})
     assert change.reverse().changes == {"fulltext": None}
+
+
+def test_create_embedding_with_a_quantised_index_round_trips(context: AutogenContext) -> None:
+    quantised = replace(TICKETS, index=HnswIndex(quantize="binary", rerank=6))
+    text = render_op_text(context, CreateEmbeddingOp("tickets", "embedding", quantised))
+    assert "ef_construction=64,\nquantize='binary',\nrerank=6,\nnormalize=True" in text
+    made = definition(**{**quantised.arguments(), "key_columns": ["id"]})
+    assert made.index is not None and (made.index.quantize, made.index.rerank) == ("binary", 6)
+    assert made.to_spec("public", "tickets", "embedding").index_opclass == "bit_hamming_ops"

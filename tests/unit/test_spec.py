@@ -86,3 +86,49 @@ def test_derived_names_fit_postgres_limit_in_bytes_not_characters() -> None:
     triggers = {f"{spec.trigger_prefix}_{event}" for event in ("ins", "upd", "del", "trunc")}
     assert len({name.encode()[:63] for name in triggers}) == 4
     assert hash_column_name("é" * 40) != hash_column_name("é" * 39 + "e")
+
+
+@pytest.mark.parametrize(("quantize", "opclass", "most"), [
+    (None, "vector_cosine_ops", 2000), ("halfvec", "halfvec_cosine_ops", 4000),
+])
+def test_a_quantised_index_has_its_own_opclass_and_dimension_limit(
+        quantize: str | None, opclass: str, most: int) -> None:
+    assert make_spec(index=HnswIndex(quantize=quantize)).index_opclass == opclass
+    make_spec(dimensions=most, index=HnswIndex(quantize=quantize))
+    with pytest.raises(SpecError, match=f"at most {most:,} dimensions"):
+        make_spec(dimensions=most + 1, index=HnswIndex(quantize=quantize))
+
+
+def test_a_binary_index_takes_every_dimension_a_vector_column_has() -> None:
+    spec = make_spec(dimensions=16000, index=HnswIndex(quantize="binary"))
+    assert spec.index_opclass == "bit_hamming_ops"
+
+
+def test_the_rerank_factor_is_a_search_setting_not_part_of_the_index() -> None:
+    assert HnswIndex(quantize="binary", rerank=4) == HnswIndex(quantize="binary", rerank=40)
+    assert HnswIndex(quantize="binary") != HnswIndex(quantize="halfvec")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"quantize": "int8"}, "quantize must be None or one of halfvec, binary"),
+    ({"quantize": "binary", "rerank": 0}, "rerank must be an integer between 1 and 100"),
+    ({"rerank": 2.5}, "rerank must be an integer"),
+])
+def test_bad_index_quantisation_is_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        HnswIndex(**options)  # type: ignore[arg-type]
+
+
+def test_a_halfvec_column_needs_no_halfvec_index() -> None:
+    with pytest.raises(SpecError, match="already stores halfvec"):
+        make_spec(vector_type="halfvec", index=HnswIndex(quantize="halfvec"))
+
+
+def test_a_quantised_declaration_needs_its_index() -> None:
+    from embeddb import Embedding
+
+    with pytest.raises(SpecError, match="quantize='binary' describes the HNSW index"):
+        Embedding("{body}", model="embeddb-testing/hash-8", index=False, quantize="binary")
+    declared = Embedding("{body}", model="embeddb-testing/hash-8", quantize="binary", rerank=3)
+    assert declared.column.info["embeddb"].index == HnswIndex(quantize="binary")
+    assert declared.column.info["embeddb"].index.rerank == 3
