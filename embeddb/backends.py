@@ -263,12 +263,13 @@ class ExportedModel:
     """
 
     def __init__(self, model_path: Path, fingerprint: str, backend: str,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, file: Path | None = None) -> None:
         check_backend(backend)
         if backend == TORCH:
             raise SpecError("ExportedModel runs the onnx, openvino and onnx-int8 backends")
         self.backend = backend
-        self.file = ensure_export(model_path, fingerprint, backend)
+        # ``file``: another ONNX file of this model to run (a benchmark's variant)
+        self.file = file or ensure_export(model_path, fingerprint, backend)
         self.max_tokens = _max_tokens(model_path)
         self.tokenizer = _tokenizer(model_path)
         self._run = _openvino(self.file, threads) if backend == OPENVINO else _onnxruntime(

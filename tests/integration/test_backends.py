@@ -5,7 +5,6 @@ model change); a backend that disagrees is refused, by the library and by `embed
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
