@@ -47,18 +47,15 @@ from common import (
     write_json,
 )
 from scifact_quality import K, ndcg, relevance
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from worker_throughput import TABLE, copy_rows
+from worker_throughput import TABLE, copy_rows, documents_database
 
 from embeddb import backends, worker_backends
-from embeddb.database import create_engine
 from embeddb.embedders import (
     MINILM,
     SentenceTransformerEmbedder,
     resolve_model_path,
     weights_fingerprint,
 )
-from embeddb.orm import Embedding
 from embeddb.spec import EncodeOptions
 from embeddb.worker import Worker, WorkerConfig
 
@@ -126,20 +123,8 @@ def ndcg_documents(limit: int, qrels: dict[str, dict[str, int]]) -> list[dict[st
 def worker_run(databases: Databases, name: str, texts: Sequence[str], backend: str,
                override: str | None, threads: int) -> float:
     """Rows/s of the worker from COPY to every vector stored, on a fresh table."""
-
-    class Base(DeclarativeBase):
-        pass
-
-    class Document(Base):
-        __tablename__ = TABLE
-        id: Mapped[int] = mapped_column(primary_key=True)
-        text: Mapped[str]
-        embedding = Embedding("{text}", backend=backend)
-
-    with databases.fresh(f"embeddb_bench_backends_{name}") as url:
-        engine = create_engine(url, poolclass=sa.pool.NullPool)
-        Base.metadata.drop_all(engine)
-        Base.metadata.create_all(engine)
+    with documents_database(databases, f"embeddb_bench_backends_{name}", MINILM,
+                            backend=backend) as url:
         # "torch" keeps what the column declares (an int8 column stays int8)
         load = worker_backends.embedder_for(override or backends.TORCH)
         with Worker(url, WorkerConfig(threads=threads), embedder_for=load) as worker:
@@ -148,11 +133,9 @@ def worker_run(databases: Databases, name: str, texts: Sequence[str], backend: s
             copy_rows(url, texts)
             worker.run_once()
             seconds = time.perf_counter() - started
-        with engine.connect() as conn:
-            missing = conn.execute(sa.text(
-                f"SELECT count(*) FROM {TABLE} WHERE embedding IS NULL")).scalar_one()
-        Base.metadata.drop_all(engine)
-        engine.dispose()
+            with worker.engine.connect() as conn:
+                missing = conn.execute(sa.text(
+                    f"SELECT count(*) FROM {TABLE} WHERE embedding IS NULL")).scalar_one()
     if missing:
         raise SystemExit(f"{name}: {missing} rows were not embedded")
     return len(texts) / seconds
