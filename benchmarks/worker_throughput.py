@@ -147,8 +147,9 @@ def setups_for(rows: int) -> list[Setup]:
 # --- the table -----------------------------------------------------------------------------
 
 
-def documents_metadata(model: str, *, index: bool) -> sa.MetaData:
-    """The table ``TABLE(id, text, embedding)`` on metadata of its own, embedded by ``model``."""
+def documents_metadata(model: str, *, index: bool, backend: str = "torch") -> sa.MetaData:
+    """The table ``TABLE(id, text, embedding)`` on metadata of its own, embedded by ``model``
+    (run on ``backend``)."""
 
     class Base(DeclarativeBase):
         pass
@@ -158,17 +159,17 @@ def documents_metadata(model: str, *, index: bool) -> sa.MetaData:
 
         id: Mapped[int] = mapped_column(primary_key=True)
         text: Mapped[str]
-        embedding = Embedding("{text}", model=model, index=index)
+        embedding = Embedding("{text}", model=model, index=index, backend=backend)
 
     return Base.metadata
 
 
 @contextmanager
 def documents_database(
-    databases: Databases, name: str, model: str, *, index: bool = True
+    databases: Databases, name: str, model: str, *, index: bool = True, backend: str = "torch"
 ) -> Iterator[str]:
     """A database holding an empty, embedded ``TABLE``; yields its URL."""
-    metadata = documents_metadata(model, index=index)
+    metadata = documents_metadata(model, index=index, backend=backend)
     with databases.fresh(name) as url:
         engine = create_engine(url, poolclass=sa.pool.NullPool)
         metadata.drop_all(engine)  # a leftover, in a database given by --database-url

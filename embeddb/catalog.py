@@ -61,7 +61,8 @@ class CatalogEntry:
             dimensions=row.dimensions,
             distance=Distance(row.distance),
             index=HnswIndex(**options) if options else None,
-            encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt),
+            encode=EncodeOptions(row.normalize, row.query_prompt, row.document_prompt,
+                                 getattr(row, "backend", "torch")),
             vector_type=row.vector_type,
             chunking=Chunking.from_catalog(getattr(row, "chunking", None)),
             fulltext=getattr(row, "fulltext_config", None),
@@ -568,11 +569,20 @@ def _insert_entry(conn: Connection, spec: EmbeddingSpec, identity: ModelIdentity
         "hash_column": spec.hash_column,
         **_identity_params(identity),
     }
-    return int(conn.execute(sa.text(queries["insert_column"]), params).scalar_one())
+    column_id = int(conn.execute(sa.text(queries["insert_column"]), params).scalar_one())
+    _set_backend(conn, spec, column_id)
+    return column_id
 
 
 def _update_entry(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
     conn.execute(sa.text(queries["update_column"]), {**_entry_params(spec), "id": column_id})
+    _set_backend(conn, spec, column_id)
+
+
+def _set_backend(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
+    """Record the backend: a float32 one changes no vector, so it is not in the identity."""
+    conn.execute(sa.text(queries["set_column_backend"]),
+                 {"id": column_id, "backend": spec.encode.backend})
 
 
 def _update_model(

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import catalog, generations, logformat
+from . import catalog, generations, logformat, worker_backends
+from .backends import FLOAT_BACKENDS
 from .catalog import CatalogEntry
 from .column_names import quoted_column_name, split_column_name
 from .database import URL_VARIABLE, connect_check, create_engine, database_url, redacted
@@ -92,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="rows claimed per round")
     worker.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    worker.add_argument("--backend", choices=FLOAT_BACKENDS,
+                        help="run local models on this float32 backend instead of the one each"
+                        " column declares (the same vectors, checked on a probe at start)")
     worker.add_argument("--processes", type=int, default=1,
                         help="run this many worker processes, one torch thread each unless"
                              " --threads says otherwise (on a CPU, often faster than threads)")
@@ -320,8 +324,11 @@ def _worker(args: argparse.Namespace) -> int:
         return _run_processes(args, url)
     config = WorkerConfig(threads=args.threads,
                           **{field: getattr(args, field) for field in _WORKER_FLAGS})
-    with Worker(url, config) as worker:
+    load = worker_backends.embedder_for(args.backend) if args.backend else None
+    with Worker(url, config, embedder_for=load) as worker:
         connect_check(worker.engine)
+        if load is not None:
+            worker_backends.check_at_start(worker.engine, load)
         if args.metrics_port is not None:
             from .metrics import serve
 
@@ -353,7 +360,8 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     command = [sys.executable, "-m", "embeddb.cli", "worker",
                *[str(part) for option in options.items() for part in option],
                "--log-format", args.log_format, "--metrics-address", args.metrics_address,
-               *(["--once"] if args.once else [])]
+               *(["--once"] if args.once else []),
+               *(["--backend", args.backend] if args.backend else [])]
     environment = {**os.environ, URL_VARIABLE: url}
     children = [subprocess.Popen([*command, *_child_metrics_port(args.metrics_port, number)],
                                  env=environment)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from . import backends
 from .errors import ModelError, SpecError
 from .spec import DEFAULT_MODEL, EncodeOptions
 
@@ -141,6 +142,12 @@ def is_http_model(name: str) -> bool:
 
 
 _HTTP_PREFIXES = ("openai/",)
+
+
+def runs_on_backends(name: str) -> bool:
+    """Whether model ``name`` is a local sentence-transformers model, which the backends of
+    :mod:`embeddb.backends` can run."""
+    return model_kind(name) is _LOCAL
 
 
 def resolve_model_path(name: str) -> Path | None:
@@ -322,7 +329,7 @@ def _local_identity(name: str, options: EncodeOptions) -> ModelIdentity:
         )
     return ModelIdentity(
         name=name,
-        fingerprint=weights_fingerprint(path),
+        fingerprint=backends.identity_fingerprint(weights_fingerprint(path), options.backend),
         dimensions=_dimensions_from_files(path),
         normalize=options.normalize,
         query_prompt=options.query_prompt,
@@ -389,6 +396,78 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+class ExportedEmbedder:
+    """A local model run by ONNX Runtime or OpenVINO (:mod:`embeddb.backends`).
+
+    A float32 backend is checked against PyTorch on the probe texts when it loads and refused
+    (:class:`~embeddb.backends.BackendMismatch`) unless every probe vector agrees to cosine
+    >= :data:`~embeddb.backends.PROBE_MIN_COSINE`; it then has PyTorch's identity.
+    """
+
+    def __init__(self, name: str, options: EncodeOptions) -> None:
+        path = resolve_model_path(name)
+        if path is None:
+            raise ModelError(f"model {name!r} is not available on this machine")
+        self._identity = _local_identity(name, options)
+        self._options = options
+        self._model = backends.ExportedModel(path, weights_fingerprint(path), options.backend,
+                                             threads=_torch_threads())
+        if options.backend in backends.FLOAT_BACKENDS:
+            self._check_probe(name, options)
+
+    def _check_probe(self, name: str, options: EncodeOptions) -> None:
+        reference = SentenceTransformerEmbedder(name, replace(options, backend=backends.TORCH))
+        agreement = backends.probe_agreement(reference.embed_documents, self.embed_documents)
+        if agreement < backends.PROBE_MIN_COSINE:
+            raise backends.BackendMismatch(
+                f"backend {options.backend} of {name} ({self._model.file}) disagrees with"
+                f" PyTorch: cosine {agreement:.6f} < {backends.PROBE_MIN_COSINE} on the probe"
+                " texts, so it is not the same model; delete that file to export it again,"
+                " or use backend='torch'"
+            )
+        log.info("backend %s of %s agrees with PyTorch (probe cosine >= %.6f)",
+                 options.backend, name, agreement)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._identity
+
+    @property
+    def max_tokens(self) -> int:
+        return self._model.max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text by the model's tokenizer, special tokens included, before truncation
+        to ``max_tokens``."""
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self._options.document_prompt)
+
+    def embed_query(self, text: str) -> Vectors:
+        vector: Vectors = self._encode([text], self._options.query_prompt)[0]
+        return vector
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._identity.dimensions), dtype=np.float32)
+        vectors = self._model.encode([f"{prompt}{text}" if prompt else text for text in texts])
+        if self._options.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors /= np.where(norms == 0, 1.0, norms).astype(np.float32)
+        return vectors
+
+
+def _torch_threads() -> int | None:
+    """The worker's ``--threads`` (it sets torch's), so every backend uses as many."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
+
+
 def _quiet_transformers() -> None:
     """No weight-loading progress bars in a worker's log."""
     try:
@@ -415,8 +494,10 @@ class _LocalKind:
         return truncated(_local_identity(name, options), dimensions)
 
     def load(self, name: str, options: EncodeOptions, dimensions: int | None) -> Embedder:
-        log.info("loading model %s", name)
-        return SentenceTransformerEmbedder(name, options)
+        log.info("loading model %s (backend %s)", name, options.backend)
+        if options.backend == backends.TORCH:
+            return SentenceTransformerEmbedder(name, options)
+        return ExportedEmbedder(name, options)
 
 
 _LOCAL = _LocalKind()

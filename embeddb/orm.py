@@ -20,8 +20,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import MappedColumn, QueryableAttribute, mapped_column
 
 from . import catalog
+from .backends import TORCH, check_backend
 from .chunking import Chunking
-from .embedders import is_http_model, model_dimensions
+from .embedders import is_http_model, model_dimensions, runs_on_backends
 from .errors import SpecError
 from .providers import openai as providers_openai
 from .spec import (
@@ -79,6 +80,7 @@ def Embedding(
     fulltext: bool | str = False,
     quantize: str | None = None,
     rerank: int = DEFAULT_RERANK,
+    backend: str = "torch",
 ) -> MappedColumn[Any]:
     """Declare a vector column kept in step with ``template`` by embeddb's worker.
 
@@ -102,6 +104,9 @@ def Embedding(
     ``quantize="binary"`` over ``binary_quantize(column)::bit(n)`` with Hamming distance, whose
     ``rerank * k`` nearest candidates a search re-ranks by the stored vectors in one statement.
     Either changes the index only: the stored vectors and the model stay as they are.
+    ``backend`` runs a local model on ``"onnx"`` (ONNX Runtime) or ``"openvino"``: the same
+    vectors as ``"torch"``, so switching re-embeds nothing; ``"onnx-int8"`` is a quantised,
+    different model (switching to it re-embeds the column). See :mod:`embeddb.backends`.
 
     Example::
 
@@ -125,7 +130,8 @@ def Embedding(
         dimensions=_declared_dimensions(model, dimensions),
         distance=Distance.parse(distance),
         index=HnswIndex(m, ef_construction, quantize, rerank) if index else None,
-        encode=EncodeOptions(normalize, query_prompt, document_prompt),
+        encode=EncodeOptions(normalize, query_prompt, document_prompt,
+                             _checked_backend(model, backend)),
         vector_type=vector_type,
         chunking=chunks,
         fulltext=_fulltext_config(fulltext),
@@ -157,6 +163,14 @@ def _declared_dimensions(model: str, dimensions: int | None) -> int:
     """The column's dimension: the model's own unless ``dimensions`` says otherwise."""
     # a declared dimension is checked against the model on install (create_all, install())
     return model_dimensions(model) if dimensions is None else dimensions
+def _checked_backend(model: str, backend: str) -> str:
+    check_backend(backend)
+    if backend != TORCH and not runs_on_backends(model):
+        raise SpecError(f"backend={backend!r} applies to local sentence-transformers models;"
+                        f" {model!r} is not one, so drop backend=")
+    return backend
+
+
 def _fulltext_config(fulltext: bool | str) -> str | None:
     if fulltext is True:
         return "english"

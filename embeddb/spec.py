@@ -95,6 +95,9 @@ class EncodeOptions:
     normalize: bool = True
     query_prompt: str | None = None
     document_prompt: str | None = None
+    #: How a local model runs (``torch``, ``onnx``, ``openvino``, ``onnx-int8``; see
+    #: :mod:`embeddb.backends`): a float32 one is the same model, ``onnx-int8`` another.
+    backend: str = "torch"
 
 
 @dataclass(frozen=True)

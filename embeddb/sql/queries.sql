@@ -52,6 +52,9 @@ UPDATE embeddb.columns SET
     index_options = CAST(:index_options AS jsonb), updated_at = now()
 WHERE id = :id
 
+-- set_column_backend --
+UPDATE embeddb.columns SET backend = :backend WHERE id = :id AND backend IS DISTINCT FROM :backend
+
 -- delete_column --
 DELETE FROM embeddb.columns WHERE id = :id
 
