@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import sqlalchemy as sa
 from common import (
     DATA_DIR,
@@ -33,13 +36,15 @@ from common import (
     print_table,
     read_jsonl,
     server_versions,
+    with_database,
     write_json,
 )
+from psycopg import sql
 from scifact_quality import ndcg, relevance
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Worker, WorkerConfig, hybrid_search, search
-from embeddb.database import create_engine
+from embeddb.database import create_engine, libpq_conninfo
 from embeddb.embedders import MINILM
 from embeddb.orm import Embedding
 from embeddb.query._query_vectors import column_entry, embed_query
@@ -80,9 +85,14 @@ def main() -> None:
                         help="the BEIR corpora's folder (default: ../shared/data)")
     parser.add_argument("--database-url", help="a database to use (default: the benchmarks'"
                         " embedded server, a fresh database)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each corpus's database (embeddb_bench_hybrid_<corpus>_kept on"
+                        " the benchmarks' server) and, when it already holds every document"
+                        " embedded, reuse it: the query passes only, no load and no worker")
     args = parser.parse_args()
     databases = Databases.choose(args.database_url)
-    results = {name: run_corpus(databases, args.data / name) for name in args.corpus}
+    results = {name: run_corpus(databases, args.data / name, args.keep)
+               for name in args.corpus}
     payload = {
         "benchmark": "hybrid_quality",
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -93,16 +103,19 @@ def main() -> None:
     print(f"written to {write_json(OUTPUT, payload)}")
 
 
-def run_corpus(databases: Databases, folder: Path) -> dict[str, Any]:
+def run_corpus(databases: Databases, folder: Path, keep: bool = False) -> dict[str, Any]:
     corpus = list(read_jsonl(folder / "corpus.jsonl"))
     qrels = relevance(folder / "qrels" / "test.tsv")
     queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
                if q["_id"] in qrels}
     rankings: dict[str, dict[str, list[str]]] = {name: {} for name in SETTINGS}
     latencies: dict[str, list[float]] = {name: [] for name in SETTINGS}
-    with databases.fresh(f"embeddb_bench_hybrid_{folder.name}") as url:
+    with _database(databases, folder.name, len(corpus), keep) as (url, reused):
         engine = create_engine(url)
-        load_seconds, embed_seconds = load(engine, url, corpus)
+        if reused:
+            load_seconds = embed_seconds = float("nan")  # reused: loaded by an earlier run
+        else:
+            load_seconds, embed_seconds = load(engine, url, corpus)
         with Session(engine) as session:
             entry = column_entry(session.connection(), Document.embedding)
             for text in queries.values():
@@ -141,6 +154,32 @@ def run_corpus(databases: Databases, folder: Path) -> dict[str, Any]:
         "load_seconds": load_seconds, "embed_seconds": embed_seconds,
         "settings": {n: o for n, o in SETTINGS.items()},
     }
+
+
+@contextmanager
+def _database(databases: Databases, corpus: str, documents: int,
+              keep: bool) -> Iterator[tuple[str, bool]]:
+    """A fresh database for the run, or with ``keep`` one that outlives it; and whether it
+    already holds ``documents`` rows, every one embedded (by an earlier ``--keep`` run)."""
+    if not keep or databases.server_url is None:
+        with databases.fresh(f"embeddb_bench_hybrid_{corpus}") as url:
+            yield url, False
+        return
+    name = f"embeddb_bench_hybrid_{corpus}_kept"
+    url = with_database(databases.server_url, name)
+    with psycopg.connect(libpq_conninfo(databases.server_url), autocommit=True) as admin:
+        if admin.execute("SELECT FROM pg_database WHERE datname = %s", [name]).fetchone():
+            with psycopg.connect(libpq_conninfo(url)) as conn:
+                table = conn.execute("SELECT to_regclass('documents')").fetchone()
+                found = table is not None and table[0] is not None and conn.execute(
+                    "SELECT count(embedding) FROM documents").fetchone() == (documents,)
+            if found:
+                yield url, True
+                return
+            # a run stopped half-way: start again
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield url, False
 
 
 def load(engine: sa.Engine, url: str, corpus: list[dict[str, Any]]) -> tuple[float, float]:
