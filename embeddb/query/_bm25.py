@@ -24,6 +24,7 @@ number of distinct lexemes (``length(tsvector)``). Only the query's lexemes are 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -34,12 +35,14 @@ from sqlalchemy.engine import Connection
 from ..spec import fulltext_column_name
 from ._target import Target
 
-__all__ = ["BM25", "Totals", "bm25_leg", "document_vector", "sample_percent", "stored_fulltext",
-           "totals"]
+__all__ = ["BM25", "Statistics", "Totals", "bm25_leg", "document_vector", "query_lexemes",
+           "sample_percent", "statistics", "stored_fulltext", "totals"]
 
 # constants of ts_filter/setweight: the query's lexemes are marked with weight A, then kept
 _MARK: sa.ColumnClause[Any] = sa.literal_column("'A'::\"char\"")
 _MARKED: sa.ColumnClause[Any] = sa.literal_column("'{a}'::\"char\"[]")
+# ts_rank_cd with every weight 1, no normalisation, and a one-lexeme query: the lexeme's tf
+_ONES: sa.ColumnClause[Any] = sa.literal_column("'{1,1,1,1}'::float4[]")
 
 
 class BM25(NamedTuple):
@@ -131,62 +134,166 @@ def totals(conn: Connection, target: Target, parameters: BM25) -> Totals:
     return found
 
 
-def bm25_leg(target: Target, text: str, filters: list[Any], limit: int,
-             parameters: BM25, corpus: Totals) -> sa.Subquery:
-    """The best ``limit`` rows for ``text`` by BM25: the key columns and ``score``.
+class Statistics(NamedTuple):
+    """What BM25 needs for one query: the corpus's totals and, for each of the query's
+    lexemes, the number of rows holding it (``frequencies``: ``(lexeme, rows)`` pairs)."""
 
-    ``corpus``: N and the average length, from :func:`totals`.
+    totals: Totals
+    frequencies: tuple[tuple[str, int], ...]
+
+
+#: how many lexemes a column's document frequency cache holds before it starts again
+FREQUENCIES_KEPT = 200_000
+_lexemes: dict[tuple[str, str], tuple[str, ...]] = {}
+_frequencies: dict[tuple[str, str, str], dict[str, tuple[float, int]]] = {}
+
+
+def query_lexemes(conn: Connection, config: str, text: str) -> tuple[str, ...]:
+    """The lexemes of ``text`` in text search configuration ``config`` (stemmed, no stop
+    words), as the column's documents are indexed; remembered by this process."""
+    key = (config, text)
+    found = _lexemes.get(key)
+    if found is None:
+        found = tuple(conn.execute(sa.select(sa.func.tsvector_to_array(
+            document_vector(sa.cast(sa.literal(config), REGCONFIG), sa.literal(text)),
+            type_=ARRAY(sa.Text)))).scalar_one())
+        if len(_lexemes) >= 10_000:
+            _lexemes.clear()
+        _lexemes[key] = found
+    return found
+
+
+def statistics(conn: Connection, target: Target, text: str, parameters: BM25) -> Statistics:
+    """The statistics of :func:`bm25_leg` for ``text``: N and the average length
+    (:func:`totals`), and the document frequency of each of the query's lexemes, counted
+    with the GIN index (the heap pages of the rows holding it, no ``tsvector`` read) and
+    reused, like the totals, for ``parameters.totals_max_age`` seconds.
     """
     document = stored_fulltext(target)
     assert document is not None and target.declaration.fulltext is not None
-    config = sa.cast(sa.literal(target.declaration.fulltext), REGCONFIG)
-    query_lexemes = sa.func.tsvector_to_array(
-        document_vector(config, sa.literal(text)), type_=ARRAY(sa.Text))
-    lexeme = sa.func.unnest(query_lexemes).table_valued("lexeme").render_derived("query_lexeme")
-    # the tsquery of the lexemes themselves: quoted, so nothing stems them a second time
-    quoted = sa.func.concat("'", sa.func.replace(sa.func.replace(
-        lexeme.c.lexeme, "\\", "\\\\"), "'", "''"), "'")
-    tsquery = sa.select(
-        sa.cast(sa.func.string_agg(quoted, " | "), TSQUERY)).scalar_subquery()
+    corpus = totals(conn, target, parameters)
+    lexemes = query_lexemes(conn, target.declaration.fulltext, text)
+    known = _frequencies.setdefault((conn.engine.url.render_as_string(hide_password=True),
+                                     _qualified_name(target), document.name), {})
+    now = time.monotonic()
+    fresh = {lexeme: entry[1] for lexeme in lexemes
+             if (entry := known.get(lexeme)) is not None
+             and now - entry[0] < parameters.totals_max_age}
+    missing = [lexeme for lexeme in dict.fromkeys(lexemes) if lexeme not in fresh]
+    if missing:
+        lexeme = sa.func.unnest(sa.literal(missing, ARRAY(sa.Text))).table_valued(
+            "lexeme").render_derived("missing")
+        rows = sa.select(sa.func.count()).select_from(target.table).where(
+            document.op("@@")(sa.cast(_quoted(lexeme.c.lexeme), TSQUERY))).scalar_subquery()
+        counted = {str(row[0]): int(row[1])
+                   for row in conn.execute(sa.select(lexeme.c.lexeme, rows))}
+        if len(known) + len(counted) > FREQUENCIES_KEPT:
+            known.clear()
+        for name, count in counted.items():
+            known[name] = (now, int(count))
+            fresh[name] = int(count)
+    return Statistics(corpus, tuple((lexeme, fresh[lexeme]) for lexeme in dict.fromkeys(lexemes)))
 
+
+def _quoted(lexeme: Any) -> sa.ColumnElement[Any]:
+    """A lexeme as ``tsquery`` text: quoted, so nothing stems it a second time."""
+    return sa.func.concat("'", sa.func.replace(sa.func.replace(
+        lexeme, "\\", "\\\\"), "'", "''"), "'")
+
+
+def _tsquery_text(lexemes: list[str]) -> str:
+    """``'a' | 'b'``: a ``tsquery`` matching rows with any of ``lexemes``, quoted as above."""
+    return " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+                      for lexeme in lexemes)
+
+
+def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
+             parameters: BM25) -> sa.Subquery:
+    """The best ``limit`` rows by BM25 for the query whose ``corpus`` statistics are given
+    (:func:`statistics`): the key columns and ``score``.
+
+    Exact top-``limit`` without scoring every matching row (MaxScore, Turtle and Flood 1995):
+    a lexeme adds less than ``idf * (k1 + 1)`` to any row's score. The query's commonest
+    lexemes, whose bounds sum to less than the best single bound, are set aside; the rows
+    holding any other lexeme are scored in full first, and ``threshold`` is the
+    ``limit``-th best of those scores. A row holding only set-aside lexemes ``c1..cj``
+    (by ascending bound) scores below ``bound(c1) + ... + bound(cj)``; if that sum is at most
+    ``threshold`` it cannot enter, so a second pass scores only the rows holding a set-aside
+    lexeme whose running sum passes the threshold (usually none, or the rarer few).
+    """
+    document = stored_fulltext(target)
+    assert document is not None
     keys = target.key_columns
     names = [key.name for key in keys]
-    # CASE: NULL counts as false, and a filter may be text(...), which has no operators
-    scored: sa.ColumnElement[Any] = (
-        sa.case((sa.and_(*filters), sa.true()), else_=sa.false()) if filters else sa.true())
-    matching = (
-        sa.select(*keys,
-                  sa.func.ts_filter(sa.func.setweight(document, _MARK, query_lexemes), _MARKED,
-                                    type_=TSVECTOR).label("hit"),
-                  sa.func.length(document).label("length"),
-                  scored.label("scored"))
-        .where(document.op("@@")(tsquery))
-        .cte("text_matching")
-    )
-    found = sa.func.unnest(matching.c.hit).table_valued(
-        "lexeme", "positions", "weights").lateral("found")
-    frequencies = (
-        sa.select(found.c.lexeme, sa.cast(sa.func.count(), sa.Float).label("documents"))
-        .select_from(matching.join(found, sa.true()))
-        .group_by(found.c.lexeme)
-        .cte("text_frequencies")
-    )
-    n = frequencies.c.documents
+    if not corpus.frequencies:  # only stop words: nothing to match
+        return (sa.select(*keys, sa.literal(0.0, sa.Float).label("score"))
+                .where(sa.false()).subquery("text_hits"))
+    k1, b = parameters[:2]
+    documents = corpus.totals.documents
     # a sample (or a cached N) can undercount; never below a lexeme's own count (idf > 0)
-    documents = sa.func.greatest(sa.literal(corpus.documents, sa.Float), n)
-    average_length = sa.literal(corpus.average_length or 1.0, sa.Float)
-    idf = sa.func.ln(1 + (documents - n + 0.5) / (n + 0.5))
-    tf = sa.cast(sa.func.cardinality(found.c.positions), sa.Float)
-    k1, b = (sa.literal(value, sa.Float) for value in parameters[:2])
-    score = sa.func.sum(idf * tf * (k1 + 1) / (
-        tf + k1 * (1 - b + b * matching.c.length / average_length)))
+    idf = {lexeme: math.log(1 + (max(documents, n) - n + 0.5) / (n + 0.5))
+           for lexeme, n in corpus.frequencies}
+    ordered = sorted(idf, key=lambda lexeme: (idf[lexeme], lexeme))
+    bound = {lexeme: idf[lexeme] * (k1 + 1) for lexeme in ordered}
+    aside: list[str] = []
+    running: list[float] = []
+    for lexeme in ordered[:-1]:
+        total = (running[-1] if running else 0.0) + bound[lexeme]
+        if total >= bound[ordered[-1]]:
+            break
+        aside.append(lexeme)
+        running.append(total)
+    essential = ordered[len(aside):]
+
+    lexemes = sa.literal(ordered, ARRAY(sa.Text))
+    average_length = sa.literal(corpus.totals.average_length or 1.0, sa.Float)
+
+    def scored(matched: Any, name: str) -> sa.CTE:
+        # OFFSET 0: the hit is made once per row, not once per lexeme
+        matching = (
+            sa.select(*keys,
+                      sa.func.ts_filter(sa.func.setweight(document, _MARK, lexemes), _MARKED,
+                                        type_=TSVECTOR).label("hit"),
+                      sa.func.length(document).label("length"))
+            .where(*matched, *filters)
+            .offset(0)
+            .subquery(f"{name}_matching")
+        )
+        norm = k1 * (1 - b + b * matching.c.length / average_length)
+        terms = []
+        for lexeme in ordered:
+            tf = sa.func.ts_rank_cd(_ONES, matching.c.hit,
+                                    sa.cast(sa.literal(_tsquery_text([lexeme])), TSQUERY), 0,
+                                    type_=sa.Float)
+            # k1 = 0 and tf = 0 would divide 0 by 0: the lexeme adds nothing
+            terms.append(sa.func.coalesce(idf[lexeme] * (k1 + 1) * tf / sa.func.nullif(
+                tf + norm, 0), 0.0))
+        return (
+            sa.select(*(matching.c[key] for key in names), sum(terms[1:], terms[0]).label("score"))
+            .cte(f"text_{name}")
+        )
+
+    essential_query = sa.cast(sa.literal(_tsquery_text(essential)), TSQUERY)
+    first = scored([document.op("@@")(essential_query)], "essential")
+    threshold = sa.func.coalesce(
+        sa.select(first.c.score).order_by(first.c.score.desc())
+        .offset(limit - 1).limit(1).scalar_subquery(), 0.0)
+    parts: list[sa.Select[Any]] = [sa.select(*(first.c[key] for key in names), first.c.score)]
+    if aside:
+        aside_lexeme = sa.func.unnest(sa.literal(aside, ARRAY(sa.Text)),
+                                      sa.literal(running, ARRAY(sa.Float))).table_valued(
+            "lexeme", "running").render_derived("aside_lexeme")
+        needed = sa.select(sa.cast(sa.func.string_agg(_quoted(aside_lexeme.c.lexeme), " | "),
+                                   TSQUERY)).where(aside_lexeme.c.running > threshold)
+        second = scored([document.op("@@")(needed.scalar_subquery()),
+                         sa.not_(document.op("@@", is_comparison=True)(essential_query))],
+                        "aside")
+        parts.append(sa.select(*(second.c[key] for key in names), second.c.score))
+    both = sa.union_all(*parts).subquery("text_scored") if len(parts) > 1 else parts[0].subquery(
+        "text_scored")
     return (
-        sa.select(*(matching.c[name] for name in names), score.label("score"))
-        .select_from(matching.join(found, sa.true())
-                     .join(frequencies, frequencies.c.lexeme == found.c.lexeme))
-        .where(matching.c.scored)
-        .group_by(*(matching.c[name] for name in names))
-        .order_by(score.desc(), *(matching.c[name] for name in names))
+        sa.select(*(both.c[key] for key in names), both.c.score)
+        .order_by(both.c.score.desc(), *(both.c[key] for key in names))
         .limit(limit)
         .subquery("text_hits")
     )

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from ..errors import QueryError
 from . import _planner as planner
 from . import _settings as local_settings
-from ._bm25 import BM25, Totals, bm25_leg, document_vector, stored_fulltext, totals
+from ._bm25 import BM25, Statistics, Totals, bm25_leg, document_vector, statistics, stored_fulltext
 from ._checks import check_k, check_query_text, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
@@ -191,7 +191,7 @@ def _prepare(
     )
     document = _document(target, fulltext, params.config)
     if document is None:
-        params = params._replace(corpus=totals(conn, target, params.bm25))
+        params = params._replace(corpus=statistics(conn, target, text, params.bm25))
     choice = planner.choose(conn, Filter(target, where), params.candidates, plan)
     return target, conn, params, document, choice
 
@@ -226,7 +226,7 @@ class _Params(NamedTuple):
     match: str
     fusion: str = "score"
     bm25: BM25 = BM25()
-    corpus: Totals = Totals(0.0, 0.0)  # BM25's N and average length (the stored index only)
+    corpus: Statistics = Statistics(Totals(0.0, 0.0), ())  # BM25's (the stored index only)
 
     @property
     def config(self) -> sa.ColumnElement[Any]:
@@ -315,8 +315,8 @@ def _statement(target: Target, params: _Params, document: Any, where: Any,
         if params.tsquery_all is not None and stored is not None:
             # rows with every word, as websearch_to_tsquery reads the query
             text_filters.append(stored.op("@@")(params.tsquery_all))
-        text_hits = bm25_leg(target, params.text, text_filters, params.candidates, params.bm25,
-                             params.corpus)
+        text_hits = bm25_leg(target, params.corpus, text_filters, params.candidates,
+                             params.bm25)
     else:
         text_hits = _rank_cd_leg(keys, params, document, filters)
     text_leg = sa.select(

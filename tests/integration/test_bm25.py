@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 import embeddb
 from embeddb import QueryError, SpecError
-from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, totals
+from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, statistics, totals
 from embeddb.query._hybrid import hybrid_search
 from embeddb.query._target import resolve
 
@@ -79,8 +79,8 @@ def tickets(engine: sa.Engine, database_url: str) -> Any:
 
 def text_leg(conn: sa.Connection, column: Any, query: str, **options: Any) -> dict[int, float]:
     parameters = BM25(**options, totals_max_age=0)  # counted afresh: the test just wrote
-    leg = bm25_leg(resolve(column), query, [], 100, parameters,
-                   totals(conn, resolve(column), parameters))
+    target = resolve(column)
+    leg = bm25_leg(target, statistics(conn, target, query, parameters), [], 100, parameters)
     return {row.id: row.score for row in conn.execute(sa.select(leg))}
 
 
@@ -132,8 +132,8 @@ def test_a_filter_chooses_the_rows_not_the_statistics(engine: sa.Engine, tickets
     with engine.connect() as conn:
         expected = direct_bm25(conn, BODIES, "office printer wifi")
         target = resolve(tickets.embedding)
-        leg = bm25_leg(target, "office printer wifi", [tickets.status == "open"], 100, BM25(),
-                       totals(conn, target, BM25()))
+        leg = bm25_leg(target, statistics(conn, target, "office printer wifi", BM25()),
+                       [tickets.status == "open"], 100, BM25())
         found = {row.id: row.score for row in conn.execute(sa.select(leg))}
     assert found == pytest.approx({key: score for key, score in expected.items() if key % 2})
 
@@ -157,7 +157,8 @@ def test_a_big_table_samples_its_totals(engine: sa.Engine, database_url: str) ->
         assert conn.scalar(sa.select(sample_percent(target, parameters))) == pytest.approx(
             25.0, rel=0.05)
         assert conn.scalar(sa.select(sample_percent(target, BM25()))) == 100.0  # counted
-        leg = bm25_leg(target, query, [], 8000, parameters, totals(conn, target, parameters))
+        leg = bm25_leg(target, statistics(conn, target, query, parameters), [], 8000,
+                       parameters)
         sampled = {row.id: row.score for row in conn.execute(sa.select(leg))}
         expected = direct_bm25(conn, bodies, query)
     assert sampled.keys() == expected.keys()
