@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..errors import QueryError
+from . import _chunks as chunked
 from . import _planner as planner
 from . import _settings as local_settings
 from ._bm25 import BM25, Statistics, Totals, bm25_leg, document_vector, statistics, stored_fulltext
@@ -114,9 +115,15 @@ def hybrid_search(
                         fusion=fusion, rrf_k=rrf_k, bm25=bm25, candidates=candidates, plan=plan,
                         match=match, vector=vector)
     target, conn, params, document, choice = prepared
-    hits, vector_hits = _run(session, conn, target, params, document, where, choice)
+    # a chunked column's index plan asks for more chunks per wanted document each round
+    rounds = chunked.CANDIDATE_ROUNDS if target.declaration.chunking is not None else (1,)
     ran: str = choice.plan
-    if choice.plan == "index" and vector_hits < params.candidates:
+    for per_result in rounds:
+        hits, vector_hits = _run(session, conn, target, params, document, where, choice,
+                                 per_result)
+        if choice.plan != "index" or vector_hits >= params.candidates:
+            break
+    else:
         ran = "index+exact"  # the vector leg came back short: fill it exactly
         hits, _ = _run(session, conn, target, params, document, where, Choice("exact"))
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -287,19 +294,22 @@ def _document(target: Target, fulltext: Any, config: sa.ColumnElement[Any]) -> A
 
 
 def _statement(target: Target, params: _Params, document: Any, where: Any,
-               exact: bool) -> sa.Select[Any]:
+               exact: bool, per_result: int = 1) -> sa.Select[Any]:
     keys = target.key_columns
     names = [key.name for key in keys]
     filters = [where] if where is not None else []
 
-    ordering = distance(target, query_parameter(target, params.vector))
-    vector_hits = (
-        sa.select(*keys, ordering.label("distance"))
-        .where(target.column.is_not(None), *filters)
-        .order_by(hidden_from_index(ordering) if exact else ordering)
-        .limit(params.candidates)
-        .subquery("vector_hits")
-    )
+    if target.declaration.chunking is not None:
+        vector_hits = _best_chunks(target, params, filters, exact, per_result)
+    else:
+        ordering = distance(target, query_parameter(target, params.vector))
+        vector_hits = (
+            sa.select(*keys, ordering.label("distance"))
+            .where(target.column.is_not(None), *filters)
+            .order_by(hidden_from_index(ordering) if exact else ordering)
+            .limit(params.candidates)
+            .subquery("vector_hits")
+        )
     # relaxed_order can hand back rows slightly out of order: rank by the distance itself
     vector_leg = sa.select(
         *(vector_hits.c[name] for name in names),
@@ -356,6 +366,34 @@ def _statement(target: Target, params: _Params, document: Any, where: Any,
     )
 
 
+def _best_chunks(target: Target, params: _Params, filters: list[Any], exact: bool,
+                 per_result: int) -> sa.Subquery:
+    """A chunked column's vector leg: the documents whose best chunk is nearest, each once.
+
+    The index plan takes the ``candidates * per_result`` nearest chunks of matching documents
+    (what the chunk table's HNSW index serves) and keeps each document's best; if they hold
+    fewer than ``candidates`` documents the caller asks again with more, then exactly
+    (:mod:`._chunks` explains why that is exact).
+    """
+    chunks = chunked.chunk_table(target.column)
+    ordering = distance(target, query_parameter(target, params.vector), chunks.c.embedding)
+    nearest = (sa.select(*(chunks.c[key.name] for key in target.key_columns),
+                         ordering.label("distance"))
+               .select_from(chunks.join(target.table, chunked.key_match(target, chunks)))
+               .where(*filters))
+    if not exact:
+        nearest = nearest.order_by(ordering).limit(params.candidates * per_result)
+    found = nearest.subquery("nearest_chunks")
+    best = sa.func.min(found.c.distance)
+    return (
+        sa.select(*(found.c[key.name] for key in target.key_columns), best.label("distance"))
+        .group_by(*(found.c[key.name] for key in target.key_columns))
+        .order_by(best, *(found.c[key.name] for key in target.key_columns))
+        .limit(params.candidates)
+        .subquery("vector_hits")
+    )
+
+
 def _rank_cd_leg(keys: list[sa.Column[Any]], params: _Params, document: Any,
                  filters: list[Any]) -> sa.Subquery:
     """The text leg over a caller's ``fulltext=``: ``ts_rank_cd``, no statistics needed."""
@@ -377,9 +415,12 @@ def _scaled(score: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
 
 
 def _run(session: Session | Connection, conn: Connection, target: Target, params: _Params,
-         document: Any, where: Any, choice: Choice) -> tuple[list[HybridHit], int]:
-    stmt = _statement(target, params, document, where, choice.plan == "exact")
-    values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
+         document: Any, where: Any, choice: Choice,
+         per_result: int = 1) -> tuple[list[HybridHit], int]:
+    stmt = _statement(target, params, document, where, choice.plan == "exact", per_result)
+    # ef_search sized for what the index is asked for: chunks, on a chunked column
+    values = planner.settings(choice, params.candidates * per_result,
+                              planner.pgvector_version(conn))
     with local_settings.scoped(conn, values):
         rows = session.execute(stmt).all()
     entity_only = not isinstance(target.entity, sa.Table)
