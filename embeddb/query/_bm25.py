@@ -3,23 +3,24 @@
 Nothing is kept for it beyond the ``tsvector`` column and its GIN index: every statistic is
 read at query time, so writes pay for no bookkeeping and concurrent writers share no rows.
 A query is turned into its lexemes with the column's own text search configuration; the GIN
-index finds every row holding any of them (the *matching* rows); each is scored::
+index finds the rows holding them; a row's score is::
 
     sum over the query's lexemes t in the row:
         idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / average_length))
     idf(t) = ln(1 + (N - n(t) + 0.5) / (n(t) + 0.5))
 
-``n(t)``, the number of rows holding ``t``, is counted over the matching rows, which are all
-the rows holding any query lexeme, so it is exact and costs no second scan. ``where`` filters
-which matching rows are scored, not the statistics: a row's score does not depend on the
-filter. ``N`` (rows with a ``tsvector``) and the average length are read from the table
-itself, exactly, or, on a table PostgreSQL estimates above ``BM25.sample_above`` rows, from a
-``TABLESAMPLE SYSTEM`` of about that many rows, and reused by this process for
-``BM25.totals_max_age`` seconds.
+``n(t)``, the number of rows holding ``t``, is counted with the GIN index, one count per
+lexeme, exactly (:func:`statistics`). ``where`` filters which rows are scored, not the
+statistics: a row's score does not depend on the filter. ``N`` (rows with a ``tsvector``)
+and the average length are read from the table itself, exactly, or, on a table PostgreSQL
+estimates above ``BM25.sample_above`` rows, from a ``TABLESAMPLE SYSTEM`` of about that many
+rows. This process reuses N, the average length and each lexeme's ``n(t)`` for
+``BM25.totals_max_age`` seconds, so a query whose lexemes were seen lately runs as one
+statement.
 
 ``tf`` is the number of positions of ``t`` in the row's ``tsvector``; a row's ``length`` is its
-number of distinct lexemes (``length(tsvector)``). Only the query's lexemes are unpacked:
-``setweight`` marks them and ``ts_filter`` keeps them, both in C, before ``unnest``.
+number of distinct lexemes (``length(tsvector)``). Not every matching row is scored: see
+:func:`bm25_leg` for how the top rows are found exactly while scoring few.
 """
 
 from __future__ import annotations
@@ -213,13 +214,20 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
     (:func:`statistics`): the key columns and ``score``.
 
     Exact top-``limit`` without scoring every matching row (MaxScore, Turtle and Flood 1995):
-    a lexeme adds less than ``idf * (k1 + 1)`` to any row's score. The query's commonest
-    lexemes, whose bounds sum to less than the best single bound, are set aside; the rows
-    holding any other lexeme are scored in full first, and ``threshold`` is the
-    ``limit``-th best of those scores. A row holding only set-aside lexemes ``c1..cj``
-    (by ascending bound) scores below ``bound(c1) + ... + bound(cj)``; if that sum is at most
-    ``threshold`` it cannot enter, so a second pass scores only the rows holding a set-aside
-    lexeme whose running sum passes the threshold (usually none, or the rarer few).
+    a lexeme adds less than its bound ``idf * (k1 + 1)`` to any row's score.
+
+    * The query's commonest lexemes, whose bounds sum to less than the best single bound, are
+      set aside; the rows holding any other lexeme are the *essential* rows.
+    * Each essential row's bound is the sum of the bounds of the query lexemes it holds (one
+      ``@@`` test each, no ``tsvector`` unpacked). The ``limit`` rows of the best bounds are
+      scored; then only the essential rows whose bound reaches the ``limit``-th best of those
+      scores (any other scores below it).
+    * A row holding only set-aside lexemes ``c1..cj`` (by ascending bound) scores at most
+      ``bound(c1) + ... + bound(cj)``; a last pass scores the rows holding a set-aside lexeme
+      whose running sum reaches the ``limit``-th best essential score (usually none).
+
+    Scoring a row unpacks only the query's lexemes (``setweight`` marks them, ``ts_filter``
+    keeps them); ``ts_rank_cd`` of a one-lexeme query with every weight 1 is that lexeme's tf.
     """
     document = stored_fulltext(target)
     assert document is not None
@@ -247,23 +255,24 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
 
     lexemes = sa.literal(ordered, ARRAY(sa.Text))
     average_length = sa.literal(corpus.totals.average_length or 1.0, sa.Float)
+    one_lexeme = {lexeme: sa.cast(sa.literal(_tsquery_text([lexeme])), TSQUERY)
+                  for lexeme in ordered}
 
-    def scored(matched: Any, name: str) -> sa.CTE:
+    def exact(rows: Any, name: str) -> sa.CTE:
+        """The BM25 scores of ``rows`` (key columns and ``document``, the ``tsvector``)."""
         # OFFSET 0: the hit is made once per row, not once per lexeme
         matching = (
-            sa.select(*keys,
-                      sa.func.ts_filter(sa.func.setweight(document, _MARK, lexemes), _MARKED,
-                                        type_=TSVECTOR).label("hit"),
-                      sa.func.length(document).label("length"))
-            .where(*matched, *filters)
+            sa.select(*(rows.c[key] for key in names),
+                      sa.func.ts_filter(sa.func.setweight(rows.c.document, _MARK, lexemes),
+                                        _MARKED, type_=TSVECTOR).label("hit"),
+                      sa.func.length(rows.c.document).label("length"))
             .offset(0)
             .subquery(f"{name}_matching")
         )
         norm = k1 * (1 - b + b * matching.c.length / average_length)
         terms = []
         for lexeme in ordered:
-            tf = sa.func.ts_rank_cd(_ONES, matching.c.hit,
-                                    sa.cast(sa.literal(_tsquery_text([lexeme])), TSQUERY), 0,
+            tf = sa.func.ts_rank_cd(_ONES, matching.c.hit, one_lexeme[lexeme], 0,
                                     type_=sa.Float)
             # k1 = 0 and tf = 0 would divide 0 by 0: the lexeme adds nothing
             terms.append(sa.func.coalesce(idf[lexeme] * (k1 + 1) * tf / sa.func.nullif(
@@ -273,24 +282,47 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
             .cte(f"text_{name}")
         )
 
+    def best(scores: Any) -> sa.ColumnElement[Any]:
+        """The ``limit``-th best of ``scores`` (0 when there are fewer)."""
+        return sa.func.coalesce(
+            sa.select(scores.c.score).order_by(scores.c.score.desc())
+            .offset(limit - 1).limit(1).scalar_subquery(), 0.0)
+
+    def keyed(cte: sa.CTE) -> sa.Select[Any]:
+        return sa.select(*(cte.c[key] for key in names), cte.c.score)
+
     essential_query = sa.cast(sa.literal(_tsquery_text(essential)), TSQUERY)
-    first = scored([document.op("@@")(essential_query)], "essential")
-    threshold = sa.func.coalesce(
-        sa.select(first.c.score).order_by(first.c.score.desc())
-        .offset(limit - 1).limit(1).scalar_subquery(), 0.0)
-    parts: list[sa.Select[Any]] = [sa.select(*(first.c[key] for key in names), first.c.score)]
+    # every lexeme a row holds adds less than its bound: their sum bounds the row's score
+    holds = [sa.case((document.op("@@", is_comparison=True)(one_lexeme[lexeme]),
+                      bound[lexeme]), else_=0.0) for lexeme in ordered]
+    bounded = (
+        sa.select(*keys, document.label("document"), sum(holds[1:], holds[0]).label("bound"))
+        .where(document.op("@@")(essential_query), *filters)
+        .cte("text_bounded")
+    )
+    by_bound = [bounded.c.bound.desc(), *(bounded.c[key] for key in names)]
+    # the rows of the best bounds first; then only the rows whose bound reaches the
+    # limit-th best score of those (the others score below it)
+    first = exact(sa.select(bounded).order_by(*by_bound).limit(limit).subquery("text_top"),
+                  "first")
+    after = sa.select(bounded).order_by(*by_bound).offset(limit).subquery("text_after")
+    rest = exact(sa.select(after).where(after.c.bound >= best(first)).subquery("text_reaching"),
+                 "rest")
+    essential_scores = sa.union_all(keyed(first), keyed(rest)).cte("text_essential")
+    parts: list[sa.Select[Any]] = [keyed(essential_scores)]
     if aside:
         aside_lexeme = sa.func.unnest(sa.literal(aside, ARRAY(sa.Text)),
                                       sa.literal(running, ARRAY(sa.Float))).table_valued(
             "lexeme", "running").render_derived("aside_lexeme")
         needed = sa.select(sa.cast(sa.func.string_agg(_quoted(aside_lexeme.c.lexeme), " | "),
-                                   TSQUERY)).where(aside_lexeme.c.running > threshold)
-        second = scored([document.op("@@")(needed.scalar_subquery()),
-                         sa.not_(document.op("@@", is_comparison=True)(essential_query))],
-                        "aside")
-        parts.append(sa.select(*(second.c[key] for key in names), second.c.score))
-    both = sa.union_all(*parts).subquery("text_scored") if len(parts) > 1 else parts[0].subquery(
-        "text_scored")
+                                   TSQUERY)).where(aside_lexeme.c.running >= best(essential_scores))
+        aside_rows = (
+            sa.select(*keys, document.label("document"))
+            .where(document.op("@@")(needed.scalar_subquery()),
+                   sa.not_(document.op("@@", is_comparison=True)(essential_query)), *filters)
+            .subquery("aside_rows"))
+        parts.append(keyed(exact(aside_rows, "aside")))
+    both = sa.union_all(*parts).subquery("text_scored")
     return (
         sa.select(*(both.c[key] for key in names), both.c.score)
         .order_by(both.c.score.desc(), *(both.c[key] for key in names))
