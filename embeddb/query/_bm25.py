@@ -36,8 +36,8 @@ from sqlalchemy.engine import Connection
 from ..spec import fulltext_column_name
 from ._target import Target
 
-__all__ = ["BM25", "Statistics", "Totals", "bm25_leg", "document_vector", "query_lexemes",
-           "sample_percent", "statistics", "stored_fulltext", "totals"]
+__all__ = ["BM25", "Statistics", "Totals", "bm25_leg", "document_vector", "leg_values",
+           "query_lexemes", "sample_percent", "statistics", "stored_fulltext", "totals"]
 
 # constants of ts_filter/setweight: the query's lexemes are marked with weight A, then kept
 _MARK: sa.ColumnClause[Any] = sa.literal_column("'A'::\"char\"")
@@ -208,6 +208,37 @@ def _tsquery_text(lexemes: list[str]) -> str:
                       for lexeme in lexemes)
 
 
+def leg_values(corpus: Statistics, parameters: BM25) -> tuple[tuple[int, bool], dict[str, Any]]:
+    """The shape of :func:`bm25_leg`'s SQL for ``corpus`` (how many lexemes, whether some are
+    set aside) and the values of its parameters: statements of one shape differ only in
+    these, so a statement built once serves them all."""
+    k1, b = parameters[:2]
+    documents = corpus.totals.documents
+    # a sample (or a cached N) can undercount; never below a lexeme's own count (idf > 0)
+    idf = {lexeme: math.log(1 + (max(documents, n) - n + 0.5) / (n + 0.5))
+           for lexeme, n in corpus.frequencies}
+    ordered = sorted(idf, key=lambda lexeme: (idf[lexeme], lexeme))
+    bound = [idf[lexeme] * (k1 + 1) for lexeme in ordered]
+    aside: list[str] = []
+    running: list[float] = []
+    for lexeme, lexeme_bound in zip(ordered[:-1], bound, strict=False):
+        total = (running[-1] if running else 0.0) + lexeme_bound
+        if total >= bound[-1]:
+            break
+        aside.append(lexeme)
+        running.append(total)
+    values: dict[str, Any] = {
+        "bm25_k1": k1, "bm25_b": b, "bm25_lexemes": ordered,
+        "bm25_average_length": corpus.totals.average_length or 1.0,
+        "bm25_essential": _tsquery_text(ordered[len(aside):]),
+        "bm25_aside": aside, "bm25_running": running,
+    }
+    for i, lexeme in enumerate(ordered):
+        values[f"bm25_w{i}"] = bound[i]
+        values[f"bm25_q{i}"] = _tsquery_text([lexeme])
+    return (len(ordered), bool(aside)), values
+
+
 def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
              parameters: BM25) -> sa.Subquery:
     """The best ``limit`` rows by BM25 for the query whose ``corpus`` statistics are given
@@ -236,27 +267,17 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
     if not corpus.frequencies:  # only stop words: nothing to match
         return (sa.select(*keys, sa.literal(0.0, sa.Float).label("score"))
                 .where(sa.false()).subquery("text_hits"))
-    k1, b = parameters[:2]
-    documents = corpus.totals.documents
-    # a sample (or a cached N) can undercount; never below a lexeme's own count (idf > 0)
-    idf = {lexeme: math.log(1 + (max(documents, n) - n + 0.5) / (n + 0.5))
-           for lexeme, n in corpus.frequencies}
-    ordered = sorted(idf, key=lambda lexeme: (idf[lexeme], lexeme))
-    bound = {lexeme: idf[lexeme] * (k1 + 1) for lexeme in ordered}
-    aside: list[str] = []
-    running: list[float] = []
-    for lexeme in ordered[:-1]:
-        total = (running[-1] if running else 0.0) + bound[lexeme]
-        if total >= bound[ordered[-1]]:
-            break
-        aside.append(lexeme)
-        running.append(total)
-    essential = ordered[len(aside):]
+    shape, values = leg_values(corpus, parameters)
+    count, has_aside = shape
 
-    lexemes = sa.literal(ordered, ARRAY(sa.Text))
-    average_length = sa.literal(corpus.totals.average_length or 1.0, sa.Float)
-    one_lexeme = {lexeme: sa.cast(sa.literal(_tsquery_text([lexeme])), TSQUERY)
-                  for lexeme in ordered}
+    def bind(name: str, type_: Any = sa.Float) -> sa.BindParameter[Any]:
+        return sa.bindparam(name, values[name], type_=type_)
+
+    k1, b = bind("bm25_k1"), bind("bm25_b")
+    weight = [bind(f"bm25_w{i}") for i in range(count)]  # idf * (k1 + 1): the bound too
+    lexemes = bind("bm25_lexemes", ARRAY(sa.Text))
+    average_length = bind("bm25_average_length")
+    one_lexeme = [sa.cast(bind(f"bm25_q{i}", sa.Text), TSQUERY) for i in range(count)]
 
     def exact(rows: Any, name: str) -> sa.CTE:
         """The BM25 scores of ``rows`` (key columns and ``document``, the ``tsvector``)."""
@@ -271,12 +292,10 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
         )
         norm = k1 * (1 - b + b * matching.c.length / average_length)
         terms = []
-        for lexeme in ordered:
-            tf = sa.func.ts_rank_cd(_ONES, matching.c.hit, one_lexeme[lexeme], 0,
-                                    type_=sa.Float)
+        for i in range(count):
+            tf = sa.func.ts_rank_cd(_ONES, matching.c.hit, one_lexeme[i], 0, type_=sa.Float)
             # k1 = 0 and tf = 0 would divide 0 by 0: the lexeme adds nothing
-            terms.append(sa.func.coalesce(idf[lexeme] * (k1 + 1) * tf / sa.func.nullif(
-                tf + norm, 0), 0.0))
+            terms.append(sa.func.coalesce(weight[i] * tf / sa.func.nullif(tf + norm, 0), 0.0))
         return (
             sa.select(*(matching.c[key] for key in names), sum(terms[1:], terms[0]).label("score"))
             .cte(f"text_{name}")
@@ -291,10 +310,10 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
     def keyed(cte: sa.CTE) -> sa.Select[Any]:
         return sa.select(*(cte.c[key] for key in names), cte.c.score)
 
-    essential_query = sa.cast(sa.literal(_tsquery_text(essential)), TSQUERY)
+    essential_query = sa.cast(bind("bm25_essential", sa.Text), TSQUERY)
     # every lexeme a row holds adds less than its bound: their sum bounds the row's score
-    holds = [sa.case((document.op("@@", is_comparison=True)(one_lexeme[lexeme]),
-                      bound[lexeme]), else_=0.0) for lexeme in ordered]
+    holds = [sa.case((document.op("@@", is_comparison=True)(one_lexeme[i]), weight[i]),
+                     else_=0.0) for i in range(count)]
     bounded = (
         sa.select(*keys, document.label("document"), sum(holds[1:], holds[0]).label("bound"))
         .where(document.op("@@")(essential_query), *filters)
@@ -310,9 +329,9 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
                  "rest")
     essential_scores = sa.union_all(keyed(first), keyed(rest)).cte("text_essential")
     parts: list[sa.Select[Any]] = [keyed(essential_scores)]
-    if aside:
-        aside_lexeme = sa.func.unnest(sa.literal(aside, ARRAY(sa.Text)),
-                                      sa.literal(running, ARRAY(sa.Float))).table_valued(
+    if has_aside:
+        aside_lexeme = sa.func.unnest(bind("bm25_aside", ARRAY(sa.Text)),
+                                      bind("bm25_running", ARRAY(sa.Float))).table_valued(
             "lexeme", "running").render_derived("aside_lexeme")
         needed = sa.select(sa.cast(sa.func.string_agg(_quoted(aside_lexeme.c.lexeme), " | "),
                                    TSQUERY)).where(aside_lexeme.c.running >= best(essential_scores))

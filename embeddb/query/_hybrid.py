@@ -25,7 +25,7 @@ where a leg that did not return the row adds nothing, and the k best rows are re
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import sqlalchemy as sa
@@ -37,12 +37,30 @@ from ..errors import QueryError
 from . import _chunks as chunked
 from . import _planner as planner
 from . import _settings as local_settings
-from ._bm25 import BM25, Statistics, Totals, bm25_leg, document_vector, statistics, stored_fulltext
+from . import _statement_cache as reuse
+from ._bm25 import (
+    BM25,
+    Statistics,
+    Totals,
+    bm25_leg,
+    document_vector,
+    leg_values,
+    statistics,
+    stored_fulltext,
+)
 from ._checks import check_k, check_query_text, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
 from ._search import Explanation, SearchResult, connection_for, vector_off_loop
-from ._target import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
+from ._target import (
+    QueryVector,
+    Target,
+    distance,
+    hidden_from_index,
+    query_parameter,
+    resolve,
+    vector_text,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -414,15 +432,50 @@ def _scaled(score: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
     return sa.func.coalesce((score - low) / sa.func.nullif(high - low, 0), 1.0)
 
 
+#: hybrid statements without a filter, by shape (filtered ones: ``_statement_cache``)
+_unfiltered: dict[Hashable, sa.Select[Any]] = {}
+
+
+def _reused(conn: Connection, target: Target, params: _Params, document: Any, where: Any,
+            exact: bool, per_result: int) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The statement to run and the values to run it with.
+
+    Building and compiling the statement costs more than running it on a few thousand rows,
+    so a statement is built once per shape (the plan, the number of query lexemes, k, the
+    fusion, the filter's structure); the query vector, the BM25 statistics and the filter's
+    values are passed as parameters. A caller's ``fulltext=`` or ``match="all"`` builds afresh.
+    """
+    if document is not None or params.match != "any":
+        return _statement(target, params, document, where, exact, per_result), {}
+    shape, values = leg_values(params.corpus, params.bm25)
+    values["query_vector"] = vector_text(params.vector)
+    template = ("hybrid", target.column, target.entity, exact, per_result, shape, params.k,
+                params.candidates, params.fusion, params.weights, params.rrf_k)
+
+    def build() -> sa.Select[Any]:
+        return _statement(target, params, document, where, exact, per_result)
+
+    if where is None:
+        stmt = _unfiltered.get(template)
+        if stmt is None:
+            if len(_unfiltered) >= reuse.CACHE_SIZE:
+                _unfiltered.clear()
+            stmt = _unfiltered[template] = build()
+        return stmt, values
+    prepared = reuse.prepare(conn.dialect, template, where, build)
+    return prepared.statement, {**prepared.values, **values}
+
+
 def _run(session: Session | Connection, conn: Connection, target: Target, params: _Params,
          document: Any, where: Any, choice: Choice,
          per_result: int = 1) -> tuple[list[HybridHit], int]:
-    stmt = _statement(target, params, document, where, choice.plan == "exact", per_result)
+    stmt, bound = _reused(conn, target, params, document, where, choice.plan == "exact",
+                          per_result)
     # ef_search sized for what the index is asked for: chunks, on a chunked column
     values = planner.settings(choice, params.candidates * per_result,
                               planner.pgvector_version(conn))
     with local_settings.scoped(conn, values):
-        rows = session.execute(stmt).all()
+        rows = session.execute(stmt, bound).all()
     entity_only = not isinstance(target.entity, sa.Table)
     hits = [
         HybridHit(row[0] if entity_only else row, float(row.score), row.vector_rank,
