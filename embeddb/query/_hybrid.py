@@ -25,7 +25,7 @@ where a leg that did not return the row adds nothing, and the k best rows are re
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import sqlalchemy as sa
@@ -34,14 +34,33 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..errors import QueryError
+from . import _chunks as chunked
 from . import _planner as planner
 from . import _settings as local_settings
-from ._bm25 import BM25, Totals, bm25_leg, document_vector, stored_fulltext, totals
+from . import _statement_cache as reuse
+from ._bm25 import (
+    BM25,
+    Statistics,
+    Totals,
+    bm25_leg,
+    document_vector,
+    leg_values,
+    statistics,
+    stored_fulltext,
+)
 from ._checks import check_k, check_query_text, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
 from ._search import Explanation, SearchResult, connection_for, vector_off_loop
-from ._target import QueryVector, Target, distance, hidden_from_index, query_parameter, resolve
+from ._target import (
+    QueryVector,
+    Target,
+    distance,
+    hidden_from_index,
+    query_parameter,
+    resolve,
+    vector_text,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -114,9 +133,15 @@ def hybrid_search(
                         fusion=fusion, rrf_k=rrf_k, bm25=bm25, candidates=candidates, plan=plan,
                         match=match, vector=vector)
     target, conn, params, document, choice = prepared
-    hits, vector_hits = _run(session, conn, target, params, document, where, choice)
+    # a chunked column's index plan asks for more chunks per wanted document each round
+    rounds = chunked.CANDIDATE_ROUNDS if target.declaration.chunking is not None else (1,)
     ran: str = choice.plan
-    if choice.plan == "index" and vector_hits < params.candidates:
+    for per_result in rounds:
+        hits, vector_hits = _run(session, conn, target, params, document, where, choice,
+                                 per_result)
+        if choice.plan != "index" or vector_hits >= params.candidates:
+            break
+    else:
         ran = "index+exact"  # the vector leg came back short: fill it exactly
         hits, _ = _run(session, conn, target, params, document, where, Choice("exact"))
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -191,7 +216,7 @@ def _prepare(
     )
     document = _document(target, fulltext, params.config)
     if document is None:
-        params = params._replace(corpus=totals(conn, target, params.bm25))
+        params = params._replace(corpus=statistics(conn, target, text, params.bm25))
     choice = planner.choose(conn, Filter(target, where), params.candidates, plan)
     return target, conn, params, document, choice
 
@@ -226,7 +251,7 @@ class _Params(NamedTuple):
     match: str
     fusion: str = "score"
     bm25: BM25 = BM25()
-    corpus: Totals = Totals(0.0, 0.0)  # BM25's N and average length (the stored index only)
+    corpus: Statistics = Statistics(Totals(0.0, 0.0), ())  # BM25's (the stored index only)
 
     @property
     def config(self) -> sa.ColumnElement[Any]:
@@ -287,19 +312,22 @@ def _document(target: Target, fulltext: Any, config: sa.ColumnElement[Any]) -> A
 
 
 def _statement(target: Target, params: _Params, document: Any, where: Any,
-               exact: bool) -> sa.Select[Any]:
+               exact: bool, per_result: int = 1) -> sa.Select[Any]:
     keys = target.key_columns
     names = [key.name for key in keys]
     filters = [where] if where is not None else []
 
-    ordering = distance(target, query_parameter(target, params.vector))
-    vector_hits = (
-        sa.select(*keys, ordering.label("distance"))
-        .where(target.column.is_not(None), *filters)
-        .order_by(hidden_from_index(ordering) if exact else ordering)
-        .limit(params.candidates)
-        .subquery("vector_hits")
-    )
+    if target.declaration.chunking is not None:
+        vector_hits = _best_chunks(target, params, filters, exact, per_result)
+    else:
+        ordering = distance(target, query_parameter(target, params.vector))
+        vector_hits = (
+            sa.select(*keys, ordering.label("distance"))
+            .where(target.column.is_not(None), *filters)
+            .order_by(hidden_from_index(ordering) if exact else ordering)
+            .limit(params.candidates)
+            .subquery("vector_hits")
+        )
     # relaxed_order can hand back rows slightly out of order: rank by the distance itself
     vector_leg = sa.select(
         *(vector_hits.c[name] for name in names),
@@ -315,8 +343,8 @@ def _statement(target: Target, params: _Params, document: Any, where: Any,
         if params.tsquery_all is not None and stored is not None:
             # rows with every word, as websearch_to_tsquery reads the query
             text_filters.append(stored.op("@@")(params.tsquery_all))
-        text_hits = bm25_leg(target, params.text, text_filters, params.candidates, params.bm25,
-                             params.corpus)
+        text_hits = bm25_leg(target, params.corpus, text_filters, params.candidates,
+                             params.bm25)
     else:
         text_hits = _rank_cd_leg(keys, params, document, filters)
     text_leg = sa.select(
@@ -356,6 +384,34 @@ def _statement(target: Target, params: _Params, document: Any, where: Any,
     )
 
 
+def _best_chunks(target: Target, params: _Params, filters: list[Any], exact: bool,
+                 per_result: int) -> sa.Subquery:
+    """A chunked column's vector leg: the documents whose best chunk is nearest, each once.
+
+    The index plan takes the ``candidates * per_result`` nearest chunks of matching documents
+    (what the chunk table's HNSW index serves) and keeps each document's best; if they hold
+    fewer than ``candidates`` documents the caller asks again with more, then exactly
+    (:mod:`._chunks` explains why that is exact).
+    """
+    chunks = chunked.chunk_table(target.column)
+    ordering = distance(target, query_parameter(target, params.vector), chunks.c.embedding)
+    nearest = (sa.select(*(chunks.c[key.name] for key in target.key_columns),
+                         ordering.label("distance"))
+               .select_from(chunks.join(target.table, chunked.key_match(target, chunks)))
+               .where(*filters))
+    if not exact:
+        nearest = nearest.order_by(ordering).limit(params.candidates * per_result)
+    found = nearest.subquery("nearest_chunks")
+    best = sa.func.min(found.c.distance)
+    return (
+        sa.select(*(found.c[key.name] for key in target.key_columns), best.label("distance"))
+        .group_by(*(found.c[key.name] for key in target.key_columns))
+        .order_by(best, *(found.c[key.name] for key in target.key_columns))
+        .limit(params.candidates)
+        .subquery("vector_hits")
+    )
+
+
 def _rank_cd_leg(keys: list[sa.Column[Any]], params: _Params, document: Any,
                  filters: list[Any]) -> sa.Subquery:
     """The text leg over a caller's ``fulltext=``: ``ts_rank_cd``, no statistics needed."""
@@ -376,12 +432,50 @@ def _scaled(score: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
     return sa.func.coalesce((score - low) / sa.func.nullif(high - low, 0), 1.0)
 
 
+#: hybrid statements without a filter, by shape (filtered ones: ``_statement_cache``)
+_unfiltered: dict[Hashable, sa.Select[Any]] = {}
+
+
+def _reused(conn: Connection, target: Target, params: _Params, document: Any, where: Any,
+            exact: bool, per_result: int) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The statement to run and the values to run it with.
+
+    Building and compiling the statement costs more than running it on a few thousand rows,
+    so a statement is built once per shape (the plan, the number of query lexemes, k, the
+    fusion, the filter's structure); the query vector, the BM25 statistics and the filter's
+    values are passed as parameters. A caller's ``fulltext=`` or ``match="all"`` builds afresh.
+    """
+    if document is not None or params.match != "any":
+        return _statement(target, params, document, where, exact, per_result), {}
+    shape, values = leg_values(params.corpus, params.bm25)
+    values["query_vector"] = vector_text(params.vector)
+    template = ("hybrid", target.column, target.entity, exact, per_result, shape, params.k,
+                params.candidates, params.fusion, params.weights, params.rrf_k)
+
+    def build() -> sa.Select[Any]:
+        return _statement(target, params, document, where, exact, per_result)
+
+    if where is None:
+        stmt = _unfiltered.get(template)
+        if stmt is None:
+            if len(_unfiltered) >= reuse.CACHE_SIZE:
+                _unfiltered.clear()
+            stmt = _unfiltered[template] = build()
+        return stmt, values
+    prepared = reuse.prepare(conn.dialect, template, where, build)
+    return prepared.statement, {**prepared.values, **values}
+
+
 def _run(session: Session | Connection, conn: Connection, target: Target, params: _Params,
-         document: Any, where: Any, choice: Choice) -> tuple[list[HybridHit], int]:
-    stmt = _statement(target, params, document, where, choice.plan == "exact")
-    values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
+         document: Any, where: Any, choice: Choice,
+         per_result: int = 1) -> tuple[list[HybridHit], int]:
+    stmt, bound = _reused(conn, target, params, document, where, choice.plan == "exact",
+                          per_result)
+    # ef_search sized for what the index is asked for: chunks, on a chunked column
+    values = planner.settings(choice, params.candidates * per_result,
+                              planner.pgvector_version(conn))
     with local_settings.scoped(conn, values):
-        rows = session.execute(stmt).all()
+        rows = session.execute(stmt, bound).all()
     entity_only = not isinstance(target.entity, sa.Table)
     hits = [
         HybridHit(row[0] if entity_only else row, float(row.score), row.vector_rank,

@@ -8,6 +8,7 @@ SQL but the stemmer.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 import embeddb
 from embeddb import QueryError, SpecError
-from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, totals
+from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, statistics, totals
 from embeddb.query._hybrid import hybrid_search
 from embeddb.query._target import resolve
 
@@ -79,8 +80,8 @@ def tickets(engine: sa.Engine, database_url: str) -> Any:
 
 def text_leg(conn: sa.Connection, column: Any, query: str, **options: Any) -> dict[int, float]:
     parameters = BM25(**options, totals_max_age=0)  # counted afresh: the test just wrote
-    leg = bm25_leg(resolve(column), query, [], 100, parameters,
-                   totals(conn, resolve(column), parameters))
+    target = resolve(column)
+    leg = bm25_leg(target, statistics(conn, target, query, parameters), [], 100, parameters)
     return {row.id: row.score for row in conn.execute(sa.select(leg))}
 
 
@@ -132,8 +133,8 @@ def test_a_filter_chooses_the_rows_not_the_statistics(engine: sa.Engine, tickets
     with engine.connect() as conn:
         expected = direct_bm25(conn, BODIES, "office printer wifi")
         target = resolve(tickets.embedding)
-        leg = bm25_leg(target, "office printer wifi", [tickets.status == "open"], 100, BM25(),
-                       totals(conn, target, BM25()))
+        leg = bm25_leg(target, statistics(conn, target, "office printer wifi", BM25()),
+                       [tickets.status == "open"], 100, BM25())
         found = {row.id: row.score for row in conn.execute(sa.select(leg))}
     assert found == pytest.approx({key: score for key, score in expected.items() if key % 2})
 
@@ -157,7 +158,8 @@ def test_a_big_table_samples_its_totals(engine: sa.Engine, database_url: str) ->
         assert conn.scalar(sa.select(sample_percent(target, parameters))) == pytest.approx(
             25.0, rel=0.05)
         assert conn.scalar(sa.select(sample_percent(target, BM25()))) == 100.0  # counted
-        leg = bm25_leg(target, query, [], 8000, parameters, totals(conn, target, parameters))
+        leg = bm25_leg(target, statistics(conn, target, query, parameters), [], 8000,
+                       parameters)
         sampled = {row.id: row.score for row in conn.execute(sa.select(leg))}
         expected = direct_bm25(conn, bodies, query)
     assert sampled.keys() == expected.keys()
@@ -283,3 +285,43 @@ def test_the_totals_are_reused_for_their_max_age(engine: sa.Engine, database_url
     with engine.connect() as conn:
         assert totals(conn, target, BM25()) == before  # within a minute: reused
         assert totals(conn, target, BM25(totals_max_age=0)).documents == len(BODIES) - 2
+
+
+def test_the_pruned_top_rows_are_the_top_rows_of_a_full_scoring(
+        engine: sa.Engine, database_url: str) -> None:
+    # common words in most rows, rare ones in few: the text leg scores only the rows that can
+    # reach its top (bounds and set-aside lexemes), and must return what scoring all would
+    Base, Ticket = ticket_model(model=HASH_MODEL, template="{body}", fulltext=True)
+    Base.metadata.create_all(engine)
+    chosen = random.Random(16)
+    common = [f"common{i}" for i in range(6)]
+    rare = [f"rare{i}" for i in range(40)]
+    bodies = {}
+    for i in range(1, 301):
+        words = chosen.choices(common, k=chosen.randint(3, 25))
+        words += chosen.sample(rare, k=chosen.randint(0, 3))
+        bodies[i] = " ".join(chosen.sample(words, k=len(words)))
+    # "unique" only in long rows (low scores), so rows of common words alone beat them
+    for i in range(301, 304):
+        bodies[i] = "unique " + " ".join(f"filler{i}x{j}" for j in range(150))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": i, "body": body, "status": "open"}
+                                         for i, body in bodies.items()])
+    drain(database_url)
+    target = resolve(Ticket.embedding)
+    parameters = BM25(totals_max_age=0)
+    queries = ["common0 common1 common2 rare3", "common4 common5", "rare1 rare2 common3",
+               "common0 common1 common2 common3 common4 common5 rare7 rare8 rare9", "rare30",
+               "common0 common1 common2 unique"]
+    with engine.connect() as conn:
+        for query in queries:
+            expected = direct_bm25(conn, bodies, query)
+            ranked = sorted(expected, key=lambda key: (-expected[key], key))
+            for limit in (1, 3, 10):
+                leg = bm25_leg(target, statistics(conn, target, query, parameters), [], limit,
+                               parameters)
+                found = [(row.id, row.score) for row in conn.execute(
+                    sa.select(leg).order_by(leg.c.score.desc(), leg.c.id))]
+                assert [score for _, score in found] == pytest.approx(
+                    [expected[key] for key in ranked[:limit]]), (query, limit)
+                assert [key for key, _ in found] == ranked[:limit], (query, limit)

@@ -206,6 +206,6 @@ def test_explain_hybrid_shows_both_legs(db: sa.Engine) -> None:
     assert explained.plan == "hybrid (vector leg: exact)"
     assert "<=>" in explained.sql and "ts_filter" in explained.sql
     # the text leg's matching rows and the vector leg's candidates, each in PostgreSQL's plan
-    assert "CTE text_matching" in text and "vector_hits" in text
+    assert "CTE text_bounded" in text and "vector_hits" in text
     assert "actual time" in text  # analyze ran it
     assert "docs.id <> 6" in text or "(id <> 6)" in text
