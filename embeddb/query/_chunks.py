@@ -79,8 +79,8 @@ def key_match(target: Target, chunks: Any) -> sa.ColumnElement[bool]:
     return sa.and_(*(chunks.c[key.name] == key for key in target.key_columns))
 
 
-def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = False,
-               rank: bool = False) -> sa.Select[Any]:
+def candidates(target: Target, where: Any, exact: bool, *,
+               with_text: bool = False) -> sa.Select[Any]:
     """The chunks of matching documents, nearest first (index: ``LIMIT :n``)."""
     chunks = chunk_table(target.column)
     ordering = distance(target, query_parameter(target), chunks.c.embedding)
@@ -89,10 +89,6 @@ def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = Fal
     if with_text:
         columns.append(chunks.c.text)
     columns.append(ordering.label("distance"))
-    if rank:
-        columns.append(sa.func.row_number().over(
-            partition_by=[chunks.c[key.name] for key in target.key_columns],
-            order_by=ordering).label("rank_in_document"))
     stmt = sa.select(*columns).select_from(chunks.join(target.table, key_match(target, chunks)))
     if where is not None:
         stmt = stmt.where(where)
@@ -100,6 +96,13 @@ def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = Fal
         return stmt
     # the inner ORDER BY ... LIMIT is what the HNSW index serves
     return stmt.order_by(ordering).limit(sa.bindparam("n", type_=sa.Integer))
+
+
+def documents_in(target: Target, within: sa.Select[Any]) -> sa.ColumnElement[bool]:
+    """``(key) IN (the keys of the rows within selects)``: ``within=`` as a filter on the
+    parent, so the chunk index plan stays one ``ORDER BY ... LIMIT``."""
+    keys = within.with_only_columns(*target.key_columns, maintain_column_froms=True)
+    return sa.tuple_(*target.key_columns).in_(keys.order_by(None).limit(None))
 
 
 def documents_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]:
