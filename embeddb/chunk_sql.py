@@ -150,6 +150,15 @@ def drop_objects(spec: EmbeddingSpec, column_id: int) -> list[str]:
     return [_text(s) for s in statements]
 
 
+def rename(old: EmbeddingSpec, new: EmbeddingSpec) -> list[str]:
+    """Give ``old``'s chunk table and its index ``new``'s names (a generation swap)."""
+    return [_text(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                chunk_table(old), sql.Identifier(new.chunk_table))),
+            _text(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                sql.Identifier(old.schema, old.chunk_index_name),
+                sql.Identifier(new.chunk_index_name)))]
+
+
 def clear_source_hashes(spec: EmbeddingSpec) -> str:
     """Mark every row's chunks out of date (new chunk settings) and keep them meanwhile."""
     return _text(sql.SQL("UPDATE {} SET {} = NULL WHERE {} IS NOT NULL").format(

@@ -15,6 +15,7 @@ fall. Fewer than k: ``n`` grows, and after :data:`CANDIDATE_ROUNDS` the exact pl
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -134,7 +135,10 @@ def run(session: Session | Connection, conn: Connection, target: Target, stmt: s
     if choice.plan == "exact":
         return list(session.execute(stmt, parameters).all())
     parameters["n"] = n
-    settings = planner.settings(choice, n, planner.pgvector_version(conn))
+    # the parent's calibration sizes ef_search for k documents of its own index; the chunk
+    # index is asked for n chunks, so it gets at least what n asks for
+    sized = replace(choice, ef_search=max(choice.ef_search or 0, planner.ef_search(n)))
+    settings = planner.settings(sized, n, planner.pgvector_version(conn))
     with local_settings.scoped(conn, settings):
         return list(session.execute(stmt, parameters).all())
 
