@@ -325,8 +325,10 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     return True
 
 
-def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
-    """A chunked column's chunk table, its index and the triggers that clear it; its catalog."""
+def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int, *,
+                    with_index: bool = True) -> None:
+    """A chunked column's chunk table, its index (unless the worker is to build it, as for a
+    new generation) and the triggers that clear it; its catalog."""
     conn.execute(sa.text(queries["set_column_chunking"]), {
         "id": column_id,
         "chunking": spec.chunking.to_json() if spec.chunking else None,
@@ -346,7 +348,7 @@ def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int) -> No
             f"{spec.qualified_column}: the key column {clashing[0]!r} has the name of a column"
             " of the chunk table; a chunked column needs a key with other names"
         )
-    index = chunk_sql.create_index(spec)
+    index = chunk_sql.create_index(spec) if with_index else None
     for statement in [
         chunk_sql.create_table(spec, types),
         *([index] if index else []),

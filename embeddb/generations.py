@@ -119,7 +119,8 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
                       *column_sql.create_triggers(
                           spec, column_id, partitioned=catalog._partitioned(conn, spec))]:
         verbatim.execute(conn, statement)
-    catalog._install_chunks(conn, spec, column_id)  # a chunked column: its own chunk table
+    # a chunked column: its own chunk table, indexed by the worker with the rest
+    catalog._install_chunks(conn, spec, column_id, with_index=False)
     entry = CatalogEntry(column_id, spec, identity, NEXT, target.column)
     queued = catalog.reconcile(conn, entry)
     log.warning("%s: model change to %s started (%s); %d rows queued for %s, searches use %s"
