@@ -52,7 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from embeddb import Chunking, Embedding, Worker, WorkerConfig, search, search_chunks
 from embeddb.chunking import Splitter
 from embeddb.database import create_engine
-from embeddb.embedders import MINILM, resolve_model_path
+from embeddb.embedders import MINILM, load_embedder, resolve_model_path
 from embeddb.query._query_vectors import column_entry, embed_query
 from embeddb.worker import BatchResult
 
@@ -63,9 +63,12 @@ DATA_DIR = common.DATA_DIR
 DOCUMENTS: int | None = None  # --documents: the first N of each corpus (to try the benchmark)
 
 
-#: Other ways to rank documents from a chunked column's stored vectors, measured beside
-#: max-sim: the document vector (the mean of its chunks) alone, and the better of the two.
+#: Ways to rank documents from a chunked column's stored vectors, by exact scans: the best
+#: chunk alone (max-sim), the document vector (the mean of its chunks) alone, the better of the
+#: two (what ``search`` does, embeddb.query._chunks.DOCUMENT_VECTOR_COUNTS).
 ALTERNATIVES = {
+    "best_chunk": "SELECT id FROM documents_embedding_chunks GROUP BY id"
+                  " ORDER BY min(embedding <=> CAST(:q AS vector)) LIMIT :k",
     "mean_vector": "SELECT id FROM documents ORDER BY (embedding <=> CAST(:q AS vector)) + 0"
                    " LIMIT :k",
     "best_of_chunk_and_mean": (
@@ -125,6 +128,9 @@ def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None
         with engine.begin() as conn:
             conn.execute(sa.insert(Document), [
                 {"id": d["_id"], "title": d["title"], "body": d["text"]} for d in corpus])
+        with engine.connect() as conn:  # the model is loaded before the clock starts, as
+            spec = column_entry(conn, Document.embedding).spec  # raw encode's is
+            load_embedder(spec.model, spec.encode, spec.dimensions)
         batches: list[BatchResult] = []
         started = time.perf_counter()
         with Worker(url, WorkerConfig()) as worker:
@@ -347,8 +353,8 @@ def main() -> None:
                      (f"{run['search_chunks_p50_ms']:.1f} / {run['search_chunks_p95_ms']:.1f}"
                       if "search_chunks_p50_ms" in run else "")])
     print()
-    print_table(["corpus", "vectors", "nDCG@10", "nDCG@10 exact plan", "mean vector alone",
-                 "best of chunk and mean", "vectors stored",
+    print_table(["corpus", "vectors", "nDCG@10", "nDCG@10 exact plan", "best chunk alone",
+                 "mean vector alone", "best of chunk and mean", "vectors stored",
                  "chunks/s vs raw encode", "search p50/p95 ms", "search_chunks p50/p95 ms"], rows)
     for run in runs:
         if "throughput_ratio" in run:

@@ -29,10 +29,20 @@ from ..spec import hash_column_name
 from . import _planner as planner
 from . import _settings as local_settings
 from ._planner import Choice
-from ._target import Target, distance, query_parameter, similarity, vector_text
+from ._target import (
+    Target,
+    distance,
+    hidden_from_index,
+    query_parameter,
+    similarity,
+    vector_text,
+)
 
 #: Candidate chunks per wanted result in the index plan's rounds (then the exact plan).
 CANDIDATE_ROUNDS = (8, 64)
+#: Whether a document scores the better of its best chunk and its own vector (the mean of its
+#: chunks) rather than its best chunk alone (see benchmarks/README.md: chunked columns).
+DOCUMENT_VECTOR_COUNTS = True
 
 
 class ChunkSpan(NamedTuple):
@@ -121,6 +131,46 @@ def documents_statement(target: Target, where: Any, exact: bool) -> sa.Select[An
     )
 
 
+def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]:
+    """Like :func:`documents_statement`, each document scored by the better of its best chunk
+    and its own vector (the mean of its chunks).
+
+    The k best by that score are among the k best by either (a document above k others on one
+    score is above them on the better of the two), so the candidates are the k documents of
+    each leg, the chunk index's and the parent index's, scored exactly.
+    """
+    chunk_leg = documents_statement(target, where, exact).with_only_columns(
+        *target.key_columns)
+    to_document = distance(target, query_parameter(target))
+    document_leg = sa.select(*target.key_columns).where(target.column.is_not(None))
+    if where is not None:
+        document_leg = document_leg.where(where)
+    document_leg = document_leg.order_by(
+        hidden_from_index(to_document) if exact else to_document
+    ).limit(sa.bindparam("k", type_=sa.Integer))
+    found = sa.union(chunk_leg, document_leg).subquery("found")
+    chunks = chunk_table(target.column).alias("best_chunk")
+    to_chunk = distance(target, query_parameter(target), chunks.c.embedding)
+    best = (  # the document's own best chunk: a few rows by the key, never the chunk index
+        sa.select(chunks.c.chunk_no, chunks.c.char_start, chunks.c.char_end,
+                  to_chunk.label("distance"))
+        .where(*(chunks.c[key.name] == found.c[key.name] for key in target.key_columns))
+        .order_by(hidden_from_index(to_chunk)).limit(1)
+        .lateral("best")
+    )
+    score = sa.func.least(best.c.distance, to_document)
+    return (
+        sa.select(*_entity_columns(target), similarity(target, score).label("similarity"),
+                  best.c.chunk_no, best.c.char_start, best.c.char_end)
+        .select_from(found)
+        .join(target.table, sa.and_(*(found.c[key.name] == key
+                                      for key in target.key_columns)))
+        .join(best, sa.true())
+        .order_by(score)
+        .limit(sa.bindparam("k", type_=sa.Integer))
+    )
+
+
 def _entity_columns(target: Target) -> list[Any]:
     if isinstance(target.entity, sa.Table):
         hidden = {target.column.name, hash_column_name(target.column.name)}
@@ -148,16 +198,17 @@ def search_documents(
     k: int, where: Any, choice: Choice,
 ) -> tuple[list[Any], str]:
     """The k documents whose best chunk is nearest: (rows, plan that ran)."""
+    statement = best_of_statement if DOCUMENT_VECTOR_COUNTS else documents_statement
     if choice.plan == "index":
-        stmt = documents_statement(target, where, exact=False)
+        stmt = statement(target, where, False)
         for per_result in CANDIDATE_ROUNDS:
             rows = run(session, conn, target, stmt, vector, k, choice, k * per_result)
             if len(rows) >= k:
                 return rows, "index"
         exact = Choice("exact")
-        return run(session, conn, target, documents_statement(target, where, True), vector, k,
+        return run(session, conn, target, statement(target, where, True), vector, k,
                    exact, 0), "index+exact"
-    return run(session, conn, target, documents_statement(target, where, True), vector, k,
+    return run(session, conn, target, statement(target, where, True), vector, k,
                choice, 0), "exact"
 
 

@@ -41,13 +41,17 @@ def loaded(module_url, db):  # type: ignore[no-untyped-def]
     return Doc
 
 
-def brute_force(db, k: int, kinds: set[str] | None = None) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]
-    """Documents by their best chunk's cosine similarity, computed here from the stored chunks."""
+def brute_force(db, k: int, kinds: set[str] | None = None, *,  # type: ignore[no-untyped-def]
+                documents: bool = True) -> list[tuple[int, float]]:
+    """Documents by the better of their best chunk's cosine similarity and their own vector's
+    (``documents=False``: the best chunk's alone), computed here from the stored vectors."""
     query = load_embedder(HASH_MODEL).embed_query(QUERY)
     best: dict[int, float] = {}
+    statement = f"SELECT c.id, d.kind, c.embedding::text FROM {CHUNKS} c JOIN docs d USING (id)"
+    if documents:
+        statement += " UNION ALL SELECT id, kind, embedding::text FROM docs WHERE embedding IS NOT NULL"
     with db.connect() as conn:
-        for doc_id, kind, text_vector in conn.execute(sa.text(
-                f"SELECT c.id, d.kind, c.embedding::text FROM {CHUNKS} c JOIN docs d USING (id)")):
+        for doc_id, kind, text_vector in conn.execute(sa.text(statement)):
             if kinds is not None and kind not in kinds:
                 continue
             vector = np.array(text_vector.strip("[]").split(","), np.float32)
@@ -174,6 +178,6 @@ def test_within_narrows_the_documents_of_both_searches(loaded, db) -> None:  # t
             chunks = search_chunks(session, Doc.embedding, QUERY, k=5, within=within,
                                    per_document=1, plan=plan)  # type: ignore[arg-type]
             assert [round(hit.similarity, 4) for hit in chunks] == [  # per_document=1: ties
-                round(s, 4) for _, s in brute_force(db, 5, {"x"})]
+                round(s, 4) for _, s in brute_force(db, 5, {"x"}, documents=False)]
             assert len({hit.row.id for hit in chunks}) == 5
             assert all(hit.row.kind == "x" for hit in chunks)
