@@ -140,7 +140,7 @@ def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]
     each leg, the chunk index's and the parent index's, scored exactly.
     """
     chunk_leg = documents_statement(target, where, exact).with_only_columns(
-        *target.key_columns)
+        *target.key_columns).cte("chunk_leg")
     to_document = distance(target, query_parameter(target))
     document_leg = sa.select(*target.key_columns).where(target.column.is_not(None))
     if where is not None:
@@ -148,7 +148,7 @@ def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]
     document_leg = document_leg.order_by(
         hidden_from_index(to_document) if exact else to_document
     ).limit(sa.bindparam("k", type_=sa.Integer))
-    found = sa.union(chunk_leg, document_leg).subquery("found")
+    found = sa.union(sa.select(chunk_leg), document_leg).subquery("found")
     chunks = chunk_table(target.column).alias("best_chunk")
     to_chunk = distance(target, query_parameter(target), chunks.c.embedding)
     best = (  # the document's own best chunk: a few rows by the key, never the chunk index
@@ -159,7 +159,7 @@ def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]
         .lateral("best")
     )
     score = sa.func.least(best.c.distance, to_document)
-    return (
+    stmt = (
         sa.select(*_entity_columns(target), similarity(target, score).label("similarity"),
                   best.c.chunk_no, best.c.char_start, best.c.char_end)
         .select_from(found)
@@ -169,6 +169,12 @@ def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]
         .order_by(score)
         .limit(sa.bindparam("k", type_=sa.Integer))
     )
+    if exact:
+        return stmt
+    # nothing unless the nearest chunks held k documents: the leg would miss some of its k
+    # best, and the caller asks again with more chunks (the other leg cannot stand in for it)
+    held = sa.select(sa.func.count()).select_from(chunk_leg).scalar_subquery()
+    return stmt.where(held >= sa.bindparam("k", type_=sa.Integer))
 
 
 def _entity_columns(target: Target) -> list[Any]:

@@ -181,3 +181,4 @@ def test_within_narrows_the_documents_of_both_searches(loaded, db) -> None:  # t
                 round(s, 4) for _, s in brute_force(db, 5, {"x"}, documents=False)]
             assert len({hit.row.id for hit in chunks}) == 5
             assert all(hit.row.kind == "x" for hit in chunks)
+
