@@ -1,10 +1,12 @@
 """Chunked columns through the whole embeddb path: quality, speed, partial re-embedding, latency.
 
-Run: ``.venv/bin/python benchmarks/chunk_quality.py [--corpora scifact] [--sizes
-truncated,128:32,64:16] [--skip-edit] [--data DIR]`` (``--data``: where ``scifact/`` and
-``nfcorpus/`` are; default ``../shared/data``). Prints the figures and merges them into
+Run: ``.venv/bin/python benchmarks/chunk_quality.py [--corpora scifact,nfcorpus] [--sizes
+truncated,128:32,64:16] [--skip-edit] [--data DIR] [--documents N]`` (``--data``: where
+``scifact/`` and ``nfcorpus/`` are; default ``../shared/data``; ``--documents``: a quick trial
+on the first N documents, written to ``chunk_quality_trial.json``). One command with the
+defaults prints the whole table (both corpora, every size); the figures are also merged into
 ``benchmarks/results/chunk_quality.json`` after every run (keyed by corpus and config), so the
-corpora and sizes can be measured one command at a time.
+corpora and sizes can be measured one command at a time too.
 
 For SciFact and NFCorpus (BEIR, from ``../shared/data``), the corpus goes into a table (one
 INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``embeddb.search``
@@ -13,12 +15,17 @@ INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``e
 * ``truncated``: ``Embedding("{title} {body}")``, one vector per document, cut at the model's
   256-token window;
 * ``chunked M/O``: ``Embedding("{title} {body}", chunks=Chunking(max_tokens=M, overlap=O))``,
-  documents ranked by their best chunk (max-sim).
+  documents ranked as ``search`` ranks them (the better of the best chunk and the document's
+  mean vector); the same stored vectors are also scored by exact scans with the index plan
+  set aside, by the best chunk alone, by the mean vector alone and by the better of the two,
+  so the approximation's and the scoring's shares of the figure can be told apart.
 
 The measure is nDCG@10 (BEIR's linear gains). Also measured, in the same run:
 
-* chunks embedded per second by the worker (end to end: claim, split, embed, write) next to raw
-  ``model.encode`` of the same chunk texts (batch size 32);
+* chunks embedded per second by the worker (end to end: claim, split, embed, write, index
+  build; the model loaded before the clock starts) next to raw ``model.encode`` of the same
+  chunk texts in the same batches (one call per worker claim, batch size 32), with the worker's
+  time split into model, writes and splitting alone;
 * a 20-chunk document with one paragraph edited: chunks the worker re-encoded (its counter);
 * search latency p50/p95 on SciFact for ``search`` (documents) and ``search_chunks``
   (``per_document=2``) on the chunked table, next to ``search`` on the unchunked one.
