@@ -15,10 +15,10 @@ INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``e
 * ``truncated``: ``Embedding("{title} {body}")``, one vector per document, cut at the model's
   256-token window;
 * ``chunked M/O``: ``Embedding("{title} {body}", chunks=Chunking(max_tokens=M, overlap=O))``,
-  documents ranked as ``search`` ranks them (the better of the best chunk and the document's
-  mean vector); the same stored vectors are also scored by exact scans with the index plan
-  set aside, by the best chunk alone, by the mean vector alone and by the better of the two,
-  so the approximation's and the scoring's shares of the figure can be told apart.
+  documents ranked as ``search`` ranks them (max-sim: the best chunk); the same stored vectors
+  are also scored by exact scans with the index plan set aside, by the best chunk alone, by the
+  mean vector alone and by the better of the two, so the approximation's and the scoring's
+  shares of the figure can be told apart.
 
 The measure is nDCG@10 (BEIR's linear gains). Also measured, in the same run:
 
@@ -72,7 +72,7 @@ DOCUMENTS: int | None = None  # --documents: the first N of each corpus (to try 
 
 #: Ways to rank documents from a chunked column's stored vectors, by exact scans: the best
 #: chunk alone (max-sim), the document vector (the mean of its chunks) alone, the better of the
-#: two (what ``search`` does, embeddb.query._chunks.DOCUMENT_VECTOR_COUNTS).
+#: two (what ``search`` does with embeddb.query._chunks.DOCUMENT_VECTOR_COUNTS on).
 ALTERNATIVES = {
     "best_chunk": "SELECT id FROM documents_embedding_chunks GROUP BY id"
                   " ORDER BY min(embedding <=> CAST(:q AS vector)) LIMIT :k",

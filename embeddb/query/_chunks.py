@@ -41,8 +41,9 @@ from ._target import (
 #: Candidate chunks per wanted result in the index plan's rounds (then the exact plan).
 CANDIDATE_ROUNDS = (8, 64)
 #: Whether a document scores the better of its best chunk and its own vector (the mean of its
-#: chunks) rather than its best chunk alone (see benchmarks/README.md: chunked columns).
-DOCUMENT_VECTOR_COUNTS = True
+#: chunks) rather than its best chunk alone. Off until benchmarks/chunk_quality.py, which
+#: scores the stored vectors both ways, shows it better on SciFact and NFCorpus.
+DOCUMENT_VECTOR_COUNTS = False
 
 
 class ChunkSpan(NamedTuple):

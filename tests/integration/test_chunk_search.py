@@ -42,7 +42,7 @@ def loaded(module_url, db):  # type: ignore[no-untyped-def]
 
 
 def brute_force(db, k: int, kinds: set[str] | None = None, *,  # type: ignore[no-untyped-def]
-                documents: bool = True) -> list[tuple[int, float]]:
+                documents: bool = False) -> list[tuple[int, float]]:
     """Documents by the better of their best chunk's cosine similarity and their own vector's
     (``documents=False``: the best chunk's alone), computed here from the stored vectors."""
     query = load_embedder(HASH_MODEL).embed_query(QUERY)
@@ -178,7 +178,21 @@ def test_within_narrows_the_documents_of_both_searches(loaded, db) -> None:  # t
             chunks = search_chunks(session, Doc.embedding, QUERY, k=5, within=within,
                                    per_document=1, plan=plan)  # type: ignore[arg-type]
             assert [round(hit.similarity, 4) for hit in chunks] == [  # per_document=1: ties
-                round(s, 4) for _, s in brute_force(db, 5, {"x"}, documents=False)]
+                round(s, 4) for _, s in brute_force(db, 5, {"x"})]
             assert len({hit.row.id for hit in chunks}) == 5
             assert all(hit.row.kind == "x" for hit in chunks)
 
+
+
+@pytest.mark.parametrize("plan", ["index", "exact"])
+def test_documents_scored_by_the_better_of_their_best_chunk_and_their_own_vector(loaded, db, plan, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from embeddb.query import _chunks
+
+    monkeypatch.setattr(_chunks, "DOCUMENT_VECTOR_COUNTS", True)
+    Doc = loaded
+    with Session(db) as session:
+        hits = search(session, Doc.embedding, QUERY, k=10, plan=plan, where=Doc.kind == "note")  # type: ignore[arg-type]
+    assert [round(s, 4) for _, s in hits] == [
+        round(s, 4) for _, s in brute_force(db, 10, {"note"}, documents=True)]
+    assert brute_force(db, 10, {"note"}, documents=True) != brute_force(db, 10, {"note"})
+    assert hits.best_chunks is not None and len(hits.best_chunks) == 10
