@@ -1,10 +1,12 @@
 """Chunked columns through the whole embeddb path: quality, speed, partial re-embedding, latency.
 
-Run: ``.venv/bin/python benchmarks/chunk_quality.py [--corpora scifact] [--sizes
-truncated,128:32,64:16] [--skip-edit] [--data DIR]`` (``--data``: where ``scifact/`` and
-``nfcorpus/`` are; default ``../shared/data``). Prints the figures and merges them into
+Run: ``.venv/bin/python benchmarks/chunk_quality.py [--corpora scifact,nfcorpus] [--sizes
+truncated,128:32,64:16] [--skip-edit] [--data DIR] [--documents N]`` (``--data``: where
+``scifact/`` and ``nfcorpus/`` are; default ``../shared/data``; ``--documents``: a quick trial
+on the first N documents, written to ``chunk_quality_trial.json``). One command with the
+defaults prints the whole table (both corpora, every size); the figures are also merged into
 ``benchmarks/results/chunk_quality.json`` after every run (keyed by corpus and config), so the
-corpora and sizes can be measured one command at a time.
+corpora and sizes can be measured one command at a time too.
 
 For SciFact and NFCorpus (BEIR, from ``../shared/data``), the corpus goes into a table (one
 INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``embeddb.search``
@@ -13,12 +15,17 @@ INSERT), ``Worker.run_once()`` embeds it, and each test query is answered by ``e
 * ``truncated``: ``Embedding("{title} {body}")``, one vector per document, cut at the model's
   256-token window;
 * ``chunked M/O``: ``Embedding("{title} {body}", chunks=Chunking(max_tokens=M, overlap=O))``,
-  documents ranked by their best chunk (max-sim).
+  documents ranked as ``search`` ranks them (max-sim: the best chunk); the same stored vectors
+  are also scored by exact scans with the index plan set aside, by the best chunk alone, by the
+  mean vector alone and by the better of the two, so the approximation's and the scoring's
+  shares of the figure can be told apart.
 
 The measure is nDCG@10 (BEIR's linear gains). Also measured, in the same run:
 
-* chunks embedded per second by the worker (end to end: claim, split, embed, write) next to raw
-  ``model.encode`` of the same chunk texts (batch size 32);
+* chunks embedded per second by the worker (end to end: claim, split, embed, write, index
+  build; the model loaded before the clock starts) next to raw ``model.encode`` of the same
+  chunk texts in the same batches (one call per worker claim, batch size 32), with the worker's
+  time split into model, writes and splitting alone;
 * a 20-chunk document with one paragraph edited: chunks the worker re-encoded (its counter);
 * search latency p50/p95 on SciFact for ``search`` (documents) and ``search_chunks``
   (``per_document=2``) on the chunked table, next to ``search`` on the unchunked one.
@@ -50,14 +57,32 @@ from common import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from embeddb import Chunking, Embedding, Worker, WorkerConfig, search, search_chunks
+from embeddb.chunking import Splitter
 from embeddb.database import create_engine
-from embeddb.embedders import MINILM, resolve_model_path
+from embeddb.embedders import MINILM, load_embedder, resolve_model_path
 from embeddb.query._query_vectors import column_entry, embed_query
+from embeddb.worker import BatchResult
 
 OUTPUT = RESULTS_DIR / "chunk_quality.json"
 K = 10
 TARGET_SCIFACT = 0.676
 DATA_DIR = common.DATA_DIR
+DOCUMENTS: int | None = None  # --documents: the first N of each corpus (to try the benchmark)
+
+
+#: Ways to rank documents from a chunked column's stored vectors, by exact scans: the best
+#: chunk alone (max-sim), the document vector (the mean of its chunks) alone, the better of the
+#: two (what ``search`` does with embeddb.query._chunks.DOCUMENT_VECTOR_COUNTS on).
+ALTERNATIVES = {
+    "best_chunk": "SELECT id FROM documents_embedding_chunks GROUP BY id"
+                  " ORDER BY min(embedding <=> CAST(:q AS vector)) LIMIT :k",
+    "mean_vector": "SELECT id FROM documents ORDER BY (embedding <=> CAST(:q AS vector)) + 0"
+                   " LIMIT :k",
+    "best_of_chunk_and_mean": (
+        "SELECT d.id FROM documents d JOIN (SELECT id, min(embedding <=> CAST(:q AS vector))"
+        " AS distance FROM documents_embedding_chunks GROUP BY id) c USING (id)"
+        " ORDER BY least(c.distance, d.embedding <=> CAST(:q AS vector)) LIMIT :k"),
+}
 
 
 def model_for(chunking: Chunking | None) -> tuple[type[DeclarativeBase], Any]:
@@ -98,7 +123,7 @@ def ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> fl
 def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None,
                measure_latency: bool, measure_throughput: bool) -> dict[str, Any]:
     folder = DATA_DIR / corpus_name
-    corpus = list(read_jsonl(folder / "corpus.jsonl"))
+    corpus = list(read_jsonl(folder / "corpus.jsonl", DOCUMENTS))
     qrels = relevance(folder / "qrels" / "test.tsv")
     queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
                if q["_id"] in qrels}
@@ -110,23 +135,37 @@ def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None
         with engine.begin() as conn:
             conn.execute(sa.insert(Document), [
                 {"id": d["_id"], "title": d["title"], "body": d["text"]} for d in corpus])
+        with engine.connect() as conn:  # the model is loaded before the clock starts, as
+            spec = column_entry(conn, Document.embedding).spec  # raw encode's is
+            load_embedder(spec.model, spec.encode, spec.dimensions)
+        batches: list[BatchResult] = []
         started = time.perf_counter()
         with Worker(url, WorkerConfig()) as worker:
+            worker.batch_listeners.append(batches.append)
             worker.run_once()
         seconds = time.perf_counter() - started
-        result: dict[str, Any] = {"corpus": corpus_name, "config": label,
-                                  "documents": len(corpus), "queries": len(queries),
-                                  "worker_seconds": seconds}
+        result: dict[str, Any] = {
+            "corpus": corpus_name, "config": label, "documents": len(corpus),
+            "queries": len(queries), "worker_seconds": seconds,
+            # where the worker's time went: split + model, and the guarded writes
+            "worker_model_seconds": sum(b.model_seconds for b in batches),
+            "worker_write_seconds": sum(b.write_seconds for b in batches)}
         with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE documents"))
             if chunking is not None:
                 conn.execute(sa.text("ANALYZE documents_embedding_chunks"))
-                texts = conn.execute(sa.text(
-                    "SELECT text FROM documents_embedding_chunks")).scalars().all()
-                result["chunks"] = len(texts)
+                by_document: dict[str, list[str]] = defaultdict(list)
+                for doc_id, text in conn.execute(sa.text(
+                        "SELECT id, text FROM documents_embedding_chunks ORDER BY id, chunk_no")):
+                    by_document[doc_id].append(text)
+                result["chunks"] = sum(map(len, by_document.values()))
                 result["worker_chunks_per_second"] = worker.stats.chunks_encoded / seconds
                 if measure_throughput:  # doubles the run's model time: only where asked
-                    result["raw_chunks_per_second"] = raw_encode_rate(list(texts))
+                    claims = claimed_chunk_texts([d["_id"] for d in corpus], by_document,
+                                                 [b.claimed for b in batches])
+                    result["raw_chunks_per_second"] = raw_encode_rate(claims)
+                    result["split_seconds"] = split_seconds(
+                        chunking, [f"{d['title']} {d['text']}" for d in corpus])
                     result["throughput_ratio"] = (result["worker_chunks_per_second"]
                                                   / result["raw_chunks_per_second"])
         rankings: dict[str, list[str]] = {}
@@ -141,6 +180,22 @@ def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None
                 latencies["search"].append((time.perf_counter() - t0) * 1000)
                 rankings[query_id] = [hit.row.id for hit in hits]
                 session.commit()
+            if chunking is not None:  # what the index plan's approximation costs
+                exact: dict[str, list[str]] = {}
+                for query_id, text in queries.items():
+                    hits = search(session, Document.embedding, text, k=K, plan="exact")
+                    exact[query_id] = [hit.row.id for hit in hits]
+                    session.commit()
+                result["ndcg_at_10_exact"] = ndcg(exact, qrels)
+                # the same stored vectors scored other ways (exact scans, no model time)
+                for name, statement in ALTERNATIVES.items():
+                    other: dict[str, list[str]] = {}
+                    for query_id, text in queries.items():
+                        vector = str(embed_query(entry, text))
+                        other[query_id] = list(session.execute(
+                            sa.text(statement), {"q": vector, "k": K}).scalars())
+                    session.commit()
+                    result[f"ndcg_at_10_{name}"] = ndcg(other, qrels)
             if measure_latency and chunking is not None:
                 latencies["search_chunks"] = []
                 for text in queries.values():
@@ -162,16 +217,42 @@ def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None
 _model: Any = None
 
 
-def raw_encode_rate(texts: list[str]) -> float:
-    """Chunks per second of plain ``model.encode`` on the same texts, batch size 32."""
+def claimed_chunk_texts(order: list[str], by_document: dict[str, list[str]],
+                        claims: list[int]) -> list[list[str]]:
+    """The chunk texts the worker encoded, grouped as its claims were (documents in insertion
+    order, the claims' sizes from its batch reports), each group's distinct texts by length."""
+    groups: list[list[str]] = []
+    position = 0
+    for size in claims:
+        texts = {text for doc_id in order[position:position + size]
+                 for text in by_document.get(doc_id, [])}
+        groups.append(sorted(texts, key=len))
+        position += size
+    return groups
+
+
+def raw_encode_rate(claims: list[list[str]]) -> float:
+    """Chunks per second of plain ``model.encode`` on the same texts in the same batches as the
+    worker's (one call per claim, batch size 32)."""
     global _model
     from sentence_transformers import SentenceTransformer
 
     if _model is None:
         _model = SentenceTransformer(str(resolve_model_path(MINILM)), device="cpu")
+        _model.encode(["warm up"])
     started = time.perf_counter()
-    _model.encode(texts, batch_size=32, normalize_embeddings=True)
-    return len(texts) / (time.perf_counter() - started)
+    for texts in claims:
+        _model.encode(texts, batch_size=32, normalize_embeddings=True)
+    return sum(map(len, claims)) / (time.perf_counter() - started)
+
+
+def split_seconds(chunking: Chunking, texts: list[str]) -> float:
+    """Splitting alone: the worker's part of its time that is not the model or the database."""
+    splitter = Splitter(MINILM, chunking)
+    started = time.perf_counter()
+    for text in texts:
+        splitter.split(text)
+    return time.perf_counter() - started
 
 
 def edit_one_paragraph(databases: Databases, chunking: Chunking) -> dict[str, Any]:
@@ -245,9 +326,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=common.DATA_DIR)
     parser.add_argument("--skip-edit", action="store_true",
                         help="do not measure the one-paragraph edit")
+    parser.add_argument("--documents", type=int,
+                        help="only the first N documents of each corpus (a quick trial; the"
+                             " figures are not comparable)")
     args = parser.parse_args()
-    global DATA_DIR
-    DATA_DIR = args.data
+    global DATA_DIR, DOCUMENTS, OUTPUT
+    DATA_DIR, DOCUMENTS = args.data, args.documents
+    if DOCUMENTS is not None:  # a trial never overwrites the measured figures
+        OUTPUT = OUTPUT.with_name("chunk_quality_trial.json")
     sizes = [parse_size(size) for size in args.sizes.split(",")]
     databases = Databases.choose(args.database_url)
     edit = None if args.skip_edit else edit_one_paragraph(databases, Chunking())
@@ -265,14 +351,26 @@ def main() -> None:
     rows = []
     for run in runs:
         rows.append([run["corpus"], run["config"], f"{run['ndcg_at_10']:.4f}",
+                     f"{run['ndcg_at_10_exact']:.4f}" if "ndcg_at_10_exact" in run else "",
+                     *(f"{run[f'ndcg_at_10_{name}']:.4f}" if f"ndcg_at_10_{name}" in run else ""
+                       for name in ALTERNATIVES),
                      str(run.get("chunks", run["documents"])),
                      f"{run['throughput_ratio']:.2f}" if "throughput_ratio" in run else "",
                      f"{run['search_p50_ms']:.1f} / {run['search_p95_ms']:.1f}",
                      (f"{run['search_chunks_p50_ms']:.1f} / {run['search_chunks_p95_ms']:.1f}"
                       if "search_chunks_p50_ms" in run else "")])
     print()
-    print_table(["corpus", "vectors", "nDCG@10", "vectors stored", "chunks/s vs raw encode",
-                 "search p50/p95 ms", "search_chunks p50/p95 ms"], rows)
+    print_table(["corpus", "vectors", "nDCG@10", "nDCG@10 exact plan", "best chunk alone",
+                 "mean vector alone", "best of chunk and mean", "vectors stored",
+                 "chunks/s vs raw encode", "search p50/p95 ms", "search_chunks p50/p95 ms"], rows)
+    for run in runs:
+        if "throughput_ratio" in run:
+            print(f"\n{run['corpus']} {run['config']}: worker {run['worker_chunks_per_second']:.1f}"
+                  f" chunks/s, raw encode {run['raw_chunks_per_second']:.1f} (ratio"
+                  f" {run['throughput_ratio']:.2f}); worker {run['worker_seconds']:.0f} s of which"
+                  f" split+model {run['worker_model_seconds']:.0f} s, writes"
+                  f" {run['worker_write_seconds']:.0f} s; splitting alone"
+                  f" {run['split_seconds']:.1f} s")
     default = next((r for r in runs if r["corpus"] == "scifact"
                     and r["config"] == label_of(Chunking())), None)
     if default is not None:

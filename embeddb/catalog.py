@@ -124,7 +124,8 @@ def install(
         ensure_catalog(conn)
         identity = _identity(spec)
         existing = get_entry(conn, spec.schema, spec.table, spec.column)
-        changing = existing is not None and _vectors_differ(existing.identity, identity)
+        changing = existing is not None and (_vectors_differ(existing.identity, identity)
+                                             or rechunks(existing.spec, spec))
         actual = _check_table(conn, spec, check_vector_type=not changing)
         if existing is not None and changing:
             from . import generations  # it builds on this module
@@ -233,8 +234,9 @@ def alter(conn: Connection, spec: EmbeddingSpec, *, rebuild_index: bool = False)
         actual = _check_table(conn, spec, check_vector_type=False)
         identity = _identity(spec)
         old = existing.spec
-        # another model or dimension (the identity covers both) is a new generation
-        reembed = _vectors_differ(existing.identity, identity)
+        # another model or dimension (the identity covers both), or other chunks, is a new
+        # generation
+        reembed = _vectors_differ(existing.identity, identity) or rechunks(old, spec)
         changed = _change_generation(conn, existing, spec, identity, reembed)
         if changed is not None:
             return changed
@@ -324,8 +326,10 @@ def uninstall(conn: Connection, spec: EmbeddingSpec, *, drop_columns: bool = Fal
     return True
 
 
-def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
-    """A chunked column's chunk table, its index and the triggers that clear it; its catalog."""
+def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int, *,
+                    with_index: bool = True) -> None:
+    """A chunked column's chunk table, its index (unless the worker is to build it, as for a
+    new generation) and the triggers that clear it; its catalog."""
     conn.execute(sa.text(queries["set_column_chunking"]), {
         "id": column_id,
         "chunking": spec.chunking.to_json() if spec.chunking else None,
@@ -345,7 +349,7 @@ def _install_chunks(conn: Connection, spec: EmbeddingSpec, column_id: int) -> No
             f"{spec.qualified_column}: the key column {clashing[0]!r} has the name of a column"
             " of the chunk table; a chunked column needs a key with other names"
         )
-    index = chunk_sql.create_index(spec)
+    index = chunk_sql.create_index(spec) if with_index else None
     for statement in [
         chunk_sql.create_table(spec, types),
         *([index] if index else []),
@@ -486,6 +490,16 @@ def _identity(spec: EmbeddingSpec) -> ModelIdentity:
             f" {spec.model} makes {identity.dimensions}-dim vectors; drop dimensions= or fix it"
         )
     return identity
+
+
+def rechunks(old: EmbeddingSpec, new: EmbeddingSpec) -> bool:
+    """Whether ``new`` cuts a chunked column's texts into other chunks (size or overlap): a new
+    generation, built beside the live chunks, which searches keep using until the swap. Chunking
+    turned on or off, or only ``max_chars`` changed, is altered in place."""
+    if old.chunking is None or new.chunking is None:
+        return False
+    return ((old.chunking.max_tokens, old.chunking.overlap)
+            != (new.chunking.max_tokens, new.chunking.overlap))
 
 
 def _vectors_differ(old: ModelIdentity, new: ModelIdentity) -> bool:

@@ -73,19 +73,26 @@ def create_table(spec: EmbeddingSpec, key_types: dict[str, str]) -> str:
              key_list=_keys(spec)))
 
 
-def create_index(spec: EmbeddingSpec) -> str | None:
+def create_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str | None:
+    """The chunk table's HNSW index; ``concurrently`` builds it without blocking writes."""
     if spec.index is None:
         return None
     return _text(sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {})"
+        "CREATE INDEX {}IF NOT EXISTS {} ON {} USING hnsw (embedding {})"
         " WITH (m = {}, ef_construction = {})"
-    ).format(sql.Identifier(spec.chunk_index_name), chunk_table(spec),
+    ).format(sql.SQL("CONCURRENTLY " if concurrently else ""),
+             sql.Identifier(spec.chunk_index_name), chunk_table(spec),
              sql.SQL(spec.distance.opclass(spec.vector_type)),
              sql.Literal(spec.index.m), sql.Literal(spec.index.ef_construction)))
 
 
-def drop_index(spec: EmbeddingSpec) -> str:
-    return _text(sql.SQL("DROP INDEX IF EXISTS {}").format(
+def qualified_index(spec: EmbeddingSpec) -> str:
+    return _text(sql.Identifier(spec.schema, spec.chunk_index_name))
+
+
+def drop_index(spec: EmbeddingSpec, *, concurrently: bool = False) -> str:
+    return _text(sql.SQL("DROP INDEX {}IF EXISTS {}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""),
         sql.Identifier(spec.schema, spec.chunk_index_name)))
 
 
@@ -148,6 +155,15 @@ def drop_objects(spec: EmbeddingSpec, column_id: int) -> list[str]:
         sql.SQL("DROP TABLE IF EXISTS {}").format(chunk_table(spec)),
     ]
     return [_text(s) for s in statements]
+
+
+def rename(old: EmbeddingSpec, new: EmbeddingSpec) -> list[str]:
+    """Give ``old``'s chunk table and its index ``new``'s names (a generation swap)."""
+    return [_text(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                chunk_table(old), sql.Identifier(new.chunk_table))),
+            _text(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                sql.Identifier(old.schema, old.chunk_index_name),
+                sql.Identifier(new.chunk_index_name)))]
 
 
 def clear_source_hashes(spec: EmbeddingSpec) -> str:

@@ -1,11 +1,13 @@
 """Blue/green model changes: a column's next generation of vectors, built beside the live one.
 
 Changing a column's model, dimensions, prompts or normalisation makes vectors that cannot be
-compared with the stored ones. Instead of clearing them, embeddb adds a *generation*:
+compared with the stored ones, and changing a chunked column's chunk size or overlap makes
+other chunks. Instead of clearing them, embeddb adds a *generation*:
 
 * **next**: a second catalog row for the same column, with its own vector and hash columns in
   the same table (``embedding__next``, ``embedding__next_source_hash``), its own render and
-  trigger functions and, once filled, its own HNSW index. To the worker it is one more column:
+  trigger functions and, once filled, its own HNSW index; a chunked column's also has its own
+  chunk table (``<table>_embedding__next_chunks``). To the worker it is one more column:
   the same claims, guard, retries and parking; every write to the table fires both columns'
   triggers in its own transaction, so rows written during the change are queued for both.
   Searches keep reading ``embedding`` with the live generation's model.
@@ -36,7 +38,7 @@ import sqlalchemy as sa
 from psycopg import errors as pg_errors
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, column_sql, verbatim
+from . import alter_sql, catalog, chunk_sql, column_sql, verbatim
 from .catalog import CatalogEntry
 from .embedders import ModelIdentity
 from .errors import ModelChangeInProgress, SchemaError
@@ -117,6 +119,8 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
                       *column_sql.create_triggers(
                           spec, column_id, partitioned=catalog._partitioned(conn, spec))]:
         verbatim.execute(conn, statement)
+    # a chunked column: its own chunk table, indexed by the worker with the rest
+    catalog._install_chunks(conn, spec, column_id, with_index=False)
     entry = CatalogEntry(column_id, spec, identity, NEXT, target.column)
     queued = catalog.reconcile(conn, entry)
     log.warning("%s: model change to %s started (%s); %d rows queued for %s, searches use %s"
@@ -237,14 +241,19 @@ def _exchange(conn: Connection, live: CatalogEntry, other: CatalogEntry,
     base = live.spec.column
     table = column_sql.qualified_table(live.spec)
     for entry in (live, other):
-        for name in column_sql.trigger_names(entry.spec).values():
+        names = [*column_sql.trigger_names(entry.spec).values(),
+                 *(chunk_sql.trigger_names(entry.spec).values() if entry.spec.chunking else [])]
+        for name in names:
             verbatim.execute(conn, column_sql.drop_trigger(name, table))
     aside = replace(other.spec, column=generation_column_name(base, "swap"))
     retired = replace(live.spec, column=generation_column_name(base, retired_as))
     promoted = replace(other.spec, column=base)
     for statement in [*alter_sql.rename_vector_columns(other.spec, aside),
                       *alter_sql.rename_vector_columns(live.spec, retired),
-                      *alter_sql.rename_vector_columns(aside, promoted)]:
+                      *alter_sql.rename_vector_columns(aside, promoted),
+                      # chunk tables: the live one's name is free once it is retired
+                      *(chunk_sql.rename(live.spec, retired) if live.spec.chunking else []),
+                      *(chunk_sql.rename(other.spec, promoted) if other.spec.chunking else [])]:
         verbatim.execute(conn, statement)
     # the retired row first: the column name it gives up is the one the promoted row takes
     for column_id, spec, generation, of in ((live.id, retired, retired_as, base),
@@ -254,11 +263,20 @@ def _exchange(conn: Connection, live: CatalogEntry, other: CatalogEntry,
             "index_name": spec.index_name if spec.index else None,
             "generation": generation, "generation_of": of,
         })
-        # the trigger function names the hash column, which has just been renamed
+        # the trigger function names the hash column, which has just been renamed; the
+        # chunk cleanup function names the chunk table, also renamed
+        chunks = ([chunk_sql.create_cleanup_function(spec, column_id),
+                   *chunk_sql.create_cleanup_triggers(spec, column_id)]
+                  if spec.chunking else [])
         for statement in [column_sql.create_enqueue_function(spec, column_id),
                           *column_sql.create_triggers(
-                          spec, column_id, partitioned=catalog._partitioned(conn, spec))]:
+                          spec, column_id, partitioned=catalog._partitioned(conn, spec)),
+                          *chunks]:
             verbatim.execute(conn, statement)
+        if spec.chunking:
+            conn.execute(sa.text(queries["set_column_chunking"]), {
+                "id": column_id, "chunking": spec.chunking.to_json(),
+                "chunk_table": spec.chunk_table})
     return (CatalogEntry(other.id, promoted, other.identity),
             CatalogEntry(live.id, retired, live.identity, retired_as, base))
 

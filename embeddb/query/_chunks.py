@@ -15,6 +15,7 @@ fall. Fewer than k: ``n`` grows, and after :data:`CANDIDATE_ROUNDS` the exact pl
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -28,10 +29,21 @@ from ..spec import hash_column_name
 from . import _planner as planner
 from . import _settings as local_settings
 from ._planner import Choice
-from ._target import Target, distance, query_parameter, similarity, vector_text
+from ._target import (
+    Target,
+    distance,
+    hidden_from_index,
+    query_parameter,
+    similarity,
+    vector_text,
+)
 
 #: Candidate chunks per wanted result in the index plan's rounds (then the exact plan).
 CANDIDATE_ROUNDS = (8, 64)
+#: Whether a document scores the better of its best chunk and its own vector (the mean of its
+#: chunks) rather than its best chunk alone. Off until benchmarks/chunk_quality.py, which
+#: scores the stored vectors both ways, shows it better on SciFact and NFCorpus.
+DOCUMENT_VECTOR_COUNTS = False
 
 
 class ChunkSpan(NamedTuple):
@@ -79,8 +91,8 @@ def key_match(target: Target, chunks: Any) -> sa.ColumnElement[bool]:
     return sa.and_(*(chunks.c[key.name] == key for key in target.key_columns))
 
 
-def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = False,
-               rank: bool = False) -> sa.Select[Any]:
+def candidates(target: Target, where: Any, exact: bool, *,
+               with_text: bool = False) -> sa.Select[Any]:
     """The chunks of matching documents, nearest first (index: ``LIMIT :n``)."""
     chunks = chunk_table(target.column)
     ordering = distance(target, query_parameter(target), chunks.c.embedding)
@@ -89,10 +101,6 @@ def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = Fal
     if with_text:
         columns.append(chunks.c.text)
     columns.append(ordering.label("distance"))
-    if rank:
-        columns.append(sa.func.row_number().over(
-            partition_by=[chunks.c[key.name] for key in target.key_columns],
-            order_by=ordering).label("rank_in_document"))
     stmt = sa.select(*columns).select_from(chunks.join(target.table, key_match(target, chunks)))
     if where is not None:
         stmt = stmt.where(where)
@@ -100,6 +108,13 @@ def candidates(target: Target, where: Any, exact: bool, *, with_text: bool = Fal
         return stmt
     # the inner ORDER BY ... LIMIT is what the HNSW index serves
     return stmt.order_by(ordering).limit(sa.bindparam("n", type_=sa.Integer))
+
+
+def documents_in(target: Target, within: sa.Select[Any]) -> sa.ColumnElement[bool]:
+    """``(key) IN (the keys of the rows within selects)``: ``within=`` as a filter on the
+    parent, so the chunk index plan stays one ``ORDER BY ... LIMIT``."""
+    keys = within.with_only_columns(*target.key_columns, maintain_column_froms=True)
+    return sa.tuple_(*target.key_columns).in_(keys.order_by(None).limit(None))
 
 
 def documents_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]:
@@ -117,6 +132,52 @@ def documents_statement(target: Target, where: Any, exact: bool) -> sa.Select[An
     )
 
 
+def best_of_statement(target: Target, where: Any, exact: bool) -> sa.Select[Any]:
+    """Like :func:`documents_statement`, each document scored by the better of its best chunk
+    and its own vector (the mean of its chunks).
+
+    The k best by that score are among the k best by either (a document above k others on one
+    score is above them on the better of the two), so the candidates are the k documents of
+    each leg, the chunk index's and the parent index's, scored exactly.
+    """
+    chunk_leg = documents_statement(target, where, exact).with_only_columns(
+        *target.key_columns).cte("chunk_leg")
+    to_document = distance(target, query_parameter(target))
+    document_leg = sa.select(*target.key_columns).where(target.column.is_not(None))
+    if where is not None:
+        document_leg = document_leg.where(where)
+    document_leg = document_leg.order_by(
+        hidden_from_index(to_document) if exact else to_document
+    ).limit(sa.bindparam("k", type_=sa.Integer))
+    found = sa.union(sa.select(chunk_leg), document_leg).subquery("found")
+    chunks = chunk_table(target.column).alias("best_chunk")
+    to_chunk = distance(target, query_parameter(target), chunks.c.embedding)
+    best = (  # the document's own best chunk: a few rows by the key, never the chunk index
+        sa.select(chunks.c.chunk_no, chunks.c.char_start, chunks.c.char_end,
+                  to_chunk.label("distance"))
+        .where(*(chunks.c[key.name] == found.c[key.name] for key in target.key_columns))
+        .order_by(hidden_from_index(to_chunk)).limit(1)
+        .lateral("best")
+    )
+    score = sa.func.least(best.c.distance, to_document)
+    stmt = (
+        sa.select(*_entity_columns(target), similarity(target, score).label("similarity"),
+                  best.c.chunk_no, best.c.char_start, best.c.char_end)
+        .select_from(found)
+        .join(target.table, sa.and_(*(found.c[key.name] == key
+                                      for key in target.key_columns)))
+        .join(best, sa.true())
+        .order_by(score)
+        .limit(sa.bindparam("k", type_=sa.Integer))
+    )
+    if exact:
+        return stmt
+    # nothing unless the nearest chunks held k documents: the leg would miss some of its k
+    # best, and the caller asks again with more chunks (the other leg cannot stand in for it)
+    held = sa.select(sa.func.count()).select_from(chunk_leg).scalar_subquery()
+    return stmt.where(held >= sa.bindparam("k", type_=sa.Integer))
+
+
 def _entity_columns(target: Target) -> list[Any]:
     if isinstance(target.entity, sa.Table):
         hidden = {target.column.name, hash_column_name(target.column.name)}
@@ -131,7 +192,10 @@ def run(session: Session | Connection, conn: Connection, target: Target, stmt: s
     if choice.plan == "exact":
         return list(session.execute(stmt, parameters).all())
     parameters["n"] = n
-    settings = planner.settings(choice, n, planner.pgvector_version(conn))
+    # the parent's calibration sizes ef_search for k documents of its own index; the chunk
+    # index is asked for n chunks, so it gets at least what n asks for
+    sized = replace(choice, ef_search=max(choice.ef_search or 0, planner.ef_search(n)))
+    settings = planner.settings(sized, n, planner.pgvector_version(conn))
     with local_settings.scoped(conn, settings):
         return list(session.execute(stmt, parameters).all())
 
@@ -141,16 +205,17 @@ def search_documents(
     k: int, where: Any, choice: Choice,
 ) -> tuple[list[Any], str]:
     """The k documents whose best chunk is nearest: (rows, plan that ran)."""
+    statement = best_of_statement if DOCUMENT_VECTOR_COUNTS else documents_statement
     if choice.plan == "index":
-        stmt = documents_statement(target, where, exact=False)
+        stmt = statement(target, where, False)
         for per_result in CANDIDATE_ROUNDS:
             rows = run(session, conn, target, stmt, vector, k, choice, k * per_result)
             if len(rows) >= k:
                 return rows, "index"
         exact = Choice("exact")
-        return run(session, conn, target, documents_statement(target, where, True), vector, k,
+        return run(session, conn, target, statement(target, where, True), vector, k,
                    exact, 0), "index+exact"
-    return run(session, conn, target, documents_statement(target, where, True), vector, k,
+    return run(session, conn, target, statement(target, where, True), vector, k,
                choice, 0), "exact"
 
 

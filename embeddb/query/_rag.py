@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from . import _chunks as chunked
 from . import _planner as planner
+from ._checks import check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
 from ._search import Query, SearchResult, connection_for, vector_off_loop
@@ -55,6 +56,7 @@ def search_chunks(
     *,
     k: int = 10,
     where: Any = None,
+    within: sa.Select[Any] | None = None,
     per_document: int | None = None,
     neighbours: int = 0,
     plan: Plan = "auto",
@@ -62,9 +64,10 @@ def search_chunks(
 ) -> SearchResult[ChunkHit]:
     """The k chunks of a chunked column nearest to ``query``, among documents matching ``where``.
 
-    At most ``per_document`` chunks come from one document; ``neighbours=n`` adds each hit's
-    ``context``: the chunk with n chunks before and after it. k chunks are returned whenever k
-    (within the cap) exist.
+    ``within`` narrows the documents to the rows a ``select()`` of the parent returns (its joins
+    and conditions). At most ``per_document`` chunks come from one document; ``neighbours=n``
+    adds each hit's ``context``: the chunk with n chunks before and after it. k chunks are
+    returned whenever k (within the cap) exist.
 
     Example::
 
@@ -83,9 +86,12 @@ def search_chunks(
     if target.declaration.chunking is None:
         raise ValueError(f"{target.table.name}.{target.column.name} is not chunked: declare it"
                          " with Embedding(..., chunks=Chunking(...)), or use search()")
+    check_where(target, where, within)
     conn = connection_for(session, target)
     vector = query_vector(conn, target, query)
-    choice = planner.choose(conn, Filter(target, where), k, plan)
+    choice = planner.choose(conn, Filter(target, where, within), k, plan)
+    if within is not None:
+        where = sa.and_(*([] if where is None else [where]), chunked.documents_in(target, within))
     rows, ran = _find(session, conn, target, vector, k, where, per_document, choice)
     single = not isinstance(target.entity, sa.Table)
     width = len(target.key_columns)
@@ -106,6 +112,7 @@ async def asearch_chunks(
     *,
     k: int = 10,
     where: Any = None,
+    within: sa.Select[Any] | None = None,
     per_document: int | None = None,
     neighbours: int = 0,
     plan: Plan = "auto",
@@ -119,15 +126,21 @@ async def asearch_chunks(
     """
     vector = await vector_off_loop(session, column, query)
     return await session.run_sync(
-        lambda sync: search_chunks(sync, column, vector, k=k, where=where,
+        lambda sync: search_chunks(sync, column, vector, k=k, where=where, within=within,
                                    per_document=per_document, neighbours=neighbours, plan=plan,
                                    min_similarity=min_similarity))
 
 
 def _statement(target: Target, where: Any, per_document: int | None,
                exact: bool) -> sa.Select[Any]:
-    found = chunked.candidates(target, where, exact, with_text=True,
-                               rank=per_document is not None).subquery("found")
+    found = chunked.candidates(target, where, exact, with_text=True).subquery("found")
+    if per_document is not None:
+        # ranked over the candidates, not inside their query: a window function there would
+        # need every matching chunk (a full scan) before the index's ORDER BY ... LIMIT n
+        keys = [found.c[key.name] for key in target.key_columns]
+        found = sa.select(found, sa.func.row_number().over(
+            partition_by=keys, order_by=found.c.distance).label("rank_in_document")
+        ).subquery("ranked")
     stmt = (
         sa.select(*chunked._entity_columns(target),
                   found.c.chunk_no, found.c.char_start, found.c.char_end, found.c.text,

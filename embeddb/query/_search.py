@@ -215,11 +215,13 @@ def _search_chunked(
     where: Any, within: sa.Select[Any] | None, plan: Plan, min_similarity: float | None,
     started: float,
 ) -> SearchResult[Hit]:
-    """``search`` on a chunked column: k distinct documents, ranked by their best chunk."""
+    """``search`` on a chunked column: k distinct documents, ranked by their best chunk.
+
+    ``within`` narrows the documents to the rows it selects (its joins and conditions; the hits
+    are the searched table's rows, without ``within``'s extra columns)."""
+    choice = planner.choose(conn, Filter(target, where, within), k, plan)
     if within is not None:
-        raise ValueError(f"{target.table.name}.{target.column.name} is chunked: search it with"
-                         " where= on its own table's columns (within= is not supported)")
-    choice = planner.choose(conn, Filter(target, where), k, plan)
+        where = sa.and_(*([] if where is None else [where]), chunked.documents_in(target, within))
     rows, ran = chunked.search_documents(session, conn, target, vector, k, where, choice)
     single = not isinstance(target.entity, sa.Table)
     pairs = [(Hit(row[0] if single else row, float(row[-4])), chunked.ChunkSpan(*row[-3:]))

@@ -59,7 +59,8 @@ def check_chunk_invariant(conn: sa.Connection, model: str = HASH_MODEL,
     embedder = load_embedder(model)
     checked = 0
     column_id = conn.execute(sa.text(
-        "SELECT id FROM embeddb.columns WHERE table_name = 'docs'")).scalar_one()
+        "SELECT id FROM embeddb.columns WHERE table_name = 'docs' AND generation = 'live'"
+    )).scalar_one()
     rendered = conn.execute(sa.text(
         f"SELECT d.id, embeddb.render_{int(column_id)}(d) AS text FROM docs d ORDER BY d.id")).all()
     orphans = conn.execute(sa.text(

@@ -129,3 +129,30 @@ def test_cli_search_shows_the_best_chunk_and_status_counts_documents_and_chunks(
         chunks = conn.execute(sa.text(f"SELECT count(*) FROM {CHUNKS}")).scalar_one()
     assert main(["status", "--database-url", database_url]) == 0
     assert f"2 documents in {chunks} chunks" in capsys.readouterr().out
+
+
+def test_a_large_backlog_is_embedded_with_the_chunk_index_set_aside_then_rebuilt(engine, database_url) -> None:  # type: ignore[no-untyped-def]
+    """An HNSW insert per chunk costs database CPU beside the model's on every core; one build
+    at the end costs far less (see embeddb.backfill)."""
+    Base, Doc = doc_model()
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Doc), [{"id": i, "title": f"T{i}", "body": paragraphs(i, 3)}
+                                      for i in range(1, 41)])
+
+    def chunk_index() -> list[tuple[str, bool]]:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(
+                "SELECT i.relname, x.indisvalid FROM pg_index x JOIN pg_class i"
+                " ON i.oid = x.indexrelid WHERE x.indrelid = CAST(:t AS regclass)"
+                " AND i.relname LIKE '%hnsw'"), {"t": CHUNKS})]
+
+    assert chunk_index() == [(f"{CHUNKS}_hnsw", True)]
+    during: list[list[tuple[str, bool]]] = []
+    with Worker(database_url, WorkerConfig(batch_size=8, defer_index_rows=10)) as worker:
+        worker.batch_listeners.append(lambda _: during.append(chunk_index()))
+        worker.run_once()
+    assert len(during) >= 5 and all(indexes == [] for indexes in during)
+    assert chunk_index() == [(f"{CHUNKS}_hnsw", True)]
+    with engine.connect() as conn:
+        check_chunk_invariant(conn)
