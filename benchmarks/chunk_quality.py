@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -49,14 +48,15 @@ from common import (
     RESULTS_DIR,
     Databases,
     machine_facts,
+    ndcg,
     print_table,
     read_jsonl,
     server_versions,
     write_json,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Session
 
-from embeddb import Chunking, Embedding, Worker, WorkerConfig, search, search_chunks
+from embeddb import Chunking, Worker, WorkerConfig, search, search_chunks
 from embeddb.chunking import Splitter
 from embeddb.database import create_engine
 from embeddb.embedders import MINILM, load_embedder, resolve_model_path
@@ -86,47 +86,13 @@ ALTERNATIVES = {
 
 
 def model_for(chunking: Chunking | None) -> tuple[type[DeclarativeBase], Any]:
-    class Base(DeclarativeBase):
-        pass
-
-    class Document(Base):
-        __tablename__ = "documents"
-        id: Mapped[str] = mapped_column(primary_key=True)
-        title: Mapped[str]
-        body: Mapped[str]
-        embedding = Embedding("{title} {body}", model=MINILM, chunks=chunking)
-
-    return Base, Document
-
-
-def relevance(path: Path) -> dict[str, dict[str, int]]:
-    judged: dict[str, dict[str, int]] = defaultdict(dict)
-    with path.open(encoding="utf-8") as lines:
-        next(lines)
-        for line in lines:
-            query_id, doc_id, grade = line.rstrip("\n").split("\t")
-            judged[query_id][doc_id] = int(grade)
-    return dict(judged)
-
-
-def ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
-    total = 0.0
-    for query_id, judged in qrels.items():
-        ranked = rankings.get(query_id, [])[:K]
-        dcg = sum(judged.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked))
-        ideal = sorted(judged.values(), reverse=True)[:K]
-        norm = sum(grade / math.log2(i + 2) for i, grade in enumerate(ideal))
-        total += dcg / norm if norm else 0.0
-    return total / len(qrels)
+    return common.beir_documents(chunks=chunking)
 
 
 def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None,
                measure_latency: bool, measure_throughput: bool) -> dict[str, Any]:
     folder = DATA_DIR / corpus_name
-    corpus = list(read_jsonl(folder / "corpus.jsonl", DOCUMENTS))
-    qrels = relevance(folder / "qrels" / "test.tsv")
-    queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
-               if q["_id"] in qrels}
+    corpus, qrels, queries = common.beir_test_set(folder, DOCUMENTS)
     Base, Document = model_for(chunking)
     label = label_of(chunking)
     with databases.fresh(f"embeddb_bench_chunks_{corpus_name}") as url:
@@ -204,7 +170,7 @@ def run_config(databases: Databases, corpus_name: str, chunking: Chunking | None
                     latencies["search_chunks"].append((time.perf_counter() - t0) * 1000)
                     session.commit()
         engine.dispose()
-    result["ndcg_at_10"] = ndcg(rankings, qrels)
+    result["ndcg_at_10"] = common.ndcg(rankings, qrels, K)
     for name, values in latencies.items():
         if values:
             result[f"{name}_p50_ms"] = float(np.percentile(values, 50))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +24,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from embeddb.database import libpq_conninfo
+from embeddb.embedders import MINILM
+from embeddb.orm import Embedding
 from embeddb.server import EmbeddedServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +212,90 @@ def print_table(headers: list[str], rows: list[list[str]], *, left: int = 1) -> 
     print("  ".join("-" * width for width in widths))
     for row in rows:
         print(line(row))
+
+
+# --- BEIR test sets: documents, judgements, nDCG -------------------------------------------
+
+#: query id -> {document id: grade}, as a BEIR qrels file gives them
+Qrels = dict[str, dict[str, int]]
+
+
+def relevance(path: Path) -> Qrels:
+    """query id -> {document id: grade} from a BEIR qrels file."""
+    judged: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as lines:
+        next(lines)  # header
+        for line in lines:
+            query_id, doc_id, grade = line.rstrip("\n").split("\t")
+            judged.setdefault(query_id, {})[doc_id] = int(grade)
+    return judged
+
+
+def beir_test_set(folder: Path, limit: int | None = None
+                  ) -> tuple[list[dict[str, Any]], Qrels, dict[str, str]]:
+    """A BEIR corpus's documents (the first ``limit``), its test judgements, and the text of
+    each test query that has judgements."""
+    corpus = list(read_jsonl(folder / "corpus.jsonl", limit))
+    qrels = relevance(folder / "qrels" / "test.tsv")
+    queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
+               if q["_id"] in qrels}
+    return corpus, qrels, queries
+
+
+def ndcg(rankings: dict[str, list[str]], qrels: Qrels, k: int = 10) -> float:
+    """Mean nDCG@k (linear gains, as BEIR's pytrec_eval computes it)."""
+    total = 0.0
+    for query_id, judged in qrels.items():
+        ranked = rankings.get(query_id, [])[:k]
+        dcg = sum(judged.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked))
+        ideal = sorted(judged.values(), reverse=True)[:k]
+        norm = sum(grade / math.log2(i + 2) for i, grade in enumerate(ideal))
+        total += dcg / norm if norm else 0.0
+    return total / len(qrels)
+
+
+def beir_documents(table: str = "documents", **options: Any) -> tuple[Any, Any]:
+    """A fresh ``(Base, mapped class)`` for a BEIR corpus: ``id``, ``title``, ``body`` and
+    ``embedding = Embedding("{title} {body}", model=MINILM, **options)``."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Document(Base):
+        __tablename__ = table
+        id: Mapped[str] = mapped_column(primary_key=True)
+        title: Mapped[str]
+        body: Mapped[str]
+        embedding = Embedding("{title} {body}", model=MINILM, **options)
+
+    return Base, Document
+
+
+@dataclass
+class SearchPasses:
+    """What :func:`search_passes` measured, by pass name (``"index"``: the default plan,
+    ``"exact"``): each query's ranked row ids, milliseconds per query, the plans that ran."""
+
+    rankings: dict[str, dict[str, list[str]]]
+    latencies: dict[str, list[float]]
+    plans: dict[str, set[str]]
+
+
+def search_passes(session: Any, column: Any, queries: dict[str, str], k: int,
+                  passes: tuple[str, ...] = ("index", "exact")) -> SearchPasses:
+    """Every query through ``embeddb.search`` once per pass, timed one by one: ``"exact"``
+    with ``plan="exact"``, any other with the default plan. Query vectors should be cached
+    first (``embed_query``), so the times are the database's work."""
+    from embeddb import search
+
+    measured = SearchPasses({name: {} for name in passes}, {name: [] for name in passes},
+                            {name: set() for name in passes})
+    for name in passes:
+        for query_id, text in queries.items():
+            started = time.perf_counter()
+            hits = search(session, column, text, k=k, plan="exact" if name == "exact" else "auto")
+            measured.latencies[name].append((time.perf_counter() - started) * 1000)
+            measured.rankings[name][query_id] = [hit.row.id for hit in hits]
+            measured.plans[name].add(hits.plan)
+            session.commit()
+    return measured

@@ -33,21 +33,20 @@ from common import (
     DATA_DIR,
     RESULTS_DIR,
     Databases,
+    beir_documents,
+    beir_test_set,
     machine_facts,
+    ndcg,
     print_table,
-    read_jsonl,
     server_versions,
     with_database,
     write_json,
 )
 from psycopg import sql
-from scifact_quality import ndcg, relevance
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from embeddb import Worker, WorkerConfig, hybrid_search, search
 from embeddb.database import create_engine, libpq_conninfo
-from embeddb.embedders import MINILM
-from embeddb.orm import Embedding
 from embeddb.query._query_vectors import column_entry, embed_query
 
 OUTPUT = RESULTS_DIR / "hybrid_quality.json"
@@ -67,16 +66,7 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
 }
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Document(Base):
-    __tablename__ = "documents"
-    id: Mapped[str] = mapped_column(primary_key=True)
-    title: Mapped[str]
-    body: Mapped[str]
-    embedding = Embedding("{title} {body}", model=MINILM, fulltext=True)
+Base, Document = beir_documents(fulltext=True)
 
 
 def main() -> None:
@@ -105,10 +95,7 @@ def main() -> None:
 
 
 def run_corpus(databases: Databases, folder: Path, keep: bool = False) -> dict[str, Any]:
-    corpus = list(read_jsonl(folder / "corpus.jsonl"))
-    qrels = relevance(folder / "qrels" / "test.tsv")
-    queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl")
-               if q["_id"] in qrels}
+    corpus, qrels, queries = beir_test_set(folder)
     rankings: dict[str, dict[str, list[str]]] = {name: {} for name in SETTINGS}
     latencies: dict[str, list[float]] = {name: [] for name in SETTINGS}
     with _database(databases, folder.name, len(corpus), keep) as (url, reused):

@@ -17,13 +17,17 @@ timing (a process loads it once).
 Each way runs on a fresh database with the same rows and index:
 
 * *import_vectors*: the whole call (binary COPY into a staging table, key checks, ``check=8``
-  rows re-encoded, the UPDATE with each row's text hash, the queue cleared);
+  rows re-encoded, the UPDATE with each row's text hash, the queue cleared; the import is the
+  whole table, so the HNSW index is set aside and built again in the same transaction);
 * the same with ``check=0``;
+* the same with ``set_index_aside=False``: every vector enters the graph as it is written;
 * *plain COPY*: binary COPY of the same (key, vector) pairs into a temporary table — the
   limit;
 * *COPY + UPDATE by hand*: that COPY, then ``UPDATE table SET embedding = v FROM staging``:
   what a hand-written import does (it leaves the rows queued and their hashes unset, so the
-  worker would embed them all again).
+  worker would embed them all again);
+* the same with the HNSW index dropped before the UPDATE and built again after (its build
+  time printed apart): the limit for a table that has an HNSW index when the import is done.
 """
 
 from __future__ import annotations
@@ -92,8 +96,12 @@ def main() -> None:
     ways: dict[str, Way] = {
         "import_vectors": lambda url, k, v: via_import(url, table, k, v, check=8),
         "import_vectors, check=0": lambda url, k, v: via_import(url, table, k, v, check=0),
+        "import_vectors, index kept in place": lambda url, k, v: via_import(
+            url, table, k, v, check=8, set_index_aside=False),
         "plain COPY into a temporary table": lambda url, k, v: via_copy(url, k, v, update=False),
         "COPY + UPDATE by hand": lambda url, k, v: via_copy(url, k, v, update=True),
+        "COPY + UPDATE by hand, index dropped and built again": lambda url, k, v: via_copy(
+            url, k, v, update=True, rebuild=True),
     }
     databases = Databases.choose(args.database_url)
     results: dict[str, dict[str, Any]] = {}
@@ -105,10 +113,17 @@ def main() -> None:
 
     limit = results["plain COPY into a temporary table"]["rows_per_second"]
     table = [[name, f"{r['seconds']:.2f}", f"{r['rows_per_second']:,.0f}",
-              f"{r['rows_per_second'] / limit:.3f}", str(r.get("still_queued", ""))]
+              f"{r['rows_per_second'] / limit:.3f}", str(r.get("still_queued", "")),
+              {True: "rebuilt", False: "kept"}.get(r.get("index_rebuilt"), ""),
+              {True: "yes", False: "NO", None: "none"}[r["hnsw_index_valid"]]]
              for name, r in results.items()]
     print()
-    print_table(["way", "seconds", "rows/s", "ratio to plain COPY", "rows still queued"], table)
+    print_table(["way", "seconds", "rows/s", "ratio to plain COPY", "rows still queued",
+                 "HNSW index", "index valid after"], table)
+    for name, r in results.items():
+        if "index_build_seconds" in r:
+            print(f"{name}: the CREATE INDEX took {r['index_build_seconds']:.2f} s of"
+                  f" {r['seconds']:.2f} s")
     index = "no index" if args.no_index else "HNSW index"
     print(f"\n{len(rows):,} rows (texts of {len(real):,} WordNet synsets), 384-dimensional"
           f" vectors, {index} on the column; ratios to plain COPY measured in this run")
@@ -150,25 +165,35 @@ def prepare(url: str, table: Any, rows: list[Synset]) -> None:
 
 
 def via_import(url: str, table: Any, keys: list[str], vectors: Vectors, *,
-               check: int) -> dict[str, Any]:
+               check: int, set_index_aside: bool | None = None) -> dict[str, Any]:
     engine = create_engine(url)
     started = time.perf_counter()
     result = import_vectors(engine, table.embedding, zip(keys, vectors, strict=True),
-                            check=check)
+                            check=check, set_index_aside=set_index_aside)
     seconds = time.perf_counter() - started
     figures = {"seconds": seconds, "rows_per_second": result.rows / seconds,
                "checked": result.checked, "min_cosine": result.min_cosine,
-               **state(engine)}
+               "index_rebuilt": result.index_rebuilt, **state(engine)}
     engine.dispose()
     if result.rows != len(keys) or figures["stored"] != len(keys) or figures["still_queued"]:
         raise SystemExit(f"import_vectors left {figures}")
     return figures
 
 
-def via_copy(url: str, keys: list[str], vectors: Vectors, *, update: bool) -> dict[str, Any]:
+def via_copy(url: str, keys: list[str], vectors: Vectors, *, update: bool,
+             rebuild: bool = False) -> dict[str, Any]:
+    """COPY into a temporary table; then the UPDATE; with ``rebuild`` the column's HNSW index
+    is dropped before the UPDATE and built again after, as import_vectors does."""
+    build_seconds = None
     with psycopg.connect(libpq_conninfo(url)) as conn:
         register_vector(conn)
         started = time.perf_counter()
+        if rebuild:
+            index = conn.execute("SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+                                 " WHERE indrelid = 'glosses'::regclass AND"
+                                 " indexrelid::regclass::text LIKE '%hnsw%'").fetchone()
+            assert index is not None
+            conn.execute("DROP INDEX glosses_embedding_hnsw")
         conn.execute("CREATE TEMP TABLE staging (id text, vector vector(384))")
         with conn.cursor() as cursor, cursor.copy(
                 "COPY staging (id, vector) FROM STDIN WITH (FORMAT BINARY)") as copy:
@@ -178,10 +203,17 @@ def via_copy(url: str, keys: list[str], vectors: Vectors, *, update: bool) -> di
         if update:
             conn.execute("UPDATE glosses AS t SET embedding = s.vector FROM staging AS s"
                          " WHERE t.id = s.id")
+        if rebuild:
+            building = time.perf_counter()
+            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            conn.execute(index[0])
+            build_seconds = time.perf_counter() - building
         conn.commit()
         seconds = time.perf_counter() - started
     engine = create_engine(url)
     figures = {"seconds": seconds, "rows_per_second": len(keys) / seconds, **state(engine)}
+    if build_seconds is not None:
+        figures["index_build_seconds"] = build_seconds
     engine.dispose()
     return figures
 
@@ -190,7 +222,10 @@ def state(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT count(embedding) FROM glosses")).scalar_one()
         queued = conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar_one()
-    return {"stored": int(stored), "still_queued": int(queued)}
+        valid = conn.execute(sa.text(
+            "SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'glosses'::regclass"
+            " AND indexrelid::regclass::text LIKE '%hnsw%'")).scalar()
+    return {"stored": int(stored), "still_queued": int(queued), "hnsw_index_valid": valid}
 
 
 if __name__ == "__main__":

@@ -42,11 +42,13 @@ from common import (
     Databases,
     load_corpus,
     machine_facts,
+    ndcg,
     print_table,
     read_jsonl,
+    relevance,
     write_json,
 )
-from scifact_quality import K, ndcg, relevance
+from scifact_quality import K
 from worker_throughput import TABLE, copy_rows, documents_database
 
 from embeddb import backends, worker_backends

@@ -34,17 +34,19 @@ import sqlalchemy as sa
 from common import (
     RESULTS_DIR,
     Databases,
+    beir_test_set,
     machine_facts,
+    ndcg,
     print_table,
-    read_jsonl,
+    search_passes,
     server_versions,
     write_json,
 )
 from pgvector.psycopg import register_vector
-from scifact_quality import SCIFACT, K, ndcg, relevance
+from scifact_quality import SCIFACT, K
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from embeddb import Worker, WorkerConfig, import_vectors, search
+from embeddb import Worker, WorkerConfig, import_vectors
 from embeddb.database import create_engine, libpq_conninfo
 from embeddb.embedders import MINILM
 from embeddb.orm import Embedding
@@ -83,10 +85,7 @@ def main() -> None:
     if any(cut >= full for cut in cuts):
         raise SystemExit("list the full dimension first, then smaller ones")
 
-    corpus = list(read_jsonl(SCIFACT / "corpus.jsonl", args.limit))
-    qrels = relevance(SCIFACT / "qrels" / "test.tsv")
-    claims = {q["_id"]: q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")
-              if q["_id"] in qrels}
+    corpus, qrels, claims = beir_test_set(SCIFACT, args.limit)
     tables = {dims: abstract_table(dims) for dims in args.dimensions}
     databases = Databases.choose(args.database_url)
     results: dict[int, dict[str, Any]] = {}
@@ -198,23 +197,13 @@ def rebuild_index(engine: sa.Engine, table: Any) -> int:
 def measure_search(engine: sa.Engine, table: Any, claims: dict[str, str],
                    qrels: dict[str, dict[str, int]]) -> dict[str, Any]:
     """nDCG@10 and search latency with the default plan (HNSW) and the exact plan."""
-    rankings: dict[str, dict[str, list[str]]] = {"index": {}, "exact": {}}
-    latencies: dict[str, list[float]] = {"index": [], "exact": []}
-    plans: dict[str, set[str]] = {"index": set(), "exact": set()}
     with Session(engine) as session:
         entry = column_entry(session.connection(), table.embedding)
         for text in claims.values():
             embed_query(entry, text)  # cached: the passes below time the database's work
         session.commit()
-        for plan in ("index", "exact"):
-            for query_id, text in claims.items():
-                started = time.perf_counter()
-                hits = search(session, table.embedding, text, k=K,
-                              plan="exact" if plan == "exact" else "auto")
-                latencies[plan].append((time.perf_counter() - started) * 1000)
-                rankings[plan][query_id] = [hit.row.id for hit in hits]
-                plans[plan].add(hits.plan)
-                session.commit()
+        passes = search_passes(session, table.embedding, claims, K)
+    rankings, latencies, plans = passes.rankings, passes.latencies, passes.plans
     return {
         "ndcg_at_10": {plan: ndcg(ranking, qrels) for plan, ranking in rankings.items()},
         "search_p50_ms": {plan: float(np.percentile(v, 50)) for plan, v in latencies.items()},

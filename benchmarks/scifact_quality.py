@@ -21,9 +21,7 @@ the MTEB leaderboard gives all-MiniLM-L6-v2 0.645 on SciFact.
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,18 +31,20 @@ from common import (
     DATA_DIR,
     RESULTS_DIR,
     Databases,
+    beir_documents,
+    beir_test_set,
     machine_facts,
+    ndcg,
     print_table,
-    read_jsonl,
+    search_passes,
     server_versions,
     write_json,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from embeddb import Worker, WorkerConfig, search
+from embeddb import Worker, WorkerConfig
 from embeddb.database import create_engine
 from embeddb.embedders import MINILM, resolve_model_path
-from embeddb.orm import Embedding
 from embeddb.query._query_vectors import column_entry, embed_query
 
 OUTPUT = RESULTS_DIR / "scifact_quality.json"
@@ -52,16 +52,7 @@ SCIFACT = DATA_DIR / "scifact"
 K = 10
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Abstract(Base):
-    __tablename__ = "abstracts"
-    id: Mapped[str] = mapped_column(primary_key=True)
-    title: Mapped[str]
-    body: Mapped[str]
-    embedding = Embedding("{title} {body}", model=MINILM)
+Base, Abstract = beir_documents("abstracts")
 
 
 def main() -> None:
@@ -70,17 +61,11 @@ def main() -> None:
                         " embedded server, a fresh database)")
     args = parser.parse_args()
 
-    corpus = list(read_jsonl(SCIFACT / "corpus.jsonl"))
-    qrels = relevance(SCIFACT / "qrels" / "test.tsv")
-    claims = {q["_id"]: q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")
-              if q["_id"] in qrels}
+    corpus, qrels, claims = beir_test_set(SCIFACT)
     databases = Databases.choose(args.database_url)
     with databases.fresh("embeddb_bench_scifact") as url:
         engine = create_engine(url)
         embedded = embed_with_embeddb(engine, url, corpus)
-        rankings: dict[str, dict[str, list[str]]] = {"exact": {}, "index": {}}
-        latencies: dict[str, list[float]] = {"exact": [], "index": []}
-        plans: dict[str, set[str]] = {"exact": set(), "index": set()}
         with Session(engine) as session:
             # embed every claim once, as search() does (timed apart): the passes below then
             # find the vectors in the helper's query cache and time the database work
@@ -90,16 +75,9 @@ def main() -> None:
                 started = time.perf_counter()
                 embed_query(entry, text)
                 encode_ms.append((time.perf_counter() - started) * 1000)
-            for plan in ("exact", "index"):
-                for query_id, text in claims.items():
-                    started = time.perf_counter()
-                    hits = search(session, Abstract.embedding, text, k=K,
-                                  plan="exact" if plan == "exact" else "auto")
-                    latencies[plan].append((time.perf_counter() - started) * 1000)
-                    rankings[plan][query_id] = [hit.row.id for hit in hits]
-                    plans[plan].add(hits.plan)
-                    session.commit()
+            passes = search_passes(session, Abstract.embedding, claims, K, ("exact", "index"))
         engine.dispose()
+    rankings, latencies, plans = passes.rankings, passes.latencies, passes.plans
     rankings["numpy"], numpy_seconds = brute_force(corpus, claims)
 
     scores = {name: ndcg(ranking, qrels) for name, ranking in rankings.items()}
@@ -134,17 +112,6 @@ def main() -> None:
         "versions": server_versions(databases.url),
     }
     print(f"written to {write_json(OUTPUT, payload)}")
-
-
-def relevance(path: Any) -> dict[str, dict[str, int]]:
-    """query id -> {document id: grade} from a BEIR qrels file."""
-    judged: dict[str, dict[str, int]] = defaultdict(dict)
-    with path.open(encoding="utf-8") as lines:
-        next(lines)  # header
-        for line in lines:
-            query_id, doc_id, grade = line.rstrip("\n").split("\t")
-            judged[query_id][doc_id] = int(grade)
-    return dict(judged)
 
 
 def embed_with_embeddb(engine: sa.Engine, url: str,
@@ -183,17 +150,6 @@ def brute_force(corpus: list[dict[str, Any]],
     top = np.argsort(-(queries @ documents.T), axis=1)[:, :K]
     return {query_id: [ids[i] for i in row] for query_id, row in zip(claims, top, strict=True)}, \
         seconds
-
-
-def ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
-    """Mean nDCG@10 (linear gains, as BEIR's pytrec_eval computes it)."""
-    total = 0.0
-    for query_id, judged in qrels.items():
-        ranked = rankings.get(query_id, [])[:K]
-        dcg = sum(judged.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked))
-        ideal = sorted(judged.values(), reverse=True)[:K]
-        total += dcg / sum(grade / math.log2(i + 2) for i, grade in enumerate(ideal))
-    return total / len(qrels)
 
 
 def overlap(a: dict[str, list[str]], b: dict[str, list[str]]) -> float:

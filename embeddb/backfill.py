@@ -65,9 +65,9 @@ def set_index_aside(engine: Engine, entry: CatalogEntry, min_backlog: int,
         backlog = int(conn.execute(sa.text(queries["column_backlog"]), params).scalar_one())
         if backlog < min_backlog:
             return False
-        if _partitioned(conn, entry):
+        if is_partitioned(conn, entry):
             return False  # see the module's docstring
-        table_rows = _table_rows(conn, entry, deciding=backlog / max(min_share, 1e-9))
+        table_rows = count_table_rows(conn, entry, deciding=backlog / max(min_share, 1e-9))
         if not worth_setting_aside(backlog, table_rows, min_backlog, min_share):
             return False
         try:
@@ -88,12 +88,12 @@ def set_index_aside(engine: Engine, entry: CatalogEntry, min_backlog: int,
     return True
 
 
-def _partitioned(conn: sa.Connection, entry: CatalogEntry) -> bool:
+def is_partitioned(conn: sa.Connection, entry: CatalogEntry) -> bool:
     return bool(conn.execute(sa.text(queries["table_is_partitioned"]),
                              {"table": column_sql.qualified_table(entry.spec)}).scalar())
 
 
-def _table_rows(conn: sa.Connection, entry: CatalogEntry, deciding: float) -> float:
+def count_table_rows(conn: sa.Connection, entry: CatalogEntry, deciding: float) -> float:
     """The table's row count: the planner's estimate when it is far above ``deciding`` (the
     count at which the answer would change), else counted, since a table filled after its
     last ANALYZE has no estimate or a stale one."""
@@ -133,7 +133,7 @@ def _build(conn: sa.Connection, entry: CatalogEntry, memory: str) -> bool:
         return False  # built by another worker between our checks
     # A partitioned table's index cannot be built CONCURRENTLY: built in place, it blocks
     # writes meanwhile. Only an index set aside by an older embeddb is rebuilt so.
-    concurrently = not _partitioned(conn, entry)
+    concurrently = not is_partitioned(conn, entry)
     statement = column_sql.create_index(spec, concurrently=concurrently)
     assert statement is not None
     # a build takes minutes on a big table; give it memory so the graph fits while it grows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,20 @@ import sqlalchemy as sa
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
-from . import catalog, import_sql
+from . import backfill, catalog, column_sql, import_sql, verbatim
 from .embedders import load_embedder
-from .errors import EmbeddbError
+from .errors import EmbeddbError, first_line
+from .privileges import is_permission_error
 from .query._query_vectors import column_entry
 from .spec import EmbeddingSpec
+from .sql import queries
+
+log = logging.getLogger(__name__)
+
+#: An import of at least this many rows and this share of its table sets the HNSW index aside
+#: (the worker's defaults for a backlog, :class:`embeddb.worker.WorkerConfig`).
+SET_ASIDE_ROWS = 1_000
+SET_ASIDE_SHARE = 0.5
 
 
 class ImportRefused(EmbeddbError):
@@ -46,6 +56,7 @@ class ImportResult:
     rows: int  #: rows whose vector was written
     checked: int  #: rows re-encoded by the column's model to check the import
     min_cosine: float | None  #: the lowest cosine between an imported and a re-encoded vector
+    index_rebuilt: bool = False  #: the HNSW index was set aside for the writes and built again
 
 
 def import_vectors(
@@ -55,6 +66,8 @@ def import_vectors(
     *,
     check: int = 8,
     min_cosine: float = 0.99,
+    set_index_aside: bool | None = None,
+    index_build_memory: str = "512MB",
 ) -> ImportResult:
     """Bulk-load precomputed vectors for existing rows, marked current so the worker skips them.
 
@@ -66,13 +79,25 @@ def import_vectors(
     written row gets the hash of its current text, so the worker leaves it alone; a row whose
     text changes later is re-embedded as usual. One transaction.
 
+    Writing a vector into an HNSW-indexed row costs milliseconds (it enters the graph), so an
+    import of at least :data:`SET_ASIDE_ROWS` rows and :data:`SET_ASIDE_SHARE` of the table
+    (``set_index_aside=None``; ``True``/``False`` decide it outright) drops the index, writes
+    the vectors, and builds the index again with ``index_build_memory`` of
+    ``maintenance_work_mem``, all in the import's transaction: a failure anywhere leaves the
+    column and its index as they were. Meanwhile the table is locked (``DROP INDEX`` takes an
+    ACCESS EXCLUSIVE lock), searches and writes wait. A partitioned table, or an index the
+    role may not drop, keeps its index in place. The worker recalibrates the new index's
+    search when it is next idle.
+
     Example::
 
         embeddb.import_vectors(engine, Ticket.embedding, zip(ids, vectors))
     """
     if isinstance(bind, sa.Engine):
         with bind.begin() as conn:
-            return import_vectors(conn, column, rows, check=check, min_cosine=min_cosine)
+            return import_vectors(conn, column, rows, check=check, min_cosine=min_cosine,
+                                  set_index_aside=set_index_aside,
+                                  index_build_memory=index_build_memory)
     entry = column_entry(bind, column)
     spec = entry.spec
     with bind.begin_nested():
@@ -81,18 +106,67 @@ def import_vectors(
         driver = bind.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         register_vector(driver)
-        _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
+        staged = _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
         _refuse_bad_keys(bind, entry)
         checked, lowest = _check_sample(bind, entry, check, min_cosine)
-        written = bind.exec_driver_sql(import_sql.store(spec, entry.id)).rowcount
+        aside = _set_index_aside(bind, entry, staged, set_index_aside)
+        written = verbatim.execute(bind, import_sql.store(spec, entry.id)).rowcount
         bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
         bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
-    return ImportResult(int(written), checked, lowest)
+        if aside:
+            _build_index(bind, spec, index_build_memory)
+    return ImportResult(int(written), checked, lowest, aside)
+
+
+def _set_index_aside(conn: sa.Connection, entry: catalog.CatalogEntry, staged: int,
+                     wanted: bool | None) -> bool:
+    """Drop the column's index inside the import's transaction if the import is worth it;
+    True if dropped (the caller builds it again before the transaction ends)."""
+    spec = entry.spec
+    if spec.index is None or wanted is False:
+        return False
+    if wanted is None:
+        table_rows = backfill.count_table_rows(conn, entry, deciding=staged / SET_ASIDE_SHARE)
+        if not backfill.worth_setting_aside(staged, table_rows, SET_ASIDE_ROWS,
+                                            SET_ASIDE_SHARE):
+            return False
+    if backfill.is_partitioned(conn, entry):
+        return False  # one build over every partition: see embeddb.backfill's docstring
+    # the worker's lock for setting an index aside or building it again: if a worker holds
+    # it, or the index is aside already (the worker builds it when the backlog is done), skip
+    deferred = conn.execute(sa.text(queries["lock_column_for_index"]),
+                            {"column_id": entry.id}).scalar()
+    if deferred is None or deferred:
+        return False
+    if conn.execute(sa.text(queries["index_is_invalid"]),
+                    {"qualified_index": column_sql.qualified_index(spec)}).scalar() is None:
+        return False  # no index to set aside (dropped by hand): the import creates none
+    try:
+        with conn.begin_nested():
+            verbatim.execute(conn, column_sql.drop_index(spec))
+    except sa.exc.ProgrammingError as exc:
+        if not is_permission_error(exc):
+            raise
+        log.info("%s: importing with the HNSW index in place: %s", spec.qualified_column,
+                 first_line(exc))
+        return False
+    return True
+
+
+def _build_index(conn: sa.Connection, spec: EmbeddingSpec, memory: str) -> None:
+    statement = column_sql.create_index(spec)
+    assert statement is not None
+    # local to the transaction: the build's graph fits in memory while it grows
+    conn.execute(sa.text("SELECT set_config('maintenance_work_mem', :memory, true)"),
+                 {"memory": memory})
+    verbatim.execute(conn, statement)
 
 
 def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
-          rows: Iterable[tuple[Any, Any]], spec: EmbeddingSpec) -> None:
+          rows: Iterable[tuple[Any, Any]], spec: EmbeddingSpec) -> int:
+    """COPY ``rows`` into the staging table; how many."""
     key_count = len(spec.key_columns)
+    written = 0
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         copy.set_types(types)
         for key, vector in rows:
@@ -108,6 +182,8 @@ def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
                     f" {spec.dimensions} dimensions")
             # pgvector's binary halfvec dumper takes a HalfVector, not an array
             copy.write_row((*keys, HalfVector(array) if spec.vector_type == "halfvec" else array))
+            written += 1
+    return written
 
 
 def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry) -> None:

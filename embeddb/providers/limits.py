@@ -9,13 +9,32 @@ variable                           default  meaning
 ``EMBEDDB_HTTP_BATCH_INPUTS``      256      texts per request (OpenAI takes up to 2,048)
 ``EMBEDDB_HTTP_BATCH_TOKENS``      100000   tokens per request (OpenAI takes up to 300,000)
 ``EMBEDDB_HTTP_MAX_IN_FLIGHT``     4        requests sent at once by one process
-``EMBEDDB_HTTP_RPM``               none     requests per minute, per process
-``EMBEDDB_HTTP_TPM``               none     tokens per minute, per process
+``EMBEDDB_HTTP_RPM``               none     requests per minute of the API key's quota
+``EMBEDDB_HTTP_TPM``               none     tokens per minute of the API key's quota
+``EMBEDDB_HTTP_SHARE``             1        this process's share of RPM and TPM (0.25: one
+                                            of four workers on the same key)
 ``EMBEDDB_HTTP_TIMEOUT``           30       seconds to wait for one answer
 ``EMBEDDB_HTTP_GIVE_UP_AFTER``     60       seconds of retrying one request before the model
                                             counts as unavailable (the worker backs off and
                                             no row spends an attempt)
 =================================  =======  ==================================================
+
+Why each process keeps its own buckets (its share of the quota) rather than one counter in
+the database that every worker updates per request:
+
+* the quota is the API key's account's, and embeddb's workers are rarely its only users: the
+  query helpers embed in every application process, often other services too. A counter in one
+  database would count only the workers of that database, so the provider's 429 with
+  ``Retry-After`` stays the authority either way; it is honoured (every request of the process
+  pauses, no row spends an attempt).
+* a shared bucket is one row that every request of every process updates: its row lock
+  serialises them, and a query helper would update it inside the application's own
+  transaction (holding the lock until that commits) or need a connection of its own.
+* a share is static: a worker that is idle leaves its share unused. With workers that drain
+  the same backlog side by side (the usual case) their shares are used alike.
+
+Set ``EMBEDDB_HTTP_RPM``/``TPM`` to the key's quota everywhere and ``EMBEDDB_HTTP_SHARE`` to
+each process's part, leaving room for the query traffic.
 """
 
 from __future__ import annotations
@@ -42,6 +61,7 @@ class HttpLimits:
     max_in_flight: int = 4
     rpm: int | None = None
     tpm: int | None = None
+    share: float = 1.0
     timeout: float = 30.0
     give_up_after: float = 60.0
     backoff_base: float = 0.5
@@ -69,8 +89,21 @@ class HttpLimits:
                     f"{_ENV_PREFIX}{field.name.upper()}={raw!r} is not a number") from None
             if number <= 0:
                 raise SpecError(f"{_ENV_PREFIX}{field.name.upper()} must be positive, got {raw}")
+            if field.name == "share" and number > 1:
+                raise SpecError(f"{_ENV_PREFIX}SHARE is this process's part of the quota, at"
+                                f" most 1, got {raw}")
             values[field.name] = number if "float" in str(field.type) else int(number)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def process_rpm(self) -> int | None:
+        """Requests per minute this process may send: its ``share`` of ``rpm``."""
+        return None if self.rpm is None else max(1, int(self.rpm * self.share))
+
+    @property
+    def process_tpm(self) -> int | None:
+        """Tokens per minute this process may send: its ``share`` of ``tpm``."""
+        return None if self.tpm is None else max(1, int(self.tpm * self.share))
 
 
 class RateLimiter:

@@ -185,7 +185,7 @@ class HttpEmbedder:
         )
         self._pool = ThreadPoolExecutor(self.limits.max_in_flight,
                                         thread_name_prefix="embeddb-http")
-        self._rate = RateLimiter(self.limits.rpm, self.limits.tpm)
+        self._rate = RateLimiter(self.limits.process_rpm, self.limits.process_tpm)
         self._tokenizer = _tiktoken_for(self._model.model)
         self.requests_sent = 0
         self._count_lock = threading.Lock()

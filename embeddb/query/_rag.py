@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -105,30 +105,35 @@ def search_chunks(
     return SearchResult(hits, ran, choice.estimated_rows, (time.perf_counter() - started) * 1000)
 
 
+class ChunkSearchOptions(TypedDict, total=False):
+    """:func:`search_chunks`'s keyword options, which :func:`asearch_chunks` passes on as they
+    are (one list of them for both twins)."""
+
+    k: int
+    where: Any
+    within: sa.Select[Any] | None
+    per_document: int | None
+    neighbours: int
+    plan: Plan
+    min_similarity: float | None
+
+
 async def asearch_chunks(
     session: AsyncSession | AsyncConnection,
     column: Any,
     query: Query,
-    *,
-    k: int = 10,
-    where: Any = None,
-    within: sa.Select[Any] | None = None,
-    per_document: int | None = None,
-    neighbours: int = 0,
-    plan: Plan = "auto",
-    min_similarity: float | None = None,
+    **options: Unpack[ChunkSearchOptions],
 ) -> SearchResult[ChunkHit]:
-    """:func:`search_chunks` for an ``AsyncSession`` or ``AsyncConnection``.
+    """:func:`search_chunks` for an ``AsyncSession`` or ``AsyncConnection``, with the same
+    keyword options (``k``, ``where``, ``within``, ``per_document``, ``neighbours``, ``plan``,
+    ``min_similarity``).
 
     Example::
 
         hits = await asearch_chunks(session, Doc.embedding, "rotate logs", k=5)
     """
     vector = await vector_off_loop(session, column, query)
-    return await session.run_sync(
-        lambda sync: search_chunks(sync, column, vector, k=k, where=where, within=within,
-                                   per_document=per_document, neighbours=neighbours, plan=plan,
-                                   min_similarity=min_similarity))
+    return await session.run_sync(lambda sync: search_chunks(sync, column, vector, **options))
 
 
 def _statement(target: Target, where: Any, per_document: int | None,

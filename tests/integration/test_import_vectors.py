@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import ImportRefused, import_vectors
+from embeddb import Embedding, ImportRefused, import_vectors, importing
 from embeddb.embedders import load_embedder
 from embeddb.worker import Worker, WorkerConfig
 
@@ -113,3 +114,136 @@ def test_estimate_counts_rows_and_tokens_with_the_models_tokenizer_and_prices_th
     out = capsys.readouterr().out
     assert f"{len(ROWS)} rows with text, {tokens:,} tokens (counted by the model's tokenizer)" in out
     assert f"price: {tokens * 2 / 1e6:,.4f}" in out
+
+
+INDEX = "public.tickets_embedding_hnsw"
+
+
+def index_state(engine: sa.Engine) -> tuple[int, bool, str] | None:
+    """The column's HNSW index: its oid (new after a rebuild), validity and definition."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT i.indexrelid::int, i.indisvalid, pg_get_indexdef(i.indexrelid)"
+            " FROM pg_index i WHERE i.indexrelid = to_regclass(:name)"), {"name": INDEX}).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def table_state(engine: sa.Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT id, embedding::text, embedding_source_hash FROM tickets ORDER BY id"))]
+
+
+def test_a_large_import_sets_the_index_aside_and_builds_it_again_with_the_same_result(
+        engine: sa.Engine, database_url: str) -> None:
+    Ticket, vectors = setup(engine)
+    before = index_state(engine)
+    assert before is not None and before[1]
+    kept = import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True),
+                          set_index_aside=False)
+    assert not kept.index_rebuilt and index_state(engine) == before
+    with_index = table_state(engine)
+
+    with engine.begin() as conn:  # the same rows again, as they were before the import
+        conn.execute(sa.text("UPDATE tickets SET embedding = NULL, embedding_source_hash = NULL"))
+        conn.execute(sa.text("INSERT INTO embeddb.pending (column_id, row_key)"
+                             " SELECT 1, jsonb_build_object('id', id) FROM tickets"))
+    # 40 rows of a 40-row table, but fewer than SET_ASIDE_ROWS: the index stays by default
+    assert not import_vectors(engine, Ticket.embedding,
+                              zip(range(len(ROWS)), vectors, strict=True)).index_rebuilt
+    assert index_state(engine) == before
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tickets SET embedding = NULL, embedding_source_hash = NULL"))
+    aside = import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True),
+                           set_index_aside=True)
+    after = index_state(engine)
+    assert aside.index_rebuilt and aside.rows == len(ROWS) and aside.checked == 8
+    assert after is not None and after[0] != before[0]  # a new index...
+    assert after[1:] == before[1:]  # ...valid, with the same definition
+    assert table_state(engine) == with_index
+    assert queued(engine) == 0
+    with Worker(database_url, WorkerConfig()) as worker:
+        assert worker.run_once().embedded == 0
+    with engine.connect() as conn:  # and searches use it
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        plan = "\n".join(conn.execute(sa.text(
+            "EXPLAIN SELECT id FROM tickets ORDER BY embedding <=> (SELECT embedding FROM tickets"
+            " WHERE id = 1) LIMIT 3")).scalars())
+    assert INDEX.split(".")[1] in plan
+
+
+def test_an_import_that_is_most_of_a_big_enough_table_sets_the_index_aside_by_itself(
+        engine: sa.Engine) -> None:
+    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    count = importing.SET_ASIDE_ROWS + 200
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": i, "subject": "s", "body": f"ticket {i}"}
+                                         for i in range(count)])
+    vectors = load_embedder(HASH_MODEL).embed_documents([f"s\n\nticket {i}" for i in range(count)])
+    before = index_state(engine)
+    # below half of the table: kept
+    half = int(count * importing.SET_ASIDE_SHARE) - 1
+    assert not import_vectors(engine, Ticket.embedding, zip(range(half), vectors[:half],
+                                                            strict=True)).index_rebuilt
+    assert index_state(engine) == before
+    result = import_vectors(engine, Ticket.embedding, zip(range(count), vectors, strict=True))
+    assert result.index_rebuilt and result.rows == count
+    after = index_state(engine)
+    assert after is not None and after[0] != before[0] and after[1]
+    assert queued(engine) == 0
+
+
+def test_a_failure_midway_with_the_index_aside_leaves_the_column_and_its_index_as_they_were(
+        engine: sa.Engine) -> None:
+    Ticket, vectors = setup(engine)
+    half = len(ROWS) // 2
+    import_vectors(engine, Ticket.embedding, zip(range(half), vectors[:half], strict=True))
+    before, rows_before, queued_before = index_state(engine), table_state(engine), queued(engine)
+    # a real failure from the database, raised only while the index is set aside
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"""
+            CREATE FUNCTION fail_midway() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.id = 30 AND to_regclass('{INDEX}') IS NULL THEN
+                    RAISE EXCEPTION 'failing midway, the index set aside';
+                END IF;
+                RETURN NEW;
+            END $$"""))
+        conn.execute(sa.text("CREATE TRIGGER fail_midway BEFORE UPDATE OF embedding ON tickets"
+                             " FOR EACH ROW EXECUTE FUNCTION fail_midway()"))
+    with pytest.raises(sa.exc.DBAPIError, match="failing midway, the index set aside"):
+        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True),
+                       set_index_aside=True)
+    assert index_state(engine) == before  # the same index, valid
+    assert table_state(engine) == rows_before and queued(engine) == queued_before == len(ROWS) - half
+
+
+def test_a_partitioned_table_keeps_its_index_through_an_import(engine: sa.Engine) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = "part_docs"
+        __table_args__ = {"postgresql_partition_by": "LIST (tenant)"}  # noqa: RUF012
+        tenant: Mapped[int] = mapped_column(primary_key=True)
+        id: Mapped[int] = mapped_column(primary_key=True)
+        body: Mapped[str]
+        embedding = Embedding("{body}", model=HASH_MODEL)
+
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE part_docs_1 PARTITION OF part_docs FOR VALUES IN (1)"))
+        conn.execute(sa.insert(Doc), [{"tenant": 1, "id": i, "body": f"doc {i}"} for i in range(20)])
+        index = conn.execute(sa.text(
+            "SELECT indexrelid::int FROM pg_index WHERE indrelid = 'part_docs'::regclass"
+            " AND indexrelid::regclass::text LIKE '%embedding%'")).scalar_one()
+    vectors = load_embedder(HASH_MODEL).embed_documents([f"doc {i}" for i in range(20)])
+    result = import_vectors(engine, Doc.embedding, zip([(1, i) for i in range(20)], vectors,
+                                                       strict=True), set_index_aside=True)
+    assert result.rows == 20 and not result.index_rebuilt
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT indexrelid::int FROM pg_index WHERE indrelid = 'part_docs'::regclass"
+            " AND indexrelid::regclass::text LIKE '%embedding%'")).scalar_one() == index
