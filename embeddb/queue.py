@@ -103,7 +103,21 @@ def reconcile(bind: Engine | Connection, column: CatalogEntry | None = None) -> 
                 raise PrivilegeError(
                     f"reconcile: cannot read embeddb's catalog: {first_line(exc)} (the role"
                     " needs USAGE on schema embeddb and SELECT on embeddb.columns)") from exc
+        for entry in entries:  # what waits in the inbox is queued already: not counted again
+            _expand_all(conn, entry)
         return {entry.spec.qualified_column: catalog.reconcile(conn, entry) for entry in entries}
+
+
+def _expand_all(conn: Connection, entry: CatalogEntry) -> None:
+    """Expand every inbox entry of ``entry``; a role without the rights leaves them (and
+    reconcile then queues their rows itself, which is harmless)."""
+    try:
+        with conn.begin_nested():
+            while _run(conn, "inbox_has_entries", column_id=entry.id).scalar():
+                expand_inbox(conn, entry, lock_timeout=None)
+    except sa.exc.ProgrammingError as exc:
+        if not is_permission_error(exc):
+            raise
 
 
 # --- the worker's side --------------------------------------------------------------------
@@ -127,6 +141,33 @@ class RetryPolicy:
     max_attempts: int
     backoff_seconds: float
     backoff_max_seconds: float
+
+
+#: Inbox entries expanded per transaction (each holds the keys of one bulk INSERT).
+INBOX_ENTRIES_PER_EXPANSION = 100
+# An expansion that would wait for a lock gives up quickly and is tried again at the next
+# claim: the worker's own write of the previous batch, or another worker, holds the entries.
+_EXPANSION_LOCK_TIMEOUT = "200ms"
+
+
+def expand_inbox(conn: Connection, entry: CatalogEntry,
+                 limit: int = INBOX_ENTRIES_PER_EXPANSION,
+                 lock_timeout: str | None = _EXPANSION_LOCK_TIMEOUT) -> int:
+    """Queue the rows of ``entry``'s inbox entries (bulk INSERTs) in embeddb.pending, deleting
+    the entries in the same statement; returns how many rows it queued.
+
+    Rows deleted since, or that need no vector, are not queued. Run it in a transaction of its
+    own: until it commits, the entries stay in the inbox, so a crash loses nothing. With a
+    ``lock_timeout`` (for the rest of the transaction) it gives up rather than wait long.
+    """
+    if not _run(conn, "inbox_has_entries", column_id=entry.id).scalar():
+        return 0
+    hidden = _run(conn, "row_security_active",
+                  table=column_sql.qualified_table(entry.spec)).one().active
+    if lock_timeout is not None:
+        _run(conn, "set_lock_timeout", timeout=lock_timeout)
+    statement = column_sql.expand_inbox(entry.spec, entry.id, keep_unseen=bool(hidden))
+    return int(conn.exec_driver_sql(statement, {"limit": limit}).rowcount)
 
 
 def claim(conn: Connection, entry: CatalogEntry, token: uuid.UUID, worker_id: str, limit: int,

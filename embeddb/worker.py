@@ -195,6 +195,8 @@ class _EmbeddedBatch:
     chunks: dict[str, chunk_worker.Document] | None = None  # a chunked column's, by row key
 
 
+_LOCK_WAIT_FAILED = ("55P03", "40P01")  # lock_not_available, deadlock_detected
+
 _TRANSIENT_ERRORS = (
     sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError, ModelUnavailable,
 )
@@ -494,10 +496,30 @@ class Worker:
                ) -> tuple[list[Any], list[Any], str | None]:
         """The claimed keys, the rows found for them, and, when some were not found and
         row-level security may hide them from this role, the reason to park them with."""
+        self._expand_inbox(entry)
         with self.engine.begin() as conn:
             taken = queue.claim(conn, entry, token, self.worker_id, self.config.batch_size,
                                 self.config.lease_seconds)
         return taken.keys, taken.rows, taken.hidden_by
+
+    def _expand_inbox(self, entry: CatalogEntry) -> None:
+        """Queue the rows of bulk INSERTs waiting in the inbox, in a transaction of its own (a
+        crash before it commits leaves the inbox as it was). An expansion that waits for a
+        lock is left for the next claim; without the rights to it, what is queued still flows."""
+        try:
+            with self.engine.begin() as conn:
+                if queue.expand_inbox(conn, entry):
+                    _failpoint("expanded")  # rows queued, inbox entries deleted, not committed
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _LOCK_WAIT_FAILED:
+                log.debug("%s: inbox left for later: %s", entry.spec.qualified_column,
+                          first_line(exc))
+            elif is_permission_error(exc):
+                self._warn_once(f"inbox:{entry.id}", "%s: bulk INSERTs wait in embeddb.inbox,"
+                                " which this worker may not expand: %s",
+                                entry.spec.qualified_column, first_line(exc))
+            else:
+                raise
 
     def _within_token_budget(
         self, entry: CatalogEntry, token: uuid.UUID, rows: list[Any], claimed: list[Any]
