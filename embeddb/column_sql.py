@@ -236,7 +236,8 @@ END
 """).format(
         bulk=sql.SQL(_INBOX_INSERT if inbox else "").format(
             column_id=sql.Literal(column_id), arrived_key=_key_object(spec, "arrived"),
-            inserted=sql.Identifier(INSERTED_ROWS), min_rows=sql.Literal(INBOX_MIN_ROWS)),
+            inserted=sql.Identifier(INSERTED_ROWS), min_rows=sql.Literal(INBOX_MIN_ROWS),
+            max_rows=sql.Literal(INBOX_MAX_ROWS)),
         end_bulk=sql.SQL("END IF;" if inbox else ""),
         key_changed=key_changed,
         column_id=sql.Literal(column_id),
@@ -262,12 +263,20 @@ END
     ).format(enqueue_function(column_id), sql.Literal(_text(body))))
 
 
-# Many rows: their keys in one inbox entry (nothing per row but the key); else the per-row path.
+# An inbox entry holds at most this many keys: a huge COPY stays far below jsonb's size limit,
+# and the worker expands it in pieces that fit its statement timeout.
+INBOX_MAX_ROWS = 10_000
+
+# Many rows: their keys in inbox entries (nothing per row but the key); else the per-row path.
 _INBOX_INSERT = """
-        INSERT INTO embeddb.inbox (column_id, rows, keys)
-        SELECT {column_id}, count(*), jsonb_agg({arrived_key}) FROM {inserted} AS arrived
-        HAVING count(*) >= {min_rows};
-        IF NOT FOUND THEN"""
+        IF (SELECT count(*) FROM (SELECT FROM {inserted} LIMIT {min_rows}) AS enough)
+           >= {min_rows} THEN
+            INSERT INTO embeddb.inbox (column_id, rows, keys)
+            SELECT {column_id}, count(*), jsonb_agg(numbered.row_key)
+            FROM (SELECT {arrived_key} AS row_key, row_number() OVER () AS n
+                  FROM {inserted} AS arrived) AS numbered
+            GROUP BY (numbered.n - 1) / {max_rows};
+        ELSE"""
 
 
 def expand_inbox(spec: EmbeddingSpec, column_id: int, *, keep_unseen: bool) -> str:

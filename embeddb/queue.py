@@ -143,8 +143,8 @@ class RetryPolicy:
     backoff_max_seconds: float
 
 
-#: Inbox entries expanded per transaction (each holds the keys of one bulk INSERT).
-INBOX_ENTRIES_PER_EXPANSION = 100
+#: Inbox entries expanded per transaction (each holds up to 10,000 keys of a bulk INSERT).
+INBOX_ENTRIES_PER_EXPANSION = 10
 # An expansion that would wait for a lock gives up quickly and is tried again at the next
 # claim: the worker's own write of the previous batch, or another worker, holds the entries.
 _EXPANSION_LOCK_TIMEOUT = "200ms"
