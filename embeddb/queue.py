@@ -170,6 +170,19 @@ def expand_inbox(conn: Connection, entry: CatalogEntry,
     return int(conn.exec_driver_sql(statement, {"limit": limit}).rowcount)
 
 
+def backlog(conn: Connection, entry: CatalogEntry) -> int:
+    """Rows of ``entry`` waiting to be embedded: queue entries not parked, and keys in the
+    inbox (those count as none for a role that may not read it, as one granted before 0012)."""
+    waiting = int(_run(conn, "column_backlog", column_id=entry.id).scalar_one())
+    try:
+        with conn.begin_nested():
+            return waiting + int(_run(conn, "inbox_backlog", column_id=entry.id).scalar_one())
+    except sa.exc.ProgrammingError as exc:
+        if not is_permission_error(exc):
+            raise
+        return waiting
+
+
 def claim(conn: Connection, entry: CatalogEntry, token: uuid.UUID, worker_id: str, limit: int,
           lease_seconds: float) -> Claim:
     """Take up to ``limit`` ready rows of ``entry`` under a lease and read their text."""

@@ -164,9 +164,11 @@ ON CONFLICT (column_id, minute) DO UPDATE SET rows = t.rows + EXCLUDED.rows
 DELETE FROM embeddb.throughput WHERE minute < now() - interval '1 day'
 
 -- column_backlog --
--- Rows waiting: queue entries not parked, and keys in the inbox.
-SELECT (SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at IS NULL)
-       + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id)
+SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at IS NULL
+
+-- inbox_backlog --
+-- Keys of bulk INSERTs waiting in the inbox for a worker to queue them.
+SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id
 
 -- table_row_estimate --
 -- The planner's row count of a table: -1 before its first VACUUM or ANALYZE.
