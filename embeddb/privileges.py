@@ -24,7 +24,7 @@ WORKER_CATALOG_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "embeddb.alembic_version": ("SELECT",),
     "embeddb.columns": ("SELECT", "UPDATE"),
     "embeddb.pending": ("SELECT", "INSERT", "UPDATE", "DELETE"),
-    "embeddb.inbox": ("SELECT", "DELETE"),
+    "embeddb.inbox": ("SELECT", "UPDATE", "DELETE"),  # UPDATE: FOR UPDATE SKIP LOCKED
     "embeddb.throughput": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "embeddb.workers": ("SELECT", "INSERT", "UPDATE"),
     "embeddb.worker_compatibility": ("SELECT",),
