@@ -165,6 +165,14 @@ def _needs_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composab
     ).format(stored=stored, text=text)
 
 
+def _may_need_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composable:
+    """Whether ``row`` may need a vector, told without rendering a fresh row (no stored hash):
+    a row copied with the vector of its text is left out (no inbox key for an import)."""
+    stored = sql.Identifier(row, spec.hash_column)
+    return sql.SQL("{stored} IS NULL OR {stored} IS DISTINCT FROM {current}").format(
+        stored=stored, current=_source_hash(column_id, sql.Identifier(row)))
+
+
 def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool = True) -> str:
     """``embeddb.enqueue_N()``, the function behind every trigger of the column.
 
@@ -237,7 +245,8 @@ END
         bulk=sql.SQL(_INBOX_INSERT if inbox else "").format(
             column_id=sql.Literal(column_id), arrived_key=_key_object(spec, "arrived"),
             inserted=sql.Identifier(INSERTED_ROWS), min_rows=sql.Literal(INBOX_MIN_ROWS),
-            max_rows=sql.Literal(INBOX_MAX_ROWS)),
+            max_rows=sql.Literal(INBOX_MAX_ROWS),
+            may_need_vector=_may_need_vector(column_id, spec, "arrived")),
         end_bulk=sql.SQL("END IF;" if inbox else ""),
         key_changed=key_changed,
         column_id=sql.Literal(column_id),
@@ -274,7 +283,7 @@ _INBOX_INSERT = """
             INSERT INTO embeddb.inbox (column_id, rows, keys)
             SELECT {column_id}, count(*), jsonb_agg(numbered.row_key)
             FROM (SELECT {arrived_key} AS row_key, row_number() OVER () AS n
-                  FROM {inserted} AS arrived) AS numbered
+                  FROM {inserted} AS arrived WHERE {may_need_vector}) AS numbered
             GROUP BY (numbered.n - 1) / {max_rows};
         ELSE"""
 

@@ -262,3 +262,22 @@ def test_the_expansion_queues_only_rows_that_still_need_a_vector_and_resets_fail
         entries = pending(conn)
     assert sorted(e.row_key["id"] for e in entries) == list(range(1, 100))
     assert all(e.attempts == 0 and e.parked_at is None for e in entries)
+
+
+def test_a_bulk_copy_of_rows_with_their_vectors_leaves_nothing_in_the_inbox(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, 201))
+    drain(database_url)
+    dump = io.StringIO()
+    with connect(database_url) as conn:
+        with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
+            for chunk in copy:
+                dump.write(bytes(chunk).decode())
+        conn.execute("DELETE FROM tickets")
+        conn.commit()
+        with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
+            copy.write(dump.getvalue())  # all 200 back, each with the vector of its text
+        conn.commit()
+    assert inbox(engine) == [] and queued_rows(engine) == 0
