@@ -41,6 +41,15 @@ def trigger_calls(conn: psycopg.Connection[tuple[Any, ...]], table: str = "ticke
     return int(calls[0] or 0)
 
 
+def dump_tickets(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
+    """The tickets table as ``COPY ... TO STDOUT`` writes it, vectors and hashes included."""
+    dump = io.StringIO()
+    with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
+        for chunk in copy:
+            dump.write(bytes(chunk).decode())
+    return dump.getvalue()
+
+
 def keys(conn: sa.Connection) -> list[int]:
     return sorted(entry.row_key["id"] for entry in pending(conn))
 
@@ -84,11 +93,8 @@ def test_rows_copied_with_their_vectors_queue_nothing_and_void_a_leftover_entry(
         conn.execute(sa.insert(Ticket), [{"id": i, "subject": "s", "body": f"b{i}"}
                                          for i in (1, 2, 3)])
     drain(database_url)
-    dump = io.StringIO()
     with connect(database_url) as conn:
-        with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
-            for chunk in copy:
-                dump.write(bytes(chunk).decode())
+        dump = dump_tickets(conn)
         conn.execute("DELETE FROM tickets")
         # entries a deletion left behind while the triggers were off: one still claimed
         column_id = conn.execute("SELECT id FROM embeddb.columns").fetchone()
@@ -99,7 +105,7 @@ def test_rows_copied_with_their_vectors_queue_nothing_and_void_a_leftover_entry(
         conn.commit()
         # the dump back, with a fresh row in the same COPY
         with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
-            copy.write(dump.getvalue())
+            copy.write(dump)
         with conn.cursor().copy(TICKET_COLUMNS) as copy:
             copy.write_row((4, "s", "fresh", "open"))
         conn.commit()
@@ -270,14 +276,11 @@ def test_a_bulk_copy_of_rows_with_their_vectors_leaves_nothing_in_the_inbox(
     Base.metadata.create_all(engine)
     copy_tickets(database_url, range(1, 201))
     drain(database_url)
-    dump = io.StringIO()
     with connect(database_url) as conn:
-        with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
-            for chunk in copy:
-                dump.write(bytes(chunk).decode())
+        dump = dump_tickets(conn)
         conn.execute("DELETE FROM tickets")
         conn.commit()
         with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
-            copy.write(dump.getvalue())  # all 200 back, each with the vector of its text
+            copy.write(dump)  # all 200 back, each with the vector of its text
         conn.commit()
     assert inbox(engine) == [] and queued_rows(engine) == 0
