@@ -114,19 +114,26 @@ def update(column: str, rows: int) -> Write:
 def prefill(texts: list[str]) -> Callable[[psycopg.Connection[Any], sql.Identifier], None]:
     def run(conn: psycopg.Connection[Any], table: sql.Identifier) -> None:
         copy_in(texts)(conn, table)
-        # rows as the worker leaves them: pending entries gone, so an update re-queues them
+        # rows as the worker leaves them: queue entries gone, so an update re-queues them
         with conn.transaction():
-            conn.execute("DELETE FROM embeddb.pending")
+            clear_queue(conn)
         conn.autocommit = True
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
         conn.autocommit = False
     return run
 
 
+def clear_queue(conn: psycopg.Connection[Any]) -> None:
+    """Empty the queue: embeddb.pending, and the inbox of bulk INSERTs (revision 0012 on)."""
+    conn.execute("DELETE FROM embeddb.pending")
+    if conn.execute("SELECT to_regclass('embeddb.inbox') IS NOT NULL").fetchone() == (True,):
+        conn.execute("DELETE FROM embeddb.inbox")
+
+
 def reset(conn: psycopg.Connection[Any], table: sql.Identifier) -> None:
     with conn.transaction():
         conn.execute(sql.SQL("TRUNCATE {}").format(table))
-        conn.execute("DELETE FROM embeddb.pending")
+        clear_queue(conn)
 
 
 def measure(conn: psycopg.Connection[Any], write: Write, repeat: int,

@@ -13,7 +13,15 @@ Variants, from the row triggers of embeddb before issue 14 to this version's:
   before inserting it), redone with ON CONFLICT only if it hits an entry: a subtransaction per
   statement, which is why embeddb does not do it;
 * ``... no claim index``: without the queue's partial index for claiming (the worker needs it:
-  this only shows what it costs a write).
+  this only shows what it costs a write);
+* ``inbox (now)``: what embeddb installs since revision 0012: an INSERT of 100 rows or more
+  adds one ``embeddb.inbox`` row per 10,000 keys instead of a queue entry per row;
+* floors: ``trigger that only NOTIFYs`` (the cheapest trigger that still wakes a worker) and
+  ``no triggers`` (the embedded table's own shape: vector and hash columns, HNSW index).
+
+Besides COPY and batch INSERT it measures a single-row INSERT in autocommit and an UPDATE of a
+column the text is not made of, the writes whose targets (1.3x, 1.1x) only the floors can
+judge.
 
     .venv/bin/python benchmarks/write_path_levers.py [--copy-rows 20000] [--repeat 3]
 """
@@ -33,7 +41,17 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, Databases, load_corpus, machine_facts, print_table, write_json
-from write_path import CREATE_PLAIN, EMBEDDED, Base, batch_inserts, copy_in, measure
+from write_path import (
+    CREATE_PLAIN,
+    EMBEDDED,
+    Base,
+    batch_inserts,
+    copy_in,
+    measure,
+    prefill,
+    single_inserts,
+    update,
+)
 
 from embeddb import column_sql, create_engine
 from embeddb.catalog import list_entries
@@ -72,8 +90,17 @@ def _plain_insert_first(function: str) -> str:
             + upsert + "\nEND;\n        " + function[end:])
 
 
+def _notify_only(column_id: int) -> str:
+    """An ``enqueue_N()`` that queues nothing and only NOTIFYs: the cheapest trigger at all."""
+    body = (f"BEGIN PERFORM pg_notify('{column_sql.NOTIFY_CHANNEL}', '{column_id}');"
+            " RETURN NULL; END")
+    return sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+        column_sql.enqueue_function(column_id), sql.Literal(body)).as_string(None)
+
+
 def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
-          claim_index: bool = True, plain_insert: bool = False) -> list[str]:
+          claim_index: bool = True, plain_insert: bool = False, inbox: bool = False,
+          floor: str | None = None) -> list[str]:
     """The statements that give the embedded table's column this variant."""
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -81,14 +108,19 @@ def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
     engine.dispose()
     if md5:
         with md5_always():
-            function = column_sql.create_enqueue_function(entry.spec, entry.id)
+            function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox)
     else:
-        function = column_sql.create_enqueue_function(entry.spec, entry.id)
+        function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox)
     if plain_insert:
         function = _plain_insert_first(function)
+    if floor == "notify only":
+        function = _notify_only(entry.id)
+    triggers = column_sql.create_triggers(entry.spec, entry.id, partitioned=per_row)
+    if floor == "no triggers":
+        triggers = [t for t in triggers if t.startswith("DROP TRIGGER")]
     return [
         function,
-        *column_sql.create_triggers(entry.spec, entry.id, partitioned=per_row),
+        *triggers,
         FOREIGN_KEY if foreign_key else NO_FOREIGN_KEY,
         CLAIM_INDEX if claim_index else "DROP INDEX IF EXISTS embeddb.pending_claimable",
     ]
@@ -98,13 +130,17 @@ VARIANTS: list[tuple[str, dict[str, bool]]] = [
     ("row triggers + FK (before issue 14)", {"per_row": True, "foreign_key": True}),
     ("row triggers", {"per_row": True, "foreign_key": False}),
     ("statement triggers + FK", {"per_row": False, "foreign_key": True}),
-    ("statement triggers (now)", {"per_row": False, "foreign_key": False}),
+    ("statement triggers (0010, 0011)", {"per_row": False, "foreign_key": False}),
     ("statement triggers, md5 of every row", {"per_row": False, "foreign_key": False,
                                               "md5": True}),
     ("statement triggers, plain INSERT first", {"per_row": False, "foreign_key": False,
                                                 "plain_insert": True}),
     ("statement triggers, no claim index", {"per_row": False, "foreign_key": False,
                                             "claim_index": False}),
+    ("inbox (now)", {"per_row": False, "foreign_key": False, "inbox": True}),
+    ("floor: trigger that only NOTIFYs", {"per_row": False, "foreign_key": False,
+                                          "floor": "notify only"}),
+    ("floor: no triggers", {"per_row": False, "foreign_key": False, "floor": "no triggers"}),
 ]
 
 
@@ -113,13 +149,19 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--copy-rows", type=int, default=20_000)
     parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--single-rows", type=int, default=1_000)
+    parser.add_argument("--update-rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    texts = load_corpus("wordnet", max(args.copy_rows, args.batch_rows))
-    writes: list[tuple[str, Callable[..., int]]] = [
-        (f"COPY ({args.copy_rows:,})", copy_in(texts[:args.copy_rows])),
+    texts = load_corpus("wordnet", max(args.copy_rows, args.batch_rows, args.update_rows))
+    writes: list[tuple[str, Callable[..., int], Any]] = [
+        (f"COPY ({args.copy_rows:,})", copy_in(texts[:args.copy_rows]), None),
         (f"INSERT of 1,000-row batches ({args.batch_rows:,})",
-         batch_inserts(texts[:args.batch_rows])),
+         batch_inserts(texts[:args.batch_rows]), None),
+        (f"single-row INSERT, autocommit ({args.single_rows:,})",
+         single_inserts(texts[:args.single_rows]), None),
+        (f"UPDATE of another column ({args.update_rows:,})", update("views", args.update_rows),
+         prefill(texts[:args.update_rows])),
     ]
     results: list[dict[str, Any]] = []
     with Databases.choose(args.database_url).fresh("bench_write_levers") as url:
@@ -133,8 +175,8 @@ def main() -> None:
                 with conn.transaction():
                     for statement in setup(url, **options):
                         conn.execute(statement.encode())
-                for write, run in writes:
-                    figures = measure(conn, run, args.repeat, None)
+                for write, run, prepare in writes:
+                    figures = measure(conn, run, args.repeat, prepare)
                     results.append({"variant": variant, "write": write, **figures})
                     print(f"measured: {variant}, {write}", file=sys.stderr)
     rows = [[r["variant"], r["write"], f"{r['rows'] / r['embedded_s']:,.0f}",

@@ -31,7 +31,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import calibration, chunk_sql, column_sql, verbatim
+from . import calibration, chunk_sql, column_sql, queue, verbatim
 from .catalog import CatalogEntry
 from .errors import EmbeddbError, first_line
 from .privileges import is_permission_error
@@ -62,7 +62,7 @@ def set_index_aside(engine: Engine, entry: CatalogEntry, min_backlog: int,
         deferred = conn.execute(sa.text(queries["lock_column_for_index"]), params).scalar()
         if deferred is None or deferred:  # another worker holds it, or it is already aside
             return False
-        backlog = int(conn.execute(sa.text(queries["column_backlog"]), params).scalar_one())
+        backlog = queue.backlog(conn, entry)
         if backlog < min_backlog:
             return False
         if is_partitioned(conn, entry):
@@ -112,7 +112,7 @@ def rebuild_index(engine: Engine, entry: CatalogEntry, memory: str) -> bool:
     with engine.connect() as conn:
         if not conn.execute(sa.text(queries["index_is_deferred"]), params).scalar():
             return False
-        if conn.execute(sa.text(queries["column_backlog"]), params).scalar_one() > 0:
+        if queue.backlog(conn, entry) > 0:
             return False  # other workers are still at it; the last one to finish builds
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.execute(sa.text(queries["try_index_build_lock"]), params).scalar():

@@ -174,11 +174,13 @@ def _partitioned(conn: Connection, spec: EmbeddingSpec) -> bool:
                              {"table": column_sql.qualified_table(spec)}).scalar())
 
 
-def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False) -> bool:
+def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False,
+                     inbox: bool = True) -> bool:
     """Re-create the column's trigger function and triggers as this embeddb writes them; for
     migrations that change them. Returns whether it did.
 
-    ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010.
+    ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010;
+    ``inbox=False`` queues every row in embeddb.pending, as before revision 0012.
     A column whose table is gone, or lacks a column the triggers watch, is left as it was with
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
@@ -190,7 +192,7 @@ def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = F
         with conn.begin_nested():
             _check_table(conn, spec, check_vector_type=False)
             partitioned = per_row or _partitioned(conn, spec)
-            for statement in [column_sql.create_enqueue_function(spec, entry.id),
+            for statement in [column_sql.create_enqueue_function(spec, entry.id, inbox=inbox),
                               *column_sql.create_triggers(spec, entry.id,
                                                           partitioned=partitioned)]:
                 verbatim.execute(conn, statement)

@@ -148,6 +148,10 @@ def create_render_function(spec: EmbeddingSpec, column_id: int, context: RenderC
 # The transition tables of the statement-level INSERT and DELETE triggers, as enqueue_N reads them.
 INSERTED_ROWS = "embeddb_inserted"
 DELETED_ROWS = "embeddb_deleted"
+# An INSERT of at least this many rows leaves one embeddb.inbox entry holding their keys, which
+# the worker expands into queue entries; smaller ones queue their rows in embeddb.pending at
+# once, where workers from before revision 0012 (which never read the inbox) find them too.
+INBOX_MIN_ROWS = 100
 
 
 def _needs_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composable:
@@ -161,13 +165,26 @@ def _needs_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composab
     ).format(stored=stored, text=text)
 
 
-def create_enqueue_function(spec: EmbeddingSpec, column_id: int) -> str:
+def _may_need_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Composable:
+    """Whether ``row`` may need a vector, told without rendering a fresh row (no stored hash):
+    a row copied with the vector of its text is left out (no inbox key for an import)."""
+    stored = sql.Identifier(row, spec.hash_column)
+    return sql.SQL("{stored} IS NULL OR {stored} IS DISTINCT FROM {current}").format(
+        stored=stored, current=_source_hash(column_id, sql.Identifier(row)))
+
+
+def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool = True) -> str:
     """``embeddb.enqueue_N()``, the function behind every trigger of the column.
 
     Fired per statement (INSERT and DELETE on a plain table), it reads the statement's
     transition table and changes the queue in one statement with one NOTIFY; fired per row
     (UPDATE of a source or key column, and every write to a partitioned table, whose
     partitions get row triggers but no statement triggers), it handles the one row.
+
+    With ``inbox`` (revision 0012 on), an INSERT of :data:`INBOX_MIN_ROWS` rows or more adds
+    one ``embeddb.inbox`` entry with their keys instead of a queue entry per row: no render,
+    no md5 and no index probe per row on the application's side; the worker expands it
+    (:func:`expand_inbox`), checking each row then.
     """
     key_changed = sql.SQL(" OR ").join(
         sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(key))
@@ -181,12 +198,14 @@ BEGIN
             WHERE p.column_id = {column_id} AND p.row_key = {gone_key};
             RETURN NULL;
         END IF;
+{bulk}
         -- One entry per row however many writes; new text earns a failed row a fresh start.
         INSERT INTO embeddb.pending AS p (column_id, row_key)
         SELECT {column_id}, {arrived_key} FROM {inserted} AS arrived WHERE {needs_vector}
         ON CONFLICT (column_id, row_key) DO UPDATE
             SET attempts = 0, run_after = now(), last_error = NULL, parked_at = NULL
             WHERE p.attempts > 0 OR p.parked_at IS NOT NULL;
+        {end_bulk}
         IF FOUND THEN
             PERFORM pg_notify({channel}, {column_text});
         END IF;
@@ -223,6 +242,12 @@ BEGIN
     RETURN NULL;
 END
 """).format(
+        bulk=sql.SQL(_INBOX_INSERT if inbox else "").format(
+            column_id=sql.Literal(column_id), arrived_key=_key_object(spec, "arrived"),
+            inserted=sql.Identifier(INSERTED_ROWS), min_rows=sql.Literal(INBOX_MIN_ROWS),
+            max_rows=sql.Literal(INBOX_MAX_ROWS),
+            may_need_vector=_may_need_vector(column_id, spec, "arrived")),
+        end_bulk=sql.SQL("END IF;" if inbox else ""),
         key_changed=key_changed,
         column_id=sql.Literal(column_id),
         column_text=sql.Literal(str(column_id)),
@@ -245,6 +270,61 @@ END
         "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
         " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
     ).format(enqueue_function(column_id), sql.Literal(_text(body))))
+
+
+# An inbox entry holds at most this many keys: a huge COPY stays far below jsonb's size limit,
+# and the worker expands it in pieces that fit its statement timeout.
+INBOX_MAX_ROWS = 10_000
+
+# Many rows: their keys in inbox entries (nothing per row but the key); else the per-row path.
+_INBOX_INSERT = """
+        IF (SELECT count(*) FROM (SELECT FROM {inserted} LIMIT {min_rows}) AS enough)
+           >= {min_rows} THEN
+            INSERT INTO embeddb.inbox (column_id, rows, keys)
+            SELECT {column_id}, count(*), jsonb_agg(numbered.row_key)
+            FROM (SELECT {arrived_key} AS row_key, row_number() OVER () AS n
+                  FROM {inserted} AS arrived WHERE {may_need_vector}) AS numbered
+            GROUP BY (numbered.n - 1) / {max_rows};
+        ELSE"""
+
+
+def expand_inbox(spec: EmbeddingSpec, column_id: int, *, keep_unseen: bool) -> str:
+    """Turn up to ``%(limit)s`` inbox entries of the column into queue entries, in one
+    statement: the entries are deleted and their rows queued together, or neither.
+
+    A key whose row is gone (deleted since), or whose stored vector is already that text's,
+    or whose text is empty, is dropped, as the per-row trigger would have. ``keep_unseen``
+    (row-level security hides rows from this role) queues keys whose row is not found anyway,
+    so that the claim can park them with the reason instead of forgetting them. Keys are
+    inserted in order, so two workers expanding overlapping entries cannot deadlock.
+    """
+    first_key = sql.Identifier(_ROW, spec.key_columns[0])
+    condition = _needs_vector(column_id, spec, _ROW)
+    if keep_unseen:
+        condition = sql.SQL("{} IS NULL OR {}").format(first_key, condition)
+    return _with_parameters(sql.SQL("""
+WITH taken AS (
+    DELETE FROM embeddb.inbox
+    WHERE id IN (SELECT id FROM embeddb.inbox WHERE column_id = {column_id}
+                 ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING keys, enqueued_at
+), arrived AS (
+    SELECT k.row_key, min(taken.enqueued_at) AS enqueued_at
+    FROM taken, jsonb_array_elements(taken.keys) AS k(row_key)
+    GROUP BY k.row_key
+)
+INSERT INTO embeddb.pending AS p (column_id, row_key, enqueued_at)
+SELECT {column_id}, a.row_key, a.enqueued_at
+FROM arrived AS a {join} {table} AS {row} ON {match}
+WHERE {condition}
+ORDER BY a.row_key
+ON CONFLICT (column_id, row_key) DO UPDATE
+    SET attempts = 0, run_after = now(), last_error = NULL, parked_at = NULL
+    WHERE p.attempts > 0 OR p.parked_at IS NOT NULL""").format(
+        column_id=sql.Literal(column_id), table=table(spec), row=sql.Identifier(_ROW),
+        join=sql.SQL("LEFT JOIN" if keep_unseen else "JOIN"),
+        match=_key_matches(spec, _ROW, sql.SQL("a.row_key")), condition=condition,
+    ))
 
 
 def trigger_names(spec: EmbeddingSpec) -> dict[str, str]:

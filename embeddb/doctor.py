@@ -33,7 +33,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, column_sql, generations, migrate, schema_version
+from . import alter_sql, catalog, column_sql, generations, migrate, queue, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine
 from .embedders import expected_identity
@@ -380,8 +380,7 @@ class _Doctor:
                                 {"seconds": self.limits.heartbeat_seconds}).scalar_one())
 
     def _backlog(self, conn: Connection, entry: CatalogEntry) -> int:
-        return int(conn.execute(sa.text(queries["column_backlog"]),
-                                {"column_id": entry.id}).scalar_one())
+        return queue.backlog(conn, entry)
 
 
 def _sql(composable: Any) -> str:

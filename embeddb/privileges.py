@@ -23,7 +23,8 @@ INSUFFICIENT_PRIVILEGE = "42501"
 WORKER_CATALOG_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "embeddb.alembic_version": ("SELECT",),
     "embeddb.columns": ("SELECT", "UPDATE"),
-    "embeddb.pending": ("SELECT", "UPDATE", "DELETE"),
+    "embeddb.pending": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "embeddb.inbox": ("SELECT", "UPDATE", "DELETE"),  # UPDATE: FOR UPDATE SKIP LOCKED
     "embeddb.throughput": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "embeddb.workers": ("SELECT", "INSERT", "UPDATE"),
     "embeddb.worker_compatibility": ("SELECT",),

@@ -42,7 +42,16 @@ import sqlalchemy as sa
 from pgvector.psycopg import register_vector
 from sqlalchemy.engine import Engine
 
-from . import backfill, calibration, catalog, chunk_worker, column_sql, generations, schema_version
+from . import (
+    backfill,
+    calibration,
+    catalog,
+    chunk_worker,
+    column_sql,
+    generations,
+    queue,
+    schema_version,
+)
 from .catalog import CatalogEntry
 from .database import create_engine, libpq_conninfo
 from .embedders import Embedder, Vectors, load_embedder
@@ -57,7 +66,6 @@ from .errors import (
 from .faults import Faults, confined_to_column, jittered_backoff
 from .privileges import is_permission_error, privilege_error, worker_needs
 from .scrub import describe_failure
-from .sql import queries
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +137,12 @@ class WorkerConfig:
     calibrate_seconds: float = 600.0
 
     @property
+    def retry_policy(self) -> queue.RetryPolicy:
+        """How a failing row is retried: ``max_attempts`` and the backoff."""
+        return queue.RetryPolicy(self.max_attempts, self.backoff_seconds,
+                                 self.backoff_max_seconds)
+
+    @property
     def stale_after_seconds(self) -> float:
         """Silence after which this worker counts as gone: three missed heartbeats, plus a
         lease, since a ``--once`` worker beats only between batches and a batch fits a lease."""
@@ -180,6 +194,8 @@ class _EmbeddedBatch:
     failed: list[dict[str, Any]] = field(default_factory=list)
     chunks: dict[str, chunk_worker.Document] | None = None  # a chunked column's, by row key
 
+
+_LOCK_WAIT_FAILED = ("55P03", "40P01")  # lock_not_available, deadlock_detected
 
 _TRANSIENT_ERRORS = (
     sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError, ModelUnavailable,
@@ -411,7 +427,7 @@ class Worker:
             batch.model_seconds = time.monotonic() - model_started
         except ModelUnavailable:
             with self.engine.begin() as conn:
-                _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(claimed))
+                queue.release(conn, entry, token, claimed)
             raise
         for row in rows:
             if row.text is None:
@@ -432,23 +448,19 @@ class Worker:
             if batch.hidden_by is not None and batch.gone:
                 # hidden or deleted, we cannot tell; a deleted row's trigger drops its entry
                 # anyway, so parking loses nothing and never forgets a row we cannot see
-                _run(conn, "park", column_id=entry.id, token=token, keys=_keys_json(batch.gone),
-                     reason=batch.hidden_by)
+                queue.park(conn, entry, token, batch.gone, batch.hidden_by)
                 self._warn_once(f"hidden:{entry.id}", "%s: %d rows parked: %s",
                                 entry.spec.qualified_column, len(batch.gone), batch.hidden_by)
             if batch.chunks is not None:  # in the same transaction as the guarded parent write
                 chunk_worker.write_chunks(conn, entry, stored, batch.chunks)
-            _run(conn, "complete", column_id=entry.id, token=token,
-                 keys=_keys_json(stored if batch.hidden_by is not None else stored + batch.gone))
+            queue.complete(conn, entry, token,
+                           stored if batch.hidden_by is not None else stored + batch.gone)
             written = {_key_id(k) for k in stored}
             superseded = [k for k, _, _ in batch.to_store if _key_id(k) not in written]
             if superseded:
-                _run(conn, "release", column_id=entry.id, token=token, keys=_keys_json(superseded))
+                queue.release(conn, entry, token, superseded)
             if batch.failed:
-                _run(conn, "fail", column_id=entry.id, token=token,
-                     failures=json.dumps(batch.failed), max_attempts=self.config.max_attempts,
-                     backoff_seconds=self.config.backoff_seconds,
-                     backoff_max_seconds=self.config.backoff_max_seconds)
+                queue.fail(conn, entry, token, batch.failed, self.config.retry_policy)
             if stored:
                 self._record_throughput(conn, entry, len(stored))
             _failpoint("stored")  # written, not yet committed
@@ -473,7 +485,7 @@ class Worker:
         same (a savepoint), and the missing privilege is named once."""
         try:
             with conn.begin_nested():
-                _run(conn, "record_throughput", column_id=entry.id, rows=rows)
+                queue.record_throughput(conn, entry, rows)
         except sa.exc.ProgrammingError as exc:
             if not is_permission_error(exc):
                 raise
@@ -484,29 +496,30 @@ class Worker:
                ) -> tuple[list[Any], list[Any], str | None]:
         """The claimed keys, the rows found for them, and, when some were not found and
         row-level security may hide them from this role, the reason to park them with."""
+        self._expand_inbox(entry)
         with self.engine.begin() as conn:
-            claimed = [
-                row.row_key
-                for row in _run(conn, "claim", column_id=entry.id, limit=self.config.batch_size,
-                                token=token, worker_id=self.worker_id,
-                                lease_seconds=self.config.lease_seconds)
-            ]
-            if not claimed:
-                return [], [], None
-            rows = conn.exec_driver_sql(
-                column_sql.fetch_texts(entry.spec, entry.id), {"keys": json.dumps(claimed)}
-            ).all()
-            hidden_by = None
-            if len(rows) < len(claimed):
-                table = column_sql.qualified_table(entry.spec)
-                check = _run(conn, "row_security_active", table=table).one()
-                if check.active:
-                    hidden_by = (
-                        f"row-level security on {check.table_name} hides this row from role"
-                        f" {check.role};"
-                        " run the worker as a role with BYPASSRLS (or as the table's owner"
-                        " without FORCE ROW LEVEL SECURITY), then `embeddb retry`")
-        return claimed, list(rows), hidden_by
+            taken = queue.claim(conn, entry, token, self.worker_id, self.config.batch_size,
+                                self.config.lease_seconds)
+        return taken.keys, taken.rows, taken.hidden_by
+
+    def _expand_inbox(self, entry: CatalogEntry) -> None:
+        """Queue the rows of bulk INSERTs waiting in the inbox, in a transaction of its own (a
+        crash before it commits leaves the inbox as it was). An expansion that waits for a
+        lock is left for the next claim; without the rights to it, what is queued still flows."""
+        try:
+            with self.engine.begin() as conn:
+                if queue.expand_inbox(conn, entry):
+                    _failpoint("expanded")  # rows queued, inbox entries deleted, not committed
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _LOCK_WAIT_FAILED:
+                log.debug("%s: inbox left for later: %s", entry.spec.qualified_column,
+                          first_line(exc))
+            elif is_permission_error(exc):
+                self._warn_once(f"inbox:{entry.id}", "%s: bulk INSERTs wait in embeddb.inbox,"
+                                " which this worker may not expand: %s",
+                                entry.spec.qualified_column, first_line(exc))
+            else:
+                raise
 
     def _within_token_budget(
         self, entry: CatalogEntry, token: uuid.UUID, rows: list[Any], claimed: list[Any]
@@ -523,8 +536,7 @@ class Worker:
             return rows, claimed
         surplus = rows[len(kept):]
         with self.engine.begin() as conn:
-            _run(conn, "release", column_id=entry.id, token=token,
-                 keys=_keys_json([row.row_key for row in surplus]))
+            queue.release(conn, entry, token, [row.row_key for row in surplus])
         surplus_keys = {_key_id(row.row_key) for row in surplus}
         return kept, [k for k in claimed if _key_id(k) not in surplus_keys]
 
@@ -585,13 +597,7 @@ class Worker:
         if not items:
             return []
         _send_vectors_in_binary(conn)
-        params = {
-            "keys": [json.dumps(key) for key, _, _ in items],
-            "vectors": [vector for _, vector, _ in items],
-            "hashes": [text_hash for _, _, text_hash in items],
-        }
-        result = conn.exec_driver_sql(column_sql.store_vectors(entry.spec, entry.id), params)
-        return [row.row_key for row in result]
+        return queue.store_vectors(conn, entry, items)
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -673,7 +679,7 @@ class Worker:
         self._record_fault(entry, fault.reason, fault.wait_seconds())
         try:
             with self.engine.begin() as conn:
-                _run(conn, "release_column_claims", column_id=entry.id, worker_id=self.worker_id)
+                queue.release_column(conn, entry, self.worker_id)
         except sa.exc.DBAPIError as exc:
             log.debug("%s: claims left to expire: %s", entry.spec.qualified_column,
                       first_line(exc))
@@ -683,11 +689,7 @@ class Worker:
         """Show the fault (or its end) in embeddb.columns, for ``status``; best effort."""
         try:
             with self.engine.begin() as conn:
-                if reason is None:
-                    _run(conn, "clear_fault", column_id=entry.id)
-                else:
-                    _run(conn, "record_fault", column_id=entry.id, fault=reason,
-                         retry_seconds=retry_in)
+                queue.record_fault(conn, entry, reason, retry_in)
         except sa.exc.DBAPIError as exc:
             log.debug("%s: fault not recorded: %s", entry.spec.qualified_column, first_line(exc))
 
@@ -750,12 +752,12 @@ class Worker:
         self._last_heartbeat = now
         try:
             with self.engine.begin() as conn:
-                _run(conn, "heartbeat", worker_id=self.worker_id, hostname=socket.gethostname(),
-                     pid=os.getpid(), rows_embedded=self.stats.embedded, state=state,
-                     stale_after_seconds=self.config.stale_after_seconds)
+                queue.heartbeat(conn, self.worker_id, hostname=socket.gethostname(),
+                                pid=os.getpid(), rows_embedded=self.stats.embedded, state=state,
+                                stale_after_seconds=self.config.stale_after_seconds)
             self.heartbeat_at = time.time()
             with self.engine.begin() as conn:
-                _run(conn, "prune_throughput")
+                queue.prune_throughput(conn)
         except sa.exc.DBAPIError as exc:
             if not confined_to_column(exc):
                 log.debug("heartbeat failed: %s", first_line(exc))
@@ -766,7 +768,7 @@ class Worker:
     def _release_claims(self) -> None:
         try:
             with self.engine.begin() as conn:
-                _run(conn, "release_worker_claims", worker_id=self.worker_id)
+                queue.release_worker(conn, self.worker_id)
         except sa.exc.DBAPIError as exc:
             log.warning("could not release claims on exit (leases will expire): %s",
                         first_line(exc))
@@ -785,10 +787,6 @@ def _load_checked_embedder(entry: CatalogEntry) -> Embedder:
     return embedder
 
 
-def _run(conn: sa.Connection, name: str, **params: Any) -> sa.CursorResult[Any]:
-    return conn.execute(sa.text(queries[name]), params)
-
-
 def _batch_fields(result: BatchResult, overall_rate: float) -> dict[str, Any]:
     """A batch's log record fields, for structured logs (``--log-format json``)."""
     seconds = result.batch_seconds
@@ -802,10 +800,6 @@ def _batch_fields(result: BatchResult, overall_rate: float) -> dict[str, Any]:
 def _key_id(key: Any) -> str:
     """A row key as a hashable, order-independent string, to match keys across statements."""
     return json.dumps(key, sort_keys=True)
-
-
-def _keys_json(keys: Sequence[Any]) -> str:
-    return json.dumps(list(keys))
 
 
 def _checked(texts: Sequence[str], vectors: Vectors) -> dict[str, Vectors]:

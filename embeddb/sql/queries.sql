@@ -105,6 +105,9 @@ SET attempts = p.attempts + 1,
 FROM jsonb_to_recordset(CAST(:failures AS jsonb)) AS f(row_key jsonb, error text)
 WHERE p.column_id = :column_id AND p.claim_token = :token AND p.row_key = f.row_key
 
+-- inbox_has_entries --
+SELECT EXISTS (SELECT FROM embeddb.inbox WHERE column_id = :column_id)
+
 -- release_worker_claims --
 UPDATE embeddb.pending
 SET claim_token = NULL, claimed_by = NULL, claim_expires_at = NULL
@@ -117,15 +120,20 @@ WHERE parked_at IS NOT NULL AND (CAST(:column_id AS integer) IS NULL OR column_i
 
 -- status --
 -- Per column: the queue's state, its lag, and rows stored per second over the last 5 minutes.
+-- Keys waiting in the inbox (bulk INSERTs not yet expanded by a worker) count as pending.
 SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_fingerprint,
        c.dimensions, c.normalize,
        (SELECT coalesce(sum(t.rows), 0)::float8 / 300 FROM embeddb.throughput t
         WHERE t.column_id = c.id AND t.minute > now() - interval '5 minutes') AS rows_per_second,
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
-                                   OR p.claim_expires_at < now())) AS pending,
+                                   OR p.claim_expires_at < now()))
+           + (SELECT coalesce(sum(i.rows), 0) FROM embeddb.inbox i WHERE i.column_id = c.id)
+           AS pending,
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
-       extract(epoch FROM now() - min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL))::float8
+       extract(epoch FROM now() - least(
+           min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL),
+           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id)))::float8
            AS lag_seconds,
        (array_agg(p.last_error ORDER BY p.parked_at DESC)
             FILTER (WHERE p.parked_at IS NOT NULL))[1] AS parked_reason,
@@ -160,6 +168,10 @@ DELETE FROM embeddb.throughput WHERE minute < now() - interval '1 day'
 
 -- column_backlog --
 SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at IS NULL
+
+-- inbox_backlog --
+-- Keys of bulk INSERTs waiting in the inbox for a worker to queue them.
+SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id
 
 -- table_row_estimate --
 -- The planner's row count of a table: -1 before its first VACUUM or ANALYZE.
@@ -229,6 +241,7 @@ UPDATE embeddb.columns SET
 WHERE id = :id
 
 -- forget_pending --
+WITH inbox AS (DELETE FROM embeddb.inbox WHERE column_id = :id)
 DELETE FROM embeddb.pending WHERE column_id = :id
 
 -- index_state --
@@ -270,11 +283,15 @@ SELECT to_regclass(:qualified_table) IS NOT NULL
 -- the age of the oldest entry not parked. One pass over embeddb.pending.
 SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name AS qualified_column,
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
-                                   OR p.claim_expires_at < now())) AS pending,
+                                   OR p.claim_expires_at < now()))
+           + (SELECT coalesce(sum(i.rows), 0) FROM embeddb.inbox i WHERE i.column_id = c.id)
+           AS pending,
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
-       coalesce(extract(epoch FROM now() - min(p.enqueued_at)
-                FILTER (WHERE p.parked_at IS NULL)), 0)::float8 AS lag_seconds
+       coalesce(extract(epoch FROM now() - least(
+           min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL),
+           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id))),
+           0)::float8 AS lag_seconds
 FROM embeddb.columns c
 LEFT JOIN embeddb.pending p ON p.column_id = c.id
 GROUP BY c.id
@@ -458,8 +475,10 @@ UPDATE embeddb.columns SET
 WHERE id = :id
 
 -- generation_backlog --
--- Every queue entry of a generation, parked ones included: a swap waits for all of them.
-SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id
+-- Every queue entry of a generation, parked ones included, and its inbox's keys: a swap waits
+-- for all of them.
+SELECT (SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id)
+       + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id)
 
 -- lock_generation --
 -- One worker swaps; NO KEY: a worker storing vectors meanwhile (throughput's foreign key
@@ -478,7 +497,8 @@ FROM embeddb.throughput t
 WHERE t.column_id = :column_id AND t.minute >= date_trunc('minute', (SELECT at FROM since))
 
 -- set_lock_timeout --
--- For the rest of this transaction only: a generation swap waits this long for its lock.
+-- For the rest of this transaction only: a generation swap (or an inbox expansion) waits this
+-- long for its lock.
 SELECT set_config('lock_timeout', :timeout, true)
 
 -- calibrations_readable --

@@ -52,14 +52,15 @@ RESTORE_FOREIGN_KEY = [
 def upgrade_on(conn: Connection) -> None:
     verbatim.execute(conn, DROP_FOREIGN_KEY)
     for entry in catalog.list_entries(conn):
-        catalog.refresh_triggers(conn, entry)  # says why when it leaves a column as it was
+        # no inbox yet (revision 0012 adds it and refreshes the triggers again)
+        catalog.refresh_triggers(conn, entry, inbox=False)  # says why when it leaves a column
 
 
 def downgrade_on(conn: Connection) -> None:
     for statement in RESTORE_FOREIGN_KEY:
         verbatim.execute(conn, statement)
     for entry in catalog.list_entries(conn):
-        catalog.refresh_triggers(conn, entry, per_row=True)
+        catalog.refresh_triggers(conn, entry, per_row=True, inbox=False)
 
 
 def upgrade() -> None:

@@ -1,7 +1,7 @@
 """Inference backends: the backend a column's local model runs on.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-02
 
 ``embeddb.columns.backend`` names how the worker computes the column's vectors (``torch``,
@@ -17,7 +17,7 @@ from alembic import op
 from embeddb.migrate import sql_steps
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

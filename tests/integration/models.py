@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import Embedding
+from embeddb import Embedding, catalog, queue
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 HASH_MODEL = "embeddb-testing/hash-32"
@@ -42,6 +42,12 @@ def run_worker(database_url: str, *args: str, timeout: float = 300) -> subproces
 
 
 def pending(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """The queue entries, once the inbox (bulk INSERTs) is expanded as a worker would, in the
+    caller's transaction (rolled back with it when the caller does not commit)."""
+    for entry in catalog.list_entries(conn):
+        while conn.execute(sa.text("SELECT EXISTS (SELECT FROM embeddb.inbox"
+                                   " WHERE column_id = :id)"), {"id": entry.id}).scalar():
+            queue.expand_inbox(conn, entry, lock_timeout=None)
     return list(conn.execute(sa.text(
         "SELECT row_key, attempts, last_error, parked_at FROM embeddb.pending ORDER BY row_key")))
 

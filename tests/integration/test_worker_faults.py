@@ -289,3 +289,20 @@ def test_several_single_thread_processes_share_the_work_and_stop_together(
     assert sum(w["rows_embedded"] for w in workers) == 400
     assert all(w["rows_embedded"] > 0 for w in workers)
     assert_in_step(engine, HASH_MODEL)
+
+
+def test_kill_9_while_expanding_the_inbox_loses_nothing(
+        engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
+    make_tickets(engine, 0)
+    execute(engine, "INSERT INTO tickets (id, subject, body, status) SELECT g, 'ticket ' || g,"
+                    " 'body ' || g, 'open' FROM generate_series(1, 500) g")
+    assert scalar(engine, "SELECT array_agg(rows) FROM embeddb.inbox") == [500]
+    doomed = spawn_worker(env={FAILPOINT_VARIABLE: "expanded"})
+    assert doomed.wait() == -signal.SIGKILL
+    # it died after queueing the rows and deleting the entry, before committing: neither stuck
+    assert scalar(engine, "SELECT array_agg(rows) FROM embeddb.inbox") == [500]
+    assert scalar(engine, "SELECT count(*) FROM embeddb.pending") == 0
+    rescuer = spawn_worker()
+    wait_until(lambda: nothing_pending(engine), 60, "the rescuer to finish")
+    assert rescuer.stop() == 0
+    assert assert_in_step(engine, HASH_MODEL) == 500

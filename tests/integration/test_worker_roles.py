@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from embeddb import column_sql
 from embeddb.cli import main
 from embeddb.errors import PrivilegeError
 from embeddb.worker import Worker, WorkerConfig
@@ -50,6 +51,27 @@ def test_rows_row_level_security_hides_from_the_worker_are_parked_with_the_reaso
     assert embedded(engine) == dict.fromkeys(range(1, 6), True)
     with engine.connect() as conn:
         assert pending(conn) == []
+
+
+def test_rows_of_a_bulk_insert_hidden_from_the_worker_are_parked_not_forgotten(
+        engine: sa.Engine, database_url: str, roles: Roles) -> None:
+    rows = 2 * column_sql.INBOX_MIN_ROWS  # one inbox entry, which the worker expands
+    make_tickets(engine, [])
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO tickets (id, subject, body, status) SELECT i, 's', i::text,"
+            " CASE WHEN i % 2 = 1 THEN 'open' ELSE 'closed' END FROM generate_series(1, :n) i"),
+            {"n": rows})
+        assert conn.execute(sa.text("SELECT sum(rows) FROM embeddb.inbox")).scalar() == rows
+    worker = roles.create("rls_bulk", *WORKER_GRANTS, *TABLE_GRANTS)
+    roles.run("ALTER TABLE tickets ENABLE ROW LEVEL SECURITY",
+              f"CREATE POLICY open_only ON tickets TO {worker} USING (status = 'open')")
+    drain(roles.url(worker))
+    assert embedded(engine) == {i: bool(i % 2) for i in range(1, rows + 1)}
+    with engine.connect() as conn:
+        hidden = pending(conn)
+    assert [entry.row_key["id"] for entry in hidden] == list(range(2, rows + 1, 2))
+    assert all(e.parked_at is not None and worker in e.last_error for e in hidden)
 
 
 def test_the_owner_under_forced_row_level_security_parks_what_it_cannot_see(

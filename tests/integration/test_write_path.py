@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import Embedding
+from embeddb import Embedding, column_sql
+from embeddb import queue as embeddb_queue
 from embeddb.database import libpq_conninfo
 
 from .models import HASH_MODEL, drain, pending, ticket_model
@@ -38,6 +39,15 @@ def trigger_calls(conn: psycopg.Connection[tuple[Any, ...]], table: str = "ticke
             sql.Literal(f"embeddb.enqueue_{column_id[0]}"))).fetchone()
     assert calls is not None
     return int(calls[0] or 0)
+
+
+def dump_tickets(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
+    """The tickets table as ``COPY ... TO STDOUT`` writes it, vectors and hashes included."""
+    dump = io.StringIO()
+    with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
+        for chunk in copy:
+            dump.write(bytes(chunk).decode())
+    return dump.getvalue()
 
 
 def keys(conn: sa.Connection) -> list[int]:
@@ -83,11 +93,8 @@ def test_rows_copied_with_their_vectors_queue_nothing_and_void_a_leftover_entry(
         conn.execute(sa.insert(Ticket), [{"id": i, "subject": "s", "body": f"b{i}"}
                                          for i in (1, 2, 3)])
     drain(database_url)
-    dump = io.StringIO()
     with connect(database_url) as conn:
-        with conn.cursor().copy("COPY tickets TO STDOUT") as copy:
-            for chunk in copy:
-                dump.write(bytes(chunk).decode())
+        dump = dump_tickets(conn)
         conn.execute("DELETE FROM tickets")
         # entries a deletion left behind while the triggers were off: one still claimed
         column_id = conn.execute("SELECT id FROM embeddb.columns").fetchone()
@@ -98,7 +105,7 @@ def test_rows_copied_with_their_vectors_queue_nothing_and_void_a_leftover_entry(
         conn.commit()
         # the dump back, with a fresh row in the same COPY
         with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
-            copy.write(dump.getvalue())
+            copy.write(dump)
         with conn.cursor().copy(TICKET_COLUMNS) as copy:
             copy.write_row((4, "s", "fresh", "open"))
         conn.commit()
@@ -177,3 +184,103 @@ def test_dropping_the_table_forgets_its_queue(engine: sa.Engine) -> None:
     Base.metadata.drop_all(engine)  # uninstalls the column first
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar() == 0
+
+
+def inbox(engine: sa.Engine) -> list[int]:
+    """The number of keys in each inbox entry, oldest first."""
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT rows FROM embeddb.inbox ORDER BY id")).scalars())
+
+
+def queued_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM embeddb.pending")).scalar_one())
+
+
+def copy_tickets(database_url: str, ids: range) -> None:
+    with connect(database_url) as conn:
+        with conn.cursor().copy(TICKET_COLUMNS) as copy:
+            for i in ids:
+                copy.write_row((i, f"subject {i}", f"body {i}", "open"))
+        conn.commit()
+
+
+def test_a_copy_leaves_one_inbox_entry_that_status_counts_and_the_worker_embeds_in_full(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, 1201))
+    assert inbox(engine) == [1200]  # one entry: nothing per row in embeddb.pending
+    assert queued_rows(engine) == 0
+    (column,) = embeddb_queue.status(engine).columns
+    assert column["pending"] == 1200 and column["lag_seconds"] >= 0
+    stats = drain(database_url, batch_size=100)
+    assert stats.embedded == 1200
+    assert inbox(engine) == [] and queued_rows(engine) == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL AND embedding_source_hash"
+            " = md5(concat(subject, E'\\n\\n', body))::uuid")).scalar() == 1200
+
+
+def test_a_small_insert_queues_its_rows_at_once_and_a_big_one_is_split(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, column_sql.INBOX_MIN_ROWS))  # one short of the inbox
+    assert inbox(engine) == [] and queued_rows(engine) == column_sql.INBOX_MIN_ROWS - 1
+    big = column_sql.INBOX_MAX_ROWS + 5
+    copy_tickets(database_url, range(1000, 1000 + big))
+    assert sorted(inbox(engine)) == [5, column_sql.INBOX_MAX_ROWS]
+
+
+def test_truncate_and_uninstall_forget_the_inbox(engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, 301))
+    assert inbox(engine) == [300]
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE tickets"))
+    assert inbox(engine) == []
+    copy_tickets(database_url, range(1, 301))
+    Base.metadata.drop_all(engine)
+    assert inbox(engine) == []
+
+
+def test_the_expansion_queues_only_rows_that_still_need_a_vector_and_resets_failed_ones(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, 201))
+    drain(database_url)
+    with engine.begin() as conn:
+        # rows 1-150 deleted and copied back: they have no vector again
+        conn.execute(sa.text("DELETE FROM tickets WHERE id <= 150"))
+    copy_tickets(database_url, range(1, 151))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tickets WHERE id > 100 AND id <= 150"))
+        conn.execute(sa.text("UPDATE tickets SET subject = NULL, body = ' ' WHERE id = 100"))
+        # row 1 was parked before it was deleted (as if the DELETE trigger had been off)
+        conn.execute(sa.text(
+            "INSERT INTO embeddb.pending (column_id, row_key, attempts, parked_at)"
+            " SELECT id, '{\"id\": 1}', 5, now() FROM embeddb.columns"))
+    with engine.connect() as conn:
+        entries = pending(conn)
+    assert sorted(e.row_key["id"] for e in entries) == list(range(1, 100))
+    assert all(e.attempts == 0 and e.parked_at is None for e in entries)
+
+
+def test_a_bulk_copy_of_rows_with_their_vectors_leaves_nothing_in_the_inbox(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    copy_tickets(database_url, range(1, 201))
+    drain(database_url)
+    with connect(database_url) as conn:
+        dump = dump_tickets(conn)
+        conn.execute("DELETE FROM tickets")
+        conn.commit()
+        with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
+            copy.write(dump)  # all 200 back, each with the vector of its text
+        conn.commit()
+    assert inbox(engine) == [] and queued_rows(engine) == 0

@@ -74,7 +74,8 @@ def scalar(engine: sa.Engine, statement: str) -> Any:
 
 
 def nothing_pending(engine: sa.Engine) -> bool:
-    return scalar(engine, "SELECT count(*) FROM embeddb.pending") == 0
+    return scalar(engine, "SELECT (SELECT count(*) FROM embeddb.pending)"
+                          " + (SELECT count(*) FROM embeddb.inbox)") == 0
 
 
 def claims(engine: sa.Engine) -> int:
@@ -94,6 +95,7 @@ def assert_in_step(engine: sa.Engine, model: str, table: str = "tickets") -> int
             f" embedding_source_hash AS hash FROM {table} t")).all()
         leftovers = conn.execute(sa.text(
             "SELECT row_key, attempts, parked_at, last_error FROM embeddb.pending")).all()
+        leftovers += conn.execute(sa.text("SELECT keys, rows, enqueued_at, id FROM embeddb.inbox")).all()
     assert leftovers == [], f"left pending: {leftovers[:5]}"
     for row in rows:
         if row.text is None:
