@@ -45,15 +45,20 @@ def synsets() -> list[Synset]:
     ]
 
 
-def cache_path(texts: list[str], model: str = MINILM) -> Path:
+def cache_path(texts: list[str], model: str = MINILM, corpus: str = "wordnet") -> Path:
     identity = expected_identity(model, EncodeOptions())
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    return CACHE_DIR / f"wordnet-{identity.fingerprint}-{digest}.npy"
+    return CACHE_DIR / f"{corpus}-{identity.fingerprint}-{digest}.npy"
 
 
-def load(texts: list[str], model: str = MINILM) -> npt.NDArray[np.float32]:
-    """The normalised vectors of ``texts``, from the cache, encoding what is missing."""
-    path = cache_path(texts, model)
+def load(texts: list[str], model: str = MINILM,
+         corpus: str = "wordnet") -> npt.NDArray[np.float32]:
+    """The normalised vectors of ``texts``, from the cache, encoding what is missing.
+
+    Any corpus can be cached here (``corpus`` names its file): ``recall_targets.py`` caches
+    SciFact's abstracts and claims the same way. MiniLM has no prompts, so a text's document
+    vector is also its query vector."""
+    path = cache_path(texts, model, corpus)
     if path.exists():
         return np.load(path)
     parts = path.with_suffix(".parts")
