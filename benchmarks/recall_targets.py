@@ -44,6 +44,7 @@ import argparse
 import hashlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -145,20 +146,48 @@ class Corpus:
     queries: list[int]
     filters: list[tuple[str, Any, Keeps]]
     load: Callable[[sa.Engine, str], dict[str, float]]
+    real_rows: int  # the rest are perturbed copies (--scale)
 
 
-def wordnet(synset_count: int, query_count: int) -> Corpus:
+def wordnet(synset_count: int, query_count: int, scale: int, noise: float) -> Corpus:
     every = wordnet_vectors.synsets()
-    total = len(every)
-    chosen = list(range(total)) if synset_count <= 0 or synset_count >= total else \
-        sorted(random.Random(13).sample(range(total), synset_count))
-    synsets = [every[i] for i in chosen]  # vectors from the whole corpus' cache
-    vectors = wordnet_vectors.load([s.text for s in every])[chosen].astype(np.float32)
+    cached, cached_vectors = wordnet_vectors.encoded([s.text for s in every])
+    total = len(cached)
+    picked = np.arange(total) if synset_count <= 0 or synset_count >= total else \
+        np.array(sorted(random.Random(13).sample(range(total), synset_count)))
+    synsets = [every[i] for i in cached[picked]]
+    vectors = cached_vectors[picked]
     queries = sorted(random.Random(42).sample(range(len(synsets)), query_count))
+    if scale > len(synsets):
+        synsets, vectors = grown(synsets, vectors, queries, every, scale, noise)
     rows = np.setdiff1d(np.arange(len(synsets)), queries)
     return Corpus("wordnet", Synset.embedding, synsets, vectors, rows, queries,
-                  WORDNET_FILTERS,
-                  lambda engine, url: load(engine, url, synsets, vectors, rows))
+                  WORDNET_FILTERS, lambda engine, url: load(engine, url, synsets, vectors, rows),
+                  len(picked) - len(queries))
+
+
+def grown(synsets: list[wordnet_vectors.Synset], vectors: npt.NDArray[np.float32],
+          queries: list[int], every: list[wordnet_vectors.Synset], rows: int, noise: float
+          ) -> tuple[list[wordnet_vectors.Synset], npt.NDArray[np.float32]]:
+    """``rows`` rows: the real ones, then perturbed copies (Gaussian ``noise`` per dimension,
+    renormalised; ``pos`` and ``lexname`` kept) of real rows that are not queries, drawn per
+    ``pos`` so the table has the whole corpus' ``pos`` shares whatever was encoded."""
+    rng = np.random.default_rng(5)
+    share = {pos: count / len(every) for pos, count in Counter(s.pos for s in every).items()}
+    held = set(queries)
+    by_pos: dict[str, list[int]] = {}
+    for i, s in enumerate(synsets):
+        if i not in held:
+            by_pos.setdefault(s.pos, []).append(i)
+    have = Counter(synsets[i].pos for i in range(len(synsets)) if i not in held)
+    table = rows - len(queries)
+    sources = np.concatenate([rng.choice(by_pos[pos], max(0, round(share[pos] * table)
+                                                         - have[pos]))
+                              for pos in share if pos in by_pos]).astype(np.int64)
+    copies = vectors[sources] + rng.normal(0, noise, (len(sources), vectors.shape[1]))
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    return synsets + [synsets[i] for i in sources], \
+        np.concatenate([vectors, copies.astype(np.float32)])
 
 
 def scifact() -> Corpus:
@@ -183,7 +212,7 @@ def scifact() -> Corpus:
                           for i, d in enumerate(docs)))
 
     return Corpus("scifact", Abstract.embedding, items, vectors, rows, queries,
-                  SCIFACT_FILTERS, load_abstracts)
+                  SCIFACT_FILTERS, load_abstracts, len(rows))
 
 
 def main() -> None:
@@ -192,6 +221,10 @@ def main() -> None:
                         default=["wordnet", "scifact"])
     parser.add_argument("--synsets", type=int, default=0, help="synsets drawn (0: all)")
     parser.add_argument("--queries", type=int, default=200, help="held-out synsets (200)")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="grow the WordNet table to this many rows with perturbed copies")
+    parser.add_argument("--noise", type=float, default=0.02,
+                        help="per-dimension Gaussian noise of a copy's vector (0.02)")
     parser.add_argument("--samples", type=int, default=calibration.DEFAULT_SAMPLES)
     parser.add_argument("--partial", action="store_true",
                         help="then create partial HNSW indexes for the 10-20%% band's filters"
@@ -207,7 +240,8 @@ def main() -> None:
         "versions": server_versions(databases.url), "corpora": {},
     }
     for name in args.corpus:
-        corpus = wordnet(args.synsets, args.queries) if name == "wordnet" else scifact()
+        corpus = wordnet(args.synsets, args.queries, args.scale, args.noise) \
+            if name == "wordnet" else scifact()
         with databases.fresh(f"embeddb_bench_recall_{name}") as url:
             engine = create_engine(url)
             facts: dict[str, Any] = {"load": corpus.load(engine, url)}
@@ -220,6 +254,7 @@ def main() -> None:
             engine.dispose()
         report(name, results)
         payload["corpora"][name] = {"rows": len(corpus.rows), "queries": len(corpus.queries),
+                                    "real_rows": corpus.real_rows,
                                     **facts, "results": results}
     payload["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"\nwritten to {write_json(OUTPUT, payload)}")

@@ -82,6 +82,21 @@ def load(texts: list[str], model: str = MINILM,
     return vectors
 
 
+def encoded(texts: list[str], model: str = MINILM,
+            corpus: str = "wordnet") -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The indices of ``texts`` whose vectors are cached so far, and those vectors: all of
+    them once the cache is complete, else the chunks an unfinished encoding has saved."""
+    path = cache_path(texts, model, corpus)
+    if path.exists():
+        return np.arange(len(texts)), np.load(path)
+    done = sorted(path.with_suffix(".parts").glob("*.npy"))
+    if not done:
+        raise SystemExit(f"no vectors cached for {corpus} yet: run wordnet_vectors.py")
+    indices = np.concatenate([np.arange(int(p.stem), min(int(p.stem) + CHUNK, len(texts)))
+                              for p in done])
+    return indices, np.concatenate([np.load(p) for p in done]).astype(np.float32)
+
+
 if __name__ == "__main__":
     texts = [s.text for s in synsets()]
     vectors = load(texts)
