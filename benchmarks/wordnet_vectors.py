@@ -89,12 +89,18 @@ def encoded(texts: list[str], model: str = MINILM,
     path = cache_path(texts, model, corpus)
     if path.exists():
         return np.arange(len(texts)), np.load(path)
-    done = sorted(path.with_suffix(".parts").glob("*.npy"))
-    if not done:
+    starts, parts = [], []
+    for part in sorted(path.with_suffix(".parts").glob("*.npy")):
+        try:
+            parts.append(np.load(part))
+        except (ValueError, OSError, EOFError):
+            continue  # being written by the running encoding
+        starts.append(int(part.stem))
+    if not parts:
         raise SystemExit(f"no vectors cached for {corpus} yet: run wordnet_vectors.py")
-    indices = np.concatenate([np.arange(int(p.stem), min(int(p.stem) + CHUNK, len(texts)))
-                              for p in done])
-    return indices, np.concatenate([np.load(p) for p in done]).astype(np.float32)
+    indices = np.concatenate([np.arange(start, start + len(vectors))
+                              for start, vectors in zip(starts, parts, strict=True)])
+    return indices, np.concatenate(parts).astype(np.float32)
 
 
 if __name__ == "__main__":
