@@ -1,7 +1,8 @@
 """search(recall=...) on WordNet and SciFact: recall@10 and p50/p95 at targets 0.9/0.95/0.99.
 
 Run: ``.venv/bin/python benchmarks/recall_targets.py [--corpus wordnet scifact]
-[--synsets 0] [--queries 200] [--samples 100] [--partial] [--band] [--database-url URL]``.
+[--synsets 0] [--scale 0] [--queries 200] [--samples 100] [--partial] [--band]
+[--database-url URL]``.
 Prints a table per corpus and writes every figure to ``benchmarks/results/recall_targets.json``.
 
 Data, with all-MiniLM-L6-v2 vectors cached by ``wordnet_vectors.py`` (encoded if missing):
@@ -11,6 +12,11 @@ wordnet
     ``--queries`` of them are held out of the table and are the queries. MiniLM has no query
     prompt, so a held-out synset's vector is exactly the query vector ``search()`` would embed.
     Filters: those of ``filtered_search.py`` plus the 10-20% band (``pos``, ``lexname``).
+    The vectors are those cached so far (all once ``wordnet_vectors.py`` has finished);
+    ``--scale N`` grows the table to N rows with perturbed copies of cached synsets (Gaussian
+    ``--noise`` per dimension, renormalised, ``pos`` and ``lexname`` kept), drawn per ``pos``
+    so the table has the corpus' ``pos`` shares: a 117k-row table before every gloss is
+    encoded. Say so when quoting its figures; the queries are always real held-out synsets.
 scifact
     The 5,183 abstracts (``title + " " + text``, as the worker renders ``"{title} {body}"``);
     the queries are the 300 test claims, encoded by the same model: real queries, which sit
