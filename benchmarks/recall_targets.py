@@ -237,6 +237,7 @@ def main() -> None:
                              " and measure those filters again at the default recall")
     parser.add_argument("--band", action="store_true",
                         help="measure the plans possible in the 10-20%% band (WordNet)")
+    parser.add_argument("--filters", nargs="+", help="measure only these filter labels")
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
@@ -248,6 +249,8 @@ def main() -> None:
     for name in args.corpus:
         corpus = wordnet(args.synsets, args.queries, args.scale, args.noise) \
             if name == "wordnet" else scifact()
+        if args.filters:
+            corpus.filters = [f for f in corpus.filters if f[0] in {"none", *args.filters}]
         with databases.fresh(f"embeddb_bench_recall_{name}") as url:
             engine = create_engine(url)
             facts: dict[str, Any] = {"load": corpus.load(engine, url)}
@@ -369,7 +372,10 @@ def with_partial_indexes(engine: sa.Engine, corpus: Corpus, results: list[dict[s
     facts: dict[str, Any] = {}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
+        measured = {r["filter"] for r in results}
         for number, (label, predicate) in enumerate(PARTIAL.items()):
+            if label not in measured:
+                continue
             started = time.perf_counter()
             conn.exec_driver_sql(
                 f"CREATE INDEX synsets_partial_{number} ON synsets USING hnsw"
