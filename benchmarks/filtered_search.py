@@ -41,7 +41,7 @@ import argparse
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,23 +137,35 @@ def main() -> None:
 def load(engine: sa.Engine, url: str, synsets: list[wordnet_vectors.Synset],
          vectors: npt.NDArray[np.float32], rows: npt.NDArray[np.int64]) -> dict[str, float]:
     """Install the table with embeddb, COPY rows and vectors in, then build the HNSW index."""
+    def values() -> Iterator[tuple[Any, ...]]:
+        for i in rows:
+            s = synsets[i]
+            lemmas, gloss = s.text.split(": ", 1)
+            yield int(i), s.id, s.pos, s.lexname, lemmas, gloss, vectors[i]
+
     Base.metadata.create_all(engine)
+    return load_rows(engine, url, "synsets",
+                     ("id", "synset", "pos", "lexname", "lemmas", "gloss", "embedding"),
+                     values())
+
+
+def load_rows(engine: sa.Engine, url: str, table_name: str, columns: tuple[str, ...],
+              values: Iterable[tuple[Any, ...]]) -> dict[str, float]:
+    """COPY ``values`` (the vector last) into an installed embedded table, mark every vector
+    current with embeddb's own render function, build the HNSW index and ANALYZE."""
     with engine.connect() as conn:
-        entry = catalog.get_entry(conn, "public", "synsets", "embedding")
+        entry = catalog.get_entry(conn, "public", table_name, "embedding")
     assert entry is not None
     table = column_sql.table(entry.spec)
-    started = time.perf_counter()
+    started, count = time.perf_counter(), 0
     with psycopg.connect(libpq_conninfo(url)) as conn:
         conn.execute(column_sql.drop_index(entry.spec))
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(table))
-        with conn.cursor().copy(sql.SQL(
-                "COPY {} (id, synset, pos, lexname, lemmas, gloss, embedding) FROM STDIN"
-        ).format(table)) as copy:
-            for i in rows:
-                s = synsets[i]
-                lemmas, gloss = s.text.split(": ", 1)
-                copy.write_row((int(i), s.id, s.pos, s.lexname, lemmas, gloss,
-                                "[" + ",".join(map(repr, vectors[i].tolist())) + "]"))
+        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                table, sql.SQL(", ").join(map(sql.Identifier, columns)))) as copy:
+            for *fields, vector in values:
+                copy.write_row((*fields, "[" + ",".join(map(repr, vector.tolist())) + "]"))
+                count += 1
         # the hash of the text each vector was made from, from embeddb's own render function
         conn.execute(sql.SQL("UPDATE {} AS s SET {} = md5({}(s))::uuid").format(
             table, sql.Identifier(entry.spec.hash_column), column_sql.render_function(entry.id)))
@@ -171,7 +183,7 @@ def load(engine: sa.Engine, url: str, synsets: list[wordnet_vectors.Synset],
         conn.rollback()
     if stale:
         raise SystemExit(f"{stale} rows would be re-embedded: the load is wrong")
-    print(f"loaded {len(rows):,} rows in {copied - started:.0f} s,"
+    print(f"loaded {count:,} rows in {copied - started:.0f} s,"
           f" HNSW index built in {indexed - copied:.0f} s")
     return {"copy_seconds": copied - started, "index_seconds": indexed - copied}
 

@@ -45,15 +45,20 @@ def synsets() -> list[Synset]:
     ]
 
 
-def cache_path(texts: list[str], model: str = MINILM) -> Path:
+def cache_path(texts: list[str], model: str = MINILM, corpus: str = "wordnet") -> Path:
     identity = expected_identity(model, EncodeOptions())
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    return CACHE_DIR / f"wordnet-{identity.fingerprint}-{digest}.npy"
+    return CACHE_DIR / f"{corpus}-{identity.fingerprint}-{digest}.npy"
 
 
-def load(texts: list[str], model: str = MINILM) -> npt.NDArray[np.float32]:
-    """The normalised vectors of ``texts``, from the cache, encoding what is missing."""
-    path = cache_path(texts, model)
+def load(texts: list[str], model: str = MINILM,
+         corpus: str = "wordnet") -> npt.NDArray[np.float32]:
+    """The normalised vectors of ``texts``, from the cache, encoding what is missing.
+
+    Any corpus can be cached here (``corpus`` names its file): ``recall_targets.py`` caches
+    SciFact's abstracts and claims the same way. MiniLM has no prompts, so a text's document
+    vector is also its query vector."""
+    path = cache_path(texts, model, corpus)
     if path.exists():
         return np.load(path)
     parts = path.with_suffix(".parts")
@@ -75,6 +80,27 @@ def load(texts: list[str], model: str = MINILM) -> npt.NDArray[np.float32]:
         p.unlink()
     parts.rmdir()
     return vectors
+
+
+def encoded(texts: list[str], model: str = MINILM,
+            corpus: str = "wordnet") -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The indices of ``texts`` whose vectors are cached so far, and those vectors: all of
+    them once the cache is complete, else the chunks an unfinished encoding has saved."""
+    path = cache_path(texts, model, corpus)
+    if path.exists():
+        return np.arange(len(texts)), np.load(path)
+    starts, parts = [], []
+    for part in sorted(path.with_suffix(".parts").glob("*.npy")):
+        try:
+            parts.append(np.load(part))
+        except (ValueError, OSError, EOFError):
+            continue  # being written by the running encoding
+        starts.append(int(part.stem))
+    if not parts:
+        raise SystemExit(f"no vectors cached for {corpus} yet: run wordnet_vectors.py")
+    indices = np.concatenate([np.arange(start, start + len(vectors))
+                              for start, vectors in zip(starts, parts, strict=True)])
+    return indices, np.concatenate(parts).astype(np.float32)
 
 
 if __name__ == "__main__":

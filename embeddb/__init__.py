@@ -27,6 +27,7 @@ from .errors import (
 from .grants import Grant, grants
 from .importing import ImportRefused, ImportResult, import_vectors
 from .orm import Embedding, install
+from .partial_index import PartialIndex
 from .query import (
     BM25,
     ChunkHit,
@@ -85,6 +86,7 @@ __all__ = [
     "ModelError",
     "ModelMismatch",
     "Outlier",
+    "PartialIndex",
     "PgvectorMissing",
     "QueryError",
     "SchemaError",

@@ -11,22 +11,22 @@ from .spec import EmbeddingSpec
 
 
 def sample_vectors(spec: EmbeddingSpec) -> str:
-    """``limit`` stored vectors drawn at random, with their row's ``ctid``. Params: limit."""
+    """``limit`` stored vectors drawn at random, as text. Params: limit."""
     column = sql.Identifier(spec.column)
     return _with_parameters(sql.SQL(
-        "SELECT ctid::text, {column}::text FROM {table} WHERE {column} IS NOT NULL"
+        "SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL"
         " ORDER BY random() LIMIT %(limit)s"
     ).format(column=column, table=table(spec)))
 
 
 def neighbours(spec: EmbeddingSpec, *, exact: bool) -> str:
-    """The distances of the k rows nearest to ``q``, leaving out row ``tid``; ``exact`` orders
-    by an expression no index serves. Params: q (vector text), tid, k."""
+    """The distances of the k rows nearest to ``q``; ``exact`` orders by an expression no
+    index serves. Params: q (vector text), k."""
     column = sql.Identifier(spec.column)
     distance = sql.SQL("{column} {op} %(q)s::{type}").format(
         column=column, op=distance_operator(spec), type=vector_type(spec))
     ordering = sql.SQL("({}) + 0").format(distance) if exact else distance
     return _with_parameters(sql.SQL(
-        "SELECT {distance} FROM {table} WHERE {column} IS NOT NULL AND ctid <> %(tid)s::tid"
+        "SELECT {distance} FROM {table} WHERE {column} IS NOT NULL"
         " ORDER BY {ordering} LIMIT %(k)s"
     ).format(distance=distance, table=table(spec), column=column, ordering=ordering))

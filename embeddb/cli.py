@@ -176,7 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     with_url(tune)
     tune.add_argument("column", help="TABLE.COLUMN or SCHEMA.TABLE.COLUMN")
     tune.add_argument("--samples", type=int, default=100,
-                      help="stored vectors used as queries (default 100)")
+                      help="queries made from pairs of stored vectors (default 100)")
+    tune.add_argument("--queries", metavar="FILE",
+                      help="real query texts, one a line, to measure with instead")
     tune.add_argument("-k", type=int, default=10, help="the k recall is measured at (default 10)")
 
     status = command("status", _status, "Show pending, in-flight and parked rows per column.",
@@ -459,7 +461,15 @@ def _tune(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.k < 1:
         raise EmbeddbError("--samples and -k must be at least 1")
     with _engine(args) as engine, engine.begin() as conn:
-        measured = calibrate(conn, _entry(conn, args.column), samples=args.samples, k=args.k)
+        entry = _entry(conn, args.column)
+        asked = None
+        if args.queries is not None:  # real query texts, embedded as search() embeds them
+            from .query._query_vectors import embed_query
+            with open(args.queries, encoding="utf-8") as lines:
+                asked = [embed_query(entry, text) for line in lines if (text := line.strip())]
+            if not asked:
+                raise EmbeddbError(f"{args.queries} has no query text (one a line)")
+        measured = calibrate(conn, entry, samples=args.samples, k=args.k, query_vectors=asked)
     print(measured.describe())
     for target in (0.9, 0.95, 0.98, 0.99):
         ef = calibrated_ef(measured, target, args.k)

@@ -64,8 +64,8 @@ def recorded(conn: sa.Connection) -> sa.Row[Any] | None:
 
 
 def query_vectors(count: int, seed: int) -> list[list[float]]:
-    """Fresh texts like the table's (not in it), embedded like them: queries that resemble
-    the stored rows, as the calibration's own queries (stored vectors) do."""
+    """Fresh texts like the table's (not in it), embedded like them: real queries, which,
+    unlike stored vectors, are no node of the graph."""
     rng = random.Random(seed)
     vocabulary = [f"w{i}" for i in range(600)]
     texts = [" ".join(rng.choices(vocabulary, k=6)) for _ in range(count)]
@@ -83,7 +83,7 @@ def test_the_rebuild_after_a_backfill_records_a_calibration(tickets: Any, db: sa
     assert row.curve[0]["recall"] < 0.9  # the weak graph: ef_search 10 misses neighbours
 
 
-@pytest.mark.parametrize("target", [0.9, 0.99])
+@pytest.mark.parametrize("target", [0.9, 0.95, 0.98, 0.99])
 def test_search_meets_the_recall_asked_for(tickets: Any, db: sa.Engine, target: float) -> None:
     with db.begin() as conn:
         measured = calibration.calibrate(conn, entry_of(conn), samples=150)
@@ -102,8 +102,9 @@ def test_search_meets_the_recall_asked_for(tickets: Any, db: sa.Engine, target: 
             exact = search(session, tickets.embedding, vector, k=10, plan="exact")
             floor = list(exact)[-1].similarity - 1e-6
             found.append(sum(hit.similarity >= floor for hit in hits) / 10)
-    # 120 fresh queries against a curve measured on 150 others: allow sampling error
-    assert float(np.mean(found)) >= target - 0.04, found
+    # fresh queries, not in the graph: a curve measured with stored vectors as queries
+    # promised them too much (0.976 at 0.98 here); midpoints of stored pairs do not
+    assert float(np.mean(found)) >= target, found
 
 
 def test_higher_targets_cost_more_candidates(tickets: Any, db: sa.Engine) -> None:
@@ -165,11 +166,31 @@ def test_embeddb_tune_records_and_prints_the_curve(
     assert main(["tune", "tickets.embedding", "--samples", "20", "--database-url",
                  module_url]) == 0
     out = capsys.readouterr().out
-    assert "recall@10 over 20 stored vectors" in out and "ef_search   10: recall" in out
+    assert "recall@10 over 20 queries" in out and "ef_search   10: recall" in out
     assert "recall 0.99: " in out
     with db.connect() as conn:
         row = recorded(conn)
     assert row is not None and row.samples == 20 and row.current
+
+
+def test_embeddb_tune_measures_real_query_texts_from_a_file(
+        tickets: Any, db: sa.Engine, module_url: str, tmp_path: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(11)
+    texts = [" ".join(rng.choices([f"w{i}" for i in range(600)], k=6)) for _ in range(7)]
+    asked = tmp_path / "queries.txt"
+    asked.write_text("\n".join(texts) + "\n\n", encoding="utf-8")  # a blank line is skipped
+    assert main(["tune", "tickets.embedding", "--queries", str(asked), "--database-url",
+                 module_url]) == 0
+    assert "recall@10 over 7 queries" in capsys.readouterr().out
+    with db.connect() as conn:
+        row = recorded(conn)
+    assert row is not None and row.samples == 7
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    assert main(["tune", "tickets.embedding", "--queries", str(empty), "--database-url",
+                 module_url]) == 1
+    assert "no query text" in capsys.readouterr().err
 
 
 def test_a_filter_a_partial_index_covers_walks_that_index(tickets: Any, db: sa.Engine) -> None:
