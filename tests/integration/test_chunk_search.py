@@ -124,7 +124,7 @@ def test_async_twins(loaded, module_url) -> None:  # type: ignore[no-untyped-def
     assert asyncio.run(main()) == (4, 4)
 
 
-def test_hybrid_more_like_this_and_near_duplicates_use_the_documents_mean_vector(loaded, db) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_ranks_by_both_legs_and_more_like_this_and_near_duplicates_use_the_mean_vector(loaded, db) -> None:  # type: ignore[no-untyped-def]
     from embeddb import hybrid_search, more_like_this, near_duplicates
 
     Doc = loaded
