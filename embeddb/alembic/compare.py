@@ -234,6 +234,7 @@ def _alter(
     compare("normalize", spec.encode.normalize, identity.normalize)
     compare("query_prompt", spec.encode.query_prompt, identity.query_prompt)
     compare("document_prompt", spec.encode.document_prompt, identity.document_prompt)
+    compare("backend", spec.encode.backend, old.encode.backend)
     compare("vector_type", spec.vector_type, old.vector_type)
     compare("distance", spec.distance.value, old.distance.value)
     compare("fulltext", spec.fulltext, old.fulltext)

@@ -23,6 +23,7 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 
+from ..backends import QUANTISED_BACKENDS, TORCH, check_backend
 from ..chunking import Chunking
 from ..errors import SpecError
 from ..orm import current_schema
@@ -41,8 +42,8 @@ from ..template import Template
 IDENTITY_FIELDS = ("model", "dimensions", "normalize", "query_prompt", "document_prompt")
 INDEX_FIELDS = ("distance", "index_method", "opclass", "m", "ef_construction", "quantize")
 # rerank is the binary index's search setting: changing it rebuilds nothing
-ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "vector_type", *INDEX_FIELDS,
-                "rerank", "chunks", "fulltext")
+ALTER_FIELDS = ("template", "key_columns", *IDENTITY_FIELDS, "backend", "vector_type",
+                *INDEX_FIELDS, "rerank", "chunks", "fulltext")
 # The changes that make every stored vector useless (the query prompt is not stored).
 REEMBED_FIELDS = frozenset({"model", "dimensions", "normalize", "document_prompt"})
 INDEX_METHOD = "hnsw"
@@ -65,6 +66,8 @@ class Definition:
     #: a chunked column's ``Chunking`` as a plain dict (max_tokens, overlap, max_chars)
     chunks: Mapping[str, int] | None = None
     fulltext: str | None = None
+    #: what runs a local model (:mod:`embeddb.backends`); ``onnx-int8`` is another model
+    backend: str = TORCH
 
     @classmethod
     def from_spec(cls, spec: EmbeddingSpec) -> Definition:
@@ -81,6 +84,7 @@ class Definition:
             vector_type=spec.vector_type,
             chunks=chunks_argument(spec.chunking),
             fulltext=spec.fulltext,
+            backend=spec.encode.backend,
         )
 
     def to_spec(self, schema: str, table: str, column: str) -> EmbeddingSpec:
@@ -94,7 +98,8 @@ class Definition:
             dimensions=self.dimensions,
             distance=Distance.parse(self.distance),
             index=self.index,
-            encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt),
+            encode=EncodeOptions(self.normalize, self.query_prompt, self.document_prompt,
+                                 self.backend),
             vector_type=self.vector_type,
             chunking=Chunking(**self.chunks) if self.chunks is not None else None,
             fulltext=self.fulltext,
@@ -127,6 +132,8 @@ class Definition:
             arguments["query_prompt"] = self.query_prompt
         if self.document_prompt is not None:
             arguments["document_prompt"] = self.document_prompt
+        if self.backend != TORCH:
+            arguments["backend"] = self.backend
         if self.chunks is not None:
             arguments["chunks"] = dict(self.chunks)
         if self.fulltext is not None:
@@ -160,6 +167,7 @@ def definition(
     fulltext: str | None = None,
     quantize: str | None = None,
     rerank: int = DEFAULT_RERANK,
+    backend: str = TORCH,
 ) -> Definition:
     """A :class:`Definition` from ``op.create_embedding``'s keyword arguments."""
     return Definition(
@@ -175,6 +183,7 @@ def definition(
         vector_type=vector_type,
         chunks=chunks_argument(Chunking(**chunks)) if chunks is not None else None,
         fulltext=fulltext,
+        backend=check_backend(backend),
     )
 
 
@@ -275,6 +284,7 @@ class CreateEmbeddingOp(_ColumnOp):
         fulltext: str | None = None,
         quantize: str | None = None,
         rerank: int = DEFAULT_RERANK,
+        backend: str = TORCH,
         schema: str | None = None,
         enqueue_existing: bool = True,
     ) -> None:
@@ -290,7 +300,8 @@ class CreateEmbeddingOp(_ColumnOp):
         ``fulltext="english"`` adds the ``tsvector`` column and its GIN index for
         :func:`embeddb.hybrid_search`'s BM25 text leg.
         ``quantize="halfvec"`` or ``"binary"`` (with ``rerank``) indexes a quantised form of the
-        vectors (see :func:`embeddb.Embedding`).
+        vectors (see :func:`embeddb.Embedding`). ``backend`` is what runs a local model
+        (``"onnx"``, ``"openvino"``, ``"onnx-int8"``; see :mod:`embeddb.backends`).
 
         Example::
 
@@ -303,7 +314,7 @@ class CreateEmbeddingOp(_ColumnOp):
             distance=distance, index=index, m=m, ef_construction=ef_construction,
             normalize=normalize, query_prompt=query_prompt, document_prompt=document_prompt,
             vector_type=vector_type, chunks=chunks, fulltext=fulltext, quantize=quantize,
-            rerank=rerank,
+            rerank=rerank, backend=backend,
         )
         made.to_spec(schema or "", table_name, column_name)  # the spec's checks, before any SQL
         operations.invoke(cls(table_name, column_name, made, schema=schema,
@@ -408,7 +419,8 @@ class AlterEmbeddingOp(_ColumnOp):
         ``ef_construction``, ``quantize`` (None, ``"halfvec"`` or ``"binary"``), ``rerank``
         (the binary index's candidates per result; rebuilds nothing), ``chunks`` (a dict of
         ``Chunking``'s fields, or None for one vector per row), ``fulltext`` (a text search
-        configuration, or None for no full-text index); each may come with
+        configuration, or None for no full-text index), ``backend`` (what runs a local model:
+        a float32 one changes no vector, ``"onnx-int8"`` is another model); each may come with
         ``existing_<name>``, the value before, which only serves to reverse the operation.
 
         New ``chunks`` split every row again (its old chunks serve searches meanwhile; chunks
@@ -443,7 +455,9 @@ class AlterEmbeddingOp(_ColumnOp):
     @property
     def reembeds(self) -> bool:
         """Whether this change clears the stored vectors (a different model or dimension)."""
-        return not REEMBED_FIELDS.isdisjoint(self.changes)
+        quantised = {self.changes.get("backend"), self.existing.get("backend")} & set(
+            QUANTISED_BACKENDS) if "backend" in self.changes else set()
+        return bool(quantised) or not REEMBED_FIELDS.isdisjoint(self.changes)
 
     @property
     def rebuilds_index(self) -> bool:
@@ -469,6 +483,7 @@ class AlterEmbeddingOp(_ColumnOp):
                 changes.get("normalize", spec.encode.normalize),
                 changes.get("query_prompt", spec.encode.query_prompt),
                 changes.get("document_prompt", spec.encode.document_prompt),
+                check_backend(changes.get("backend", spec.encode.backend)),
             ),
         )
         opclass = changes.get("opclass")

@@ -380,3 +380,20 @@ def test_an_index_quantised_behind_alembics_back_is_put_right(
         "quantize": ("halfvec", None)})]
     generate_and_run(at_head, engine, metadata)
     assert "USING hnsw (embedding vector_cosine_ops)" in index_definition(engine)
+
+
+def test_a_float32_backend_is_a_change_that_reembeds_nothing_and_reverses(
+        at_head: Path, engine: sa.Engine) -> None:
+    metadata = with_embedding(backend="onnx")
+    assert diffs(engine, metadata) == [("modify_embedding", None, "tickets", "embedding", {
+        "backend": ("torch", "onnx")})]
+    script = generate_and_run(at_head, engine, metadata)
+    assert "backend='onnx'" in script and "re-embeds" not in script
+    found = entry(engine)
+    assert found is not None and found.spec.encode.backend == "onnx"
+    assert pending(engine) == 0  # the same model: the stored vectors stay current
+    assert diffs(engine, metadata) == []  # and the next autogenerate has nothing to say
+    with engine.begin() as conn:
+        command.downgrade(example_config(at_head, conn, metadata), "-1")
+    found = entry(engine)
+    assert found is not None and found.spec.encode.backend == "torch"

@@ -168,3 +168,13 @@ def test_create_embedding_with_a_quantised_index_round_trips(context: AutogenCon
     made = definition(**{**quantised.arguments(), "key_columns": ["id"]})
     assert made.index is not None and (made.index.quantize, made.index.rerank) == ("binary", 6)
     assert made.to_spec("public", "tickets", "embedding").index_opclass == "bit_hamming_ops"
+
+
+def test_create_embedding_with_a_backend_round_trips(context: AutogenContext) -> None:
+    int8 = replace(TICKETS, backend="onnx-int8")
+    text = render_op_text(context, CreateEmbeddingOp("tickets", "embedding", int8))
+    assert "backend='onnx-int8'" in text
+    assert "backend" not in render_op_text(context, CreateEmbeddingOp("tickets", "embedding",
+                                                                      TICKETS))
+    made = definition(**{**int8.arguments(), "key_columns": ["id"]})
+    assert made.to_spec("public", "tickets", "embedding").encode.backend == "onnx-int8"
