@@ -156,7 +156,8 @@ def _database(databases: Databases, corpus: str, documents: int,
     name = f"embeddb_bench_hybrid_{corpus}_kept"
     url = with_database(databases.server_url, name)
     with psycopg.connect(libpq_conninfo(databases.server_url), autocommit=True) as admin:
-        if admin.execute("SELECT FROM pg_database WHERE datname = %s", [name]).fetchone():
+        if admin.execute("SELECT FROM pg_database WHERE datname = %s",
+                         [name]).fetchone() is not None:  # an empty row, not None
             with psycopg.connect(libpq_conninfo(url)) as conn:
                 table = conn.execute("SELECT to_regclass('documents')").fetchone()
                 found = table is not None and table[0] is not None and conn.execute(
