@@ -49,9 +49,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -97,23 +97,63 @@ ESTIMATE_CACHE_SIZE = 1024
 #: How long whether a column's HNSW index exists (and is valid) is remembered per engine.
 INDEX_TTL_SECONDS = 5.0
 
-# Per-engine memory: pgvector's version, and recent row estimates by filter.
-_lock = threading.Lock()
-_estimates: weakref.WeakKeyDictionary[
-    sa.Engine, OrderedDict[Hashable, tuple[float, tuple[float, float]]]
-] = weakref.WeakKeyDictionary()
-_indexes: weakref.WeakKeyDictionary[
-    sa.Engine, dict[tuple[str | None, str, str], tuple[float, bool]]
-] = weakref.WeakKeyDictionary()
-_partials: weakref.WeakKeyDictionary[
-    sa.Engine, dict[tuple[str | None, str, str], tuple[float, list[str]]]
-] = weakref.WeakKeyDictionary()
-_partial_uses: weakref.WeakKeyDictionary[
-    sa.Engine, OrderedDict[Hashable, tuple[float, bool]]
-] = weakref.WeakKeyDictionary()
-_calibrations: weakref.WeakKeyDictionary[
-    sa.Engine, dict[tuple[str | None, str, str], tuple[float, Calibration | None]]
-] = weakref.WeakKeyDictionary()
+_Key = TypeVar("_Key", bound=Hashable)
+_Value = TypeVar("_Value")
+
+
+class _EngineMemory(Generic[_Key, _Value]):
+    """Answers remembered per engine for ``ttl`` seconds, the ``size`` most recent per engine.
+
+    What the planner asks the database (row estimates, calibrations, which indexes exist) is
+    the same for every search of a minute, so it is asked once; a dropped engine takes its
+    answers with it."""
+
+    def __init__(self, ttl: float, size: int | None = None) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._lock = threading.Lock()
+        self._by_engine: weakref.WeakKeyDictionary[
+            sa.Engine, OrderedDict[_Key, tuple[float, _Value]]
+        ] = weakref.WeakKeyDictionary()
+
+    def recall(self, engine: sa.Engine, key: _Key | None, ask: Callable[[], _Value]) -> _Value:
+        """The remembered answer for ``key``, else ``ask()``'s, remembered (a None key: never)."""
+        now = time.monotonic()
+        if key is not None:
+            with self._lock:
+                memory = self._by_engine.get(engine)
+                known = memory.get(key) if memory is not None else None
+            if known is not None and now - known[0] <= self.ttl:
+                return known[1]
+        answer = ask()  # outside the lock: it runs a statement
+        if key is not None:
+            with self._lock:
+                memory = self._by_engine.setdefault(engine, OrderedDict())
+                memory[key] = (now, answer)
+                memory.move_to_end(key)
+                while self.size is not None and len(memory) > self.size:
+                    memory.popitem(last=False)
+        return answer
+
+    def forget(self, engine: sa.Engine) -> None:
+        with self._lock:
+            self._by_engine.pop(engine, None)
+
+
+_ColumnKey = tuple[str | None, str, str]  # schema, table, column
+_estimates: _EngineMemory[Hashable, tuple[float, float]] = _EngineMemory(
+    ESTIMATE_TTL_SECONDS, ESTIMATE_CACHE_SIZE)
+_partial_uses: _EngineMemory[Hashable, bool] = _EngineMemory(
+    ESTIMATE_TTL_SECONDS, ESTIMATE_CACHE_SIZE)
+_indexes: _EngineMemory[_ColumnKey, bool] = _EngineMemory(INDEX_TTL_SECONDS)
+_partials: _EngineMemory[_ColumnKey, list[str]] = _EngineMemory(INDEX_TTL_SECONDS)
+_calibrations: _EngineMemory[_ColumnKey, Calibration | None] = _EngineMemory(
+    CALIBRATION_TTL_SECONDS)
+_versions: _EngineMemory[str, tuple[int, ...]] = _EngineMemory(math.inf)
+
+
+def _column_key(target: Target) -> _ColumnKey:
+    return (target.table.schema, target.table.name, target.column.name)
 
 
 @dataclass(frozen=True)
@@ -200,47 +240,28 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
 def partial_index_serves(conn: Connection, rows: Filter, k: int) -> bool:
     """Whether PostgreSQL walks one of the column's partial HNSW indexes for this filter
     under the index plan's settings (False at once when the column has none)."""
-    names = _partial_indexes(conn, rows.target)
-    if not names:
+    if not _partial_indexes(conn, rows.target):
         return False
-    key = rows.key()
-    now = time.monotonic()
-    cache = _partial_uses.setdefault(conn.engine, OrderedDict())
-    cached = cache.get(key) if key is not None else None
-    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
-        return cached[1]
+    return _partial_uses.recall(conn.engine, rows.key(), lambda: _walks_partial(conn, rows, k))
+
+
+def _walks_partial(conn: Connection, rows: Filter, k: int) -> bool:
+    """One ``EXPLAIN`` of the index plan: does it scan one of the column's partial indexes?"""
     target = rows.target
     probe = rows.probe().order_by(distance(target, query_parameter(
         target, [1.0] + [0.0] * (target.dimensions - 1)))).limit(k)
     with local_settings.scoped(conn, {"enable_sort": "off",
                                       "hnsw.iterative_scan": "relaxed_order"}):
         plan = conn.execute(Explain(probe)).scalar_one()[0]["Plan"]
-    used = bool(_index_names(plan) & set(names))
-    if key is not None:
-        with _lock:
-            cache[key] = (now, used)
-            while len(cache) > ESTIMATE_CACHE_SIZE:
-                cache.popitem(last=False)
-    return used
-
+    return bool(_index_names(plan) & set(_partial_indexes(conn, target)))
 
 def _partial_indexes(conn: Connection, target: Target) -> list[str]:
     """The column's partial HNSW indexes (remembered :data:`INDEX_TTL_SECONDS`)."""
-    table = target.table
-    key = (table.schema, table.name, target.column.name)
-    now = time.monotonic()
-    with _lock:
-        known = _partials.setdefault(conn.engine, {}).get(key)
-    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
-        return known[1]
-    names = list(conn.execute(sa.text(queries["partial_hnsw_indexes"]), {
-        "table": conn.dialect.identifier_preparer.format_table(table),
-        "column": target.column.name,
-    }).scalars())
-    with _lock:
-        _partials.setdefault(conn.engine, {})[key] = (now, names)
-    return names
-
+    return _partials.recall(conn.engine, _column_key(target), lambda: list(conn.execute(
+        sa.text(queries["partial_hnsw_indexes"]), {
+            "table": conn.dialect.identifier_preparer.format_table(target.table),
+            "column": target.column.name,
+        }).scalars()))
 
 def _index_names(plan: dict[str, Any]) -> set[str]:
     """Every index an ``EXPLAIN (FORMAT JSON)`` plan node or its children scan."""
@@ -293,50 +314,34 @@ def calibration_of(conn: Connection, target: Target) -> Calibration | None:
     """The column's calibration if it still describes its index (remembered
     :data:`CALIBRATION_TTL_SECONDS`); None if there is none, it is stale, or this role may
     not read embeddb's catalog."""
-    table = target.table
-    key = (table.schema, table.name, target.column.name)
-    now = time.monotonic()
-    with _lock:
-        known = _calibrations.setdefault(conn.engine, {}).get(key)
-    if known is not None and now - known[0] <= CALIBRATION_TTL_SECONDS:
-        return known[1]
-    found: Calibration | None = None
-    if conn.execute(sa.text(queries["calibrations_readable"])).scalar():
-        row = conn.execute(sa.text(queries["column_calibration"]), {
-            "schema": table.schema, "table": table.name, "column": target.column.name,
-        }).one_or_none()
-        if row is not None and not is_stale(row.same_index, row.table_rows, row.rows_now):
-            found = Calibration.from_row(row)
-    with _lock:
-        _calibrations.setdefault(conn.engine, {})[key] = (now, found)
-    return found
+    return _calibrations.recall(conn.engine, _column_key(target),
+                                lambda: _read_calibration(conn, target))
 
+
+def _read_calibration(conn: Connection, target: Target) -> Calibration | None:
+    if not conn.execute(sa.text(queries["calibrations_readable"])).scalar():
+        return None
+    table = target.table
+    row = conn.execute(sa.text(queries["column_calibration"]), {
+        "schema": table.schema, "table": table.name, "column": target.column.name,
+    }).one_or_none()
+    if row is None or is_stale(row.same_index, row.table_rows, row.rows_now):
+        return None
+    return Calibration.from_row(row)
 
 def forget_calibrations(engine: sa.Engine) -> None:
     """Read every column's calibration and partial indexes again on the next search (after
     recalibrating, or creating an index)."""
-    with _lock:
-        for memory in (_calibrations, _partials, _partial_uses):
-            memory.pop(engine, None)
-
+    for memory in (_calibrations, _partials, _partial_uses):
+        memory.forget(engine)
 
 def index_ready(conn: Connection, target: Target) -> bool:
     """Whether the column has a valid HNSW index now (remembered :data:`INDEX_TTL_SECONDS`)."""
-    table = target.table
-    key = (table.schema, table.name, target.column.name)
-    now = time.monotonic()
-    with _lock:
-        known = _indexes.setdefault(conn.engine, {}).get(key)
-    if known is not None and now - known[0] <= INDEX_TTL_SECONDS:
-        return known[1]
-    ready = bool(conn.execute(sa.text(queries["hnsw_index_ready"]), {
-        "table": conn.dialect.identifier_preparer.format_table(table),
-        "column": target.column.name,
-    }).scalar())
-    with _lock:
-        _indexes.setdefault(conn.engine, {})[key] = (now, ready)
-    return ready
-
+    return _indexes.recall(conn.engine, _column_key(target), lambda: bool(conn.execute(
+        sa.text(queries["hnsw_index_ready"]), {
+            "table": conn.dialect.identifier_preparer.format_table(target.table),
+            "column": target.column.name,
+        }).scalar()))
 
 def prefers_exact(rows: float, table_rows: float, k: int) -> bool:
     """Whether scanning ``rows`` matching rows beats walking the index for k of them."""
@@ -350,27 +355,16 @@ def estimate(conn: Connection, rows: Filter) -> tuple[float, float]:
     The answer is remembered per engine for :data:`ESTIMATE_TTL_SECONDS`, keyed by the filter's
     SQL and parameter values, so a repeated filter costs no round trip.
     """
-    key = rows.key()
-    now = time.monotonic()
-    cache = _estimates_of(conn.engine)
-    cached = cache.get(key) if key is not None else None  # a dict read needs no lock
-    if cached is not None and now - cached[0] <= ESTIMATE_TTL_SECONDS:
-        return cached[1]
+    return _estimates.recall(conn.engine, rows.key(), lambda: _explain_rows(conn, rows))
+
+
+def _explain_rows(conn: Connection, rows: Filter) -> tuple[float, float]:
     everything: sa.Select[Any] = sa.select(sa.literal_column("1")).select_from(rows.target.table)
     plan = conn.execute(Explain(sa.union_all(rows.probe(), everything))).scalar_one()[0]["Plan"]
     children = plan.get("Plans", [])
     if plan["Node Type"] != "Append" or len(children) != 2:
-        found = (float(plan["Plan Rows"]), float(plan["Plan Rows"]))
-    else:
-        found = (float(children[0]["Plan Rows"]), float(children[1]["Plan Rows"]))
-    if key is not None:
-        with _lock:
-            cache[key] = (now, found)
-            cache.move_to_end(key)
-            while len(cache) > ESTIMATE_CACHE_SIZE:
-                cache.popitem(last=False)
-    return found
-
+        return (float(plan["Plan Rows"]), float(plan["Plan Rows"]))
+    return (float(children[0]["Plan Rows"]), float(children[1]["Plan Rows"]))
 
 def _cache_key(element: Any) -> Hashable | bool:
     """An element's SQL structure and parameter values (None for None; False: not keyable)."""
@@ -391,14 +385,6 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_frozen(item) for item in value)
     return value
-
-
-def _estimates_of(engine: sa.Engine) -> OrderedDict[Hashable, tuple[float, tuple[float, float]]]:
-    with _lock:
-        cache = _estimates.get(engine)
-        if cache is None:  # not setdefault: that would build a dict per search
-            cache = _estimates[engine] = OrderedDict()
-        return cache
 
 
 def ef_search(k: int) -> int:
@@ -425,19 +411,12 @@ def settings(choice: Choice, k: int, pgvector: tuple[int, ...]) -> dict[str, str
     return {"enable_sort": "off", "hnsw.ef_search": str(min(EF_SEARCH_MAX, wanted))}
 
 
-_versions: weakref.WeakKeyDictionary[sa.Engine, tuple[int, ...]] = weakref.WeakKeyDictionary()
-
-
 def pgvector_version(conn: Connection) -> tuple[int, ...]:
     """pgvector's version in the connection's database, asked once per engine."""
-    with _lock:
-        known = _versions.get(conn.engine)
-    if known is None:
+    def ask() -> tuple[int, ...]:
         text = conn.execute(sa.text(queries["pgvector_installed"])).scalar()
-        known = parse_version(str(text)) if text else (0,)
-        with _lock:
-            _versions[conn.engine] = known
-    return known
+        return parse_version(str(text)) if text else (0,)
+    return _versions.recall(conn.engine, "pgvector", ask)
 
 
 class Explain(Executable, ClauseElement):
