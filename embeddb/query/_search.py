@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -233,19 +233,26 @@ def _search_chunked(
     return result
 
 
+class SearchOptions(TypedDict, total=False):
+    """:func:`search`'s keyword options, which :func:`asearch` passes on as they are (one
+    list of them for both twins)."""
+
+    k: int
+    where: Any
+    within: sa.Select[Any] | None
+    plan: Plan
+    min_similarity: float | None
+    recall: float | None
+
+
 async def asearch(
     session: AsyncSession | AsyncConnection,
     column: Any,
     query: Query,
-    *,
-    k: int = 10,
-    where: Any = None,
-    within: sa.Select[Any] | None = None,
-    plan: Plan = "auto",
-    min_similarity: float | None = None,
-    recall: float | None = None,
+    **options: Unpack[SearchOptions],
 ) -> SearchResult[Hit]:
-    """:func:`search` for an ``AsyncSession`` or ``AsyncConnection``.
+    """:func:`search` for an ``AsyncSession`` or ``AsyncConnection``, with the same keyword
+    options (``k``, ``where``, ``within``, ``plan``, ``min_similarity``, ``recall``).
 
     A query text is embedded in a worker thread, off the event loop.
 
@@ -254,10 +261,7 @@ async def asearch(
         hits = await asearch(session, Ticket.embedding, "refund", k=5)
     """
     vector = await vector_off_loop(session, column, query)
-    return await session.run_sync(
-        lambda sync: search(sync, column, vector, k=k, where=where, within=within, plan=plan,
-                            min_similarity=min_similarity, recall=recall)
-    )
+    return await session.run_sync(lambda sync: search(sync, column, vector, **options))
 
 
 def explain(
