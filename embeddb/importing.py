@@ -6,6 +6,7 @@ import json
 import logging
 import struct
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +73,13 @@ def import_vectors(
 
     ``rows`` yields ``(key, vector)``: the primary key (a value, or a tuple for a composite
     key, in primary-key column order) and a vector of the column's dimension. They are COPYed
-    (binary) into a temporary table; then ``check`` random rows are re-encoded with the
-    column's own model and compared. A cosine below ``min_cosine``, a key with no row or a key
-    given twice raises :class:`ImportRefused` naming the rows, and nothing is written. Each
-    written row gets the hash of its current text, so the worker leaves it alone; a row whose
-    text changes later is re-embedded as usual. One transaction.
+    (binary) into a temporary table and written by one UPDATE; meanwhile ``check`` random rows
+    are re-encoded with the column's own model (in a thread, loading the model if this process
+    has not) and compared. A cosine below ``min_cosine``, a key with no row or a key given
+    twice raises :class:`ImportRefused` naming the rows, and nothing is written (the keys are
+    looked at only when the UPDATE missed rows; the verdict of the check is awaited before the
+    transaction ends). Each written row gets the hash of its current text, so the worker
+    leaves it alone; a row whose text changes later is re-embedded as usual. One transaction.
 
     Writing a vector into an HNSW-indexed row costs milliseconds (it enters the graph), so an
     import of at least :data:`SET_ASIDE_ROWS` rows and :data:`SET_ASIDE_SHARE` of the table
@@ -105,18 +108,24 @@ def import_vectors(
         driver = bind.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         staged = _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
-        checked, lowest = _check_sample(bind, entry, check, min_cosine, staged)
-        aside = _set_index_aside(bind, entry, staged, set_index_aside)
-        written = int(verbatim.execute(bind, import_sql.store(spec, entry.id)).rowcount)
-        # each key names one row, so every staged row was written, once, unless some key
-        # has no row or came twice: only then are the keys looked at (the savepoint undoes
-        # the write), which spares an import that is right two passes over its keys
-        if written != staged:
-            _refuse_bad_keys(bind, entry, written, staged)
-        bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
-        bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
-        if aside:
-            _build_index(bind, spec, index_build_memory)
+        sample = _draw_sample(bind, entry, check, staged)
+        # the sample is re-encoded (the model loaded first if need be) in a thread while the
+        # database writes; its verdict is awaited before the commit, and a refusal then
+        # rolls the savepoint back like any failure
+        with ThreadPoolExecutor(1, thread_name_prefix="embeddb-import-check") as pool:
+            verdict = pool.submit(_compare, entry, sample, min_cosine)
+            aside = _set_index_aside(bind, entry, staged, set_index_aside)
+            written = int(verbatim.execute(bind, import_sql.store(spec, entry.id)).rowcount)
+            # each key names one row, so every staged row was written, once, unless some key
+            # has no row or came twice: only then are the keys looked at (the savepoint undoes
+            # the write), which spares an import that is right two passes over its keys
+            if written != staged:
+                _refuse_bad_keys(bind, entry, written, staged)
+            bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
+            bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
+            if aside:
+                _build_index(bind, spec, index_build_memory)
+            checked, lowest = verdict.result()
     return ImportResult(written, checked, lowest, aside)
 
 
@@ -205,18 +214,25 @@ def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry, written: 
                         f" {written} updated (does a trigger on {where} skip updates?)")
 
 
-def _check_sample(conn: sa.Connection, entry: catalog.CatalogEntry, check: int,
-                  min_cosine: float, staged: int) -> tuple[int, float | None]:
+def _draw_sample(conn: sa.Connection, entry: catalog.CatalogEntry, check: int,
+                 staged: int) -> list[sa.Row[Any]]:
+    """Up to ``check`` random staged rows that have text, with their text and vector."""
     if check <= 0:
-        return 0, None
-    # ``check`` of a few times as many staged rows drawn at random, so only those are joined
-    # and rendered; all of them when too few of those have text
-    draw: int | None = check * 4
+        return []
+    # drawn from a few times as many random staged rows, so only those are joined and
+    # rendered; from all of them when too few of those have text
     sample = conn.exec_driver_sql(import_sql.sample(entry.spec, entry.id),
-                                  {"limit": check, "draw": draw}).all()
+                                  {"limit": check, "draw": check * 4}).all()
     if len(sample) < check and staged > check * 4:
         sample = conn.exec_driver_sql(import_sql.sample(entry.spec, entry.id),
                                       {"limit": check, "draw": None}).all()
+    return list(sample)
+
+
+def _compare(entry: catalog.CatalogEntry, sample: list[sa.Row[Any]],
+             min_cosine: float) -> tuple[int, float | None]:
+    """Re-encode ``sample`` with the column's model: (rows checked, lowest cosine), or
+    :class:`ImportRefused` naming the rows that disagree. Touches no connection."""
     if not sample:
         return 0, None
     spec = entry.spec

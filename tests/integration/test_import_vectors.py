@@ -287,3 +287,18 @@ def test_rows_a_trigger_keeps_from_being_updated_refuse_the_import(engine: sa.En
         assert conn.execute(sa.text(
             "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0
     assert queued(engine) == len(ROWS)
+
+
+def test_a_refusal_by_the_check_after_the_index_was_rebuilt_leaves_everything_as_it_was(
+        engine: sa.Engine) -> None:
+    # the check's verdict comes while (or after) the database writes and builds the index: a
+    # refusal then still undoes the write, the rebuilt index and the cleared queue
+    Ticket, vectors = setup(engine)
+    before, rows_before = index_state(engine), table_state(engine)
+    wrong = vectors.copy()
+    wrong[11] = load_embedder(HASH_MODEL).embed_documents(["something else entirely"])[0]
+    with pytest.raises(ImportRefused, match=r'\{"id": 11\} \(cosine'):
+        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), wrong, strict=True),
+                       check=len(ROWS), set_index_aside=True)
+    assert index_state(engine) == before
+    assert table_state(engine) == rows_before and queued(engine) == len(ROWS)
