@@ -24,6 +24,7 @@ are cached under :func:`cache_dir`, keyed by the weights' fingerprint, the backe
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -72,6 +73,19 @@ PROBE_TEXTS: tuple[str, ...] = (
 
 class BackendMismatch(ModelError):
     """A backend whose vectors do not agree with PyTorch's on the probe texts."""
+
+
+#: The package each backend but PyTorch runs on (``pip install 'embeddb[onnx]'`` brings them).
+RUNTIMES = {ONNX: "onnxruntime", ONNX_INT8: "onnxruntime", OPENVINO: "openvino"}
+
+
+def missing_runtime(backend: str) -> str | None:
+    """The package ``backend`` runs on if it is not installed here, else None (looked up,
+    not imported)."""
+    package = RUNTIMES.get(backend)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return package
 
 
 def check_backend(backend: str) -> str:

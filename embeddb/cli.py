@@ -659,6 +659,7 @@ def _status(args: argparse.Namespace) -> int:
               f" {row['pending']} pending, {row['in_flight']} in flight, {row['parked']} parked,"
               f" lag {lag}, {row['rows_per_second']:.1f} rows/s (5 min);"
               f" model {row['model_name']} ({row['model_fingerprint']}, {row['dimensions']} dims)"
+              + (f", backend {row['backend']}" if row["backend"] else "")
               + (f"; {row['documents']} documents in {row['chunks']} chunks"
                  if "chunks" in row else ""))
         if row["fault"]:
@@ -773,7 +774,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import EXIT_UNKNOWN, doctor, exit_code, report_json, report_text
+    from .doctor import EXIT_UNKNOWN, checked_columns, doctor, exit_code, report_json, report_text
 
     limits = DoctorLimits(
         stale_row_limit=args.stale_row_limit, stale_seconds=args.stale_seconds,
@@ -781,10 +782,11 @@ def _doctor(args: argparse.Namespace) -> int:
     try:
         with _engine(args) as engine:
             findings = doctor(engine, limits)
+            columns = checked_columns(engine)
     except EmbeddbError as exc:  # unreachable database: unknown, as monitoring plugins say
         print(f"embeddb: error: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
-    print(report_json(findings) if args.json else report_text(findings))
+    print(report_json(findings, columns) if args.json else report_text(findings, columns))
     return exit_code(findings)
 
 

@@ -7,7 +7,8 @@ or worker involved, what is wrong, and the command or SQL that fixes it. The che
 * each catalog row has its table, its key, source, vector and hash columns, and its functions
   (``embeddb.render_N``, ``embeddb.enqueue_N``) and triggers;
 * the vector column's type and dimension are the catalog's, and the model installed here is
-  the one the column was embedded with (else a worker here refuses the column);
+  the one the column was embedded with (else a worker here refuses the column), with the
+  package its backend runs on (``onnxruntime``, ``openvino``);
 * the HNSW index exists and is valid, or, if set aside for a backlog, a worker will build it;
 * no embeddb function or trigger is left without its catalog row;
 * rows whose vector is missing or stale and that nobody has queued (what ``reconcile`` would
@@ -17,6 +18,8 @@ or worker involved, what is wrong, and the command or SQL that fixes it. The che
 * parked rows.
 
 A check that fails on one column (a privilege, a timeout) is reported and the others go on.
+``embeddb doctor`` first names each column it checked, with its model and backend
+(:func:`checked_columns`).
 
 Severities and the exit code of ``embeddb doctor`` (those of monitoring plugins): ``error``
 (exit 2) needs a fix and will not heal by itself; ``warning`` (exit 1) needs attention;
@@ -26,17 +29,17 @@ Severities and the exit code of ``embeddb doctor`` (those of monitoring plugins)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, column_sql, generations, migrate, queue, schema_version
+from . import alter_sql, backends, catalog, column_sql, generations, migrate, queue, schema_version
 from .catalog import CatalogEntry
 from .database import create_engine
-from .embedders import expected_identity
+from .embedders import expected_identity, runs_on_backends, shown_backend
 from .errors import ModelError, SchemaNotReady, SchemaTooNew
 from .sql import queries
 
@@ -96,6 +99,29 @@ def doctor(engine_or_url: Engine | str, limits: Limits | None = None) -> list[Fi
         engine.dispose()
 
 
+def checked_columns(engine: Engine) -> list[dict[str, Any]]:
+    """The embedded columns ``doctor`` checks, as ``embeddb doctor`` names them: ``column``,
+    ``generation``, ``model``, ``fingerprint``, ``dimensions`` and ``backend`` (what runs a
+    local model: ``torch``, ``onnx``, ``openvino``, ``onnx-int8``; None for an HTTP one).
+
+    Example::
+
+        from embeddb.doctor import checked_columns
+
+        for column in checked_columns(engine):
+            print(column["column"], column["model"], column["backend"])
+    """
+    with engine.connect() as conn:
+        if not conn.execute(sa.text(queries["catalog_exists"])).scalar():
+            return []
+        entries = catalog.list_entries(conn)
+    return [{"column": entry.spec.qualified_column, "generation": entry.generation,
+             "model": entry.identity.name, "fingerprint": entry.identity.fingerprint,
+             "dimensions": entry.identity.dimensions,
+             "backend": shown_backend(entry.spec.model, entry.spec.encode.backend)}
+            for entry in entries]
+
+
 def exit_code(findings: list[Finding]) -> int:
     """``embeddb doctor``'s exit code for ``findings``: 2 if any error, 1 if any warning, else 0."""
     severities = {finding.severity for finding in findings}
@@ -104,17 +130,19 @@ def exit_code(findings: list[Finding]) -> int:
     return EXIT_WARNING if "warning" in severities else EXIT_HEALTHY
 
 
-def report_json(findings: list[Finding]) -> str:
-    """The findings as ``embeddb doctor --json`` prints them."""
+def report_json(findings: list[Finding], columns: Sequence[dict[str, Any]] = ()) -> str:
+    """The findings as ``embeddb doctor --json`` prints them, after the ``columns`` checked
+    (:func:`checked_columns`)."""
     code = exit_code(findings)
     status = {EXIT_HEALTHY: "healthy", EXIT_WARNING: "warning", EXIT_ERROR: "error"}[code]
-    return json.dumps({"status": status, "exit_code": code,
+    return json.dumps({"status": status, "exit_code": code, "columns": list(columns),
                        "findings": [finding.to_dict() for finding in findings]}, indent=2)
 
 
-def report_text(findings: list[Finding]) -> str:
-    """The findings as ``embeddb doctor`` prints them, one block each, then a summary line."""
-    lines = []
+def report_text(findings: list[Finding], columns: Sequence[dict[str, Any]] = ()) -> str:
+    """The findings as ``embeddb doctor`` prints them: a line per column checked
+    (:func:`checked_columns`), a block per finding, then a summary line."""
+    lines = [_column_line(column) for column in columns]
     for finding in findings:
         lines.append(f"{finding.severity.upper():7} {finding.subject}: {finding.problem}"
                      f" [{finding.check}]")
@@ -126,6 +154,14 @@ def report_text(findings: list[Finding]) -> str:
     else:
         lines.append(f"{counts['error']} errors, {counts['warning']} warnings")
     return "\n".join(lines)
+
+
+def _column_line(column: dict[str, Any]) -> str:
+    generation = "" if column["generation"] == generations.LIVE else \
+        f" ({column['generation']} generation)"
+    backend = f", backend {column['backend']}" if column["backend"] else ""
+    return (f"column  {column['column']}{generation}: model {column['model']}"
+            f" ({column['fingerprint']}, {column['dimensions']} dims){backend}")
 
 
 class _Doctor:
@@ -194,6 +230,13 @@ class _Doctor:
     def _model(self, entry: CatalogEntry) -> None:
         """The model as installed where doctor runs, against the one the catalog records."""
         spec, name = entry.spec, entry.spec.qualified_column
+        backend = spec.encode.backend
+        missing = backends.missing_runtime(backend) if runs_on_backends(spec.model) else None
+        if missing is not None:
+            self._add("backend_missing", "info", name,
+                      f"the column runs on backend {backend}, whose package {missing} is not"
+                      " installed here, so a worker here cannot embed it",
+                      "pip install 'embeddb[onnx]' where the workers run (or run doctor there)")
         try:
             here = expected_identity(spec.model, spec.encode)
         except ModelError:
@@ -391,4 +434,5 @@ def _quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-__all__ = ["Finding", "Limits", "doctor", "exit_code", "report_json", "report_text"]
+__all__ = ["Finding", "Limits", "checked_columns", "doctor", "exit_code", "report_json",
+           "report_text"]

@@ -150,6 +150,12 @@ def runs_on_backends(name: str) -> bool:
     return model_kind(name) is _LOCAL
 
 
+def shown_backend(name: str, backend: str) -> str | None:
+    """The backend a column of model ``name`` runs on, as ``status`` and ``doctor`` show it:
+    ``backend`` (the catalog's) for a local model, None for one served over HTTP."""
+    return backend if runs_on_backends(name) else None
+
+
 def resolve_model_path(name: str) -> Path | None:
     """Where a model's files are on this machine, or None if they are not here.
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
 import sqlalchemy as sa
-from pgvector import HalfVector
-from pgvector.psycopg import register_vector
 
 from . import backfill, catalog, column_sql, import_sql, verbatim
 from .embedders import load_embedder
@@ -73,11 +73,13 @@ def import_vectors(
 
     ``rows`` yields ``(key, vector)``: the primary key (a value, or a tuple for a composite
     key, in primary-key column order) and a vector of the column's dimension. They are COPYed
-    (binary) into a temporary table; then ``check`` random rows are re-encoded with the
-    column's own model and compared. A cosine below ``min_cosine``, a key with no row or a key
-    given twice raises :class:`ImportRefused` naming the rows, and nothing is written. Each
-    written row gets the hash of its current text, so the worker leaves it alone; a row whose
-    text changes later is re-embedded as usual. One transaction.
+    (binary) into a temporary table and written by one UPDATE; meanwhile ``check`` random rows
+    are re-encoded with the column's own model (in a thread, loading the model if this process
+    has not) and compared. A cosine below ``min_cosine``, a key with no row or a key given
+    twice raises :class:`ImportRefused` naming the rows, and nothing is written (the keys are
+    looked at only when the UPDATE missed rows; the verdict of the check is awaited before the
+    transaction ends). Each written row gets the hash of its current text, so the worker
+    leaves it alone; a row whose text changes later is re-embedded as usual. One transaction.
 
     Writing a vector into an HNSW-indexed row costs milliseconds (it enters the graph), so an
     import of at least :data:`SET_ASIDE_ROWS` rows and :data:`SET_ASIDE_SHARE` of the table
@@ -105,17 +107,26 @@ def import_vectors(
         types = list(bind.exec_driver_sql(import_sql.staging_types()).scalars())
         driver = bind.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
-        register_vector(driver)
         staged = _copy(driver, import_sql.copy_staging(spec), types, rows, spec)
-        _refuse_bad_keys(bind, entry)
-        checked, lowest = _check_sample(bind, entry, check, min_cosine)
-        aside = _set_index_aside(bind, entry, staged, set_index_aside)
-        written = verbatim.execute(bind, import_sql.store(spec, entry.id)).rowcount
-        bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
-        bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
-        if aside:
-            _build_index(bind, spec, index_build_memory)
-    return ImportResult(int(written), checked, lowest, aside)
+        sample = _draw_sample(bind, entry, check, staged)
+        # the sample is re-encoded (the model loaded first if need be) in a thread while the
+        # database writes; its verdict is awaited before the commit, and a refusal then
+        # rolls the savepoint back like any failure
+        with ThreadPoolExecutor(1, thread_name_prefix="embeddb-import-check") as pool:
+            verdict = pool.submit(_compare, entry, sample, min_cosine)
+            aside = _set_index_aside(bind, entry, staged, set_index_aside)
+            written = int(verbatim.execute(bind, import_sql.store(spec, entry.id)).rowcount)
+            # each key names one row, so every staged row was written, once, unless some key
+            # has no row or came twice: only then are the keys looked at (the savepoint undoes
+            # the write), which spares an import that is right two passes over its keys
+            if written != staged:
+                _refuse_bad_keys(bind, entry, written, staged)
+            bind.exec_driver_sql(import_sql.forget_pending(spec, entry.id))
+            bind.exec_driver_sql(f"DROP TABLE {import_sql.STAGING}")
+            if aside:
+                _build_index(bind, spec, index_build_memory)
+            checked, lowest = verdict.result()
+    return ImportResult(written, checked, lowest, aside)
 
 
 def _set_index_aside(conn: sa.Connection, entry: catalog.CatalogEntry, staged: int,
@@ -166,50 +177,69 @@ def _copy(driver: psycopg.Connection[Any], statement: str, types: list[str],
           rows: Iterable[tuple[Any, Any]], spec: EmbeddingSpec) -> int:
     """COPY ``rows`` into the staging table; how many."""
     key_count = len(spec.key_columns)
+    # the vector goes out in pgvector's binary form (dimension, 0, big-endian floats), made
+    # here by numpy and sent as bytes: pgvector's dumper builds a Vector object per row
+    header = struct.pack(">HH", spec.dimensions, 0)
+    wire = np.dtype(">f2" if spec.vector_type == "halfvec" else ">f4")
     written = 0
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(types)
+        copy.set_types([*types[:-1], "bytea"])
         for key, vector in rows:
             keys = key if isinstance(key, tuple) else (key,)
             if len(keys) != key_count:
                 raise ImportRefused(f"key {key!r} has {len(keys)} parts, the table's has"
                                     f" {key_count}")
-            array = np.asarray(vector, dtype=np.float32)
+            array = np.asarray(vector, dtype=wire)
             if array.shape != (spec.dimensions,):
                 raise ImportRefused(
                     f"import into {spec.qualified_column} refused, nothing written: the vector"
                     f" of key {key!r} has shape {array.shape}, the column holds"
                     f" {spec.dimensions} dimensions")
-            # pgvector's binary halfvec dumper takes a HalfVector, not an array
-            copy.write_row((*keys, HalfVector(array) if spec.vector_type == "halfvec" else array))
+            copy.write_row((*keys, header + array.tobytes()))
             written += 1
     return written
 
 
-def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry) -> None:
-    where = entry.spec.qualified_table
+def _refuse_bad_keys(conn: sa.Connection, entry: catalog.CatalogEntry, written: int,
+                     staged: int) -> None:
+    """Raise :class:`ImportRefused` naming the keys that made the write miss rows."""
+    name, where = entry.spec.qualified_column, entry.spec.qualified_table
     for statement, problem in ((import_sql.unknown_keys(entry.spec), f"no row in {where}"),
                                (import_sql.duplicate_keys(entry.spec), "given more than once")):
         keys = [json.dumps(row.row_key) for row in conn.exec_driver_sql(statement)]
         if keys:
-            raise ImportRefused(f"import into {entry.spec.qualified_column} refused, nothing"
-                                f" written: {problem}: {', '.join(keys)}")
+            raise ImportRefused(f"import into {name} refused, nothing written: {problem}:"
+                                f" {', '.join(keys)}")
+    raise ImportRefused(f"import into {name} refused, nothing written: {staged} rows given but"
+                        f" {written} updated (does a trigger on {where} skip updates?)")
 
 
-def _check_sample(conn: sa.Connection, entry: catalog.CatalogEntry, check: int,
-                  min_cosine: float) -> tuple[int, float | None]:
+def _draw_sample(conn: sa.Connection, entry: catalog.CatalogEntry, check: int,
+                 staged: int) -> list[sa.Row[Any]]:
+    """Up to ``check`` random staged rows that have text, with their text and vector."""
     if check <= 0:
-        return 0, None
+        return []
+    # drawn from a few times as many random staged rows, so only those are joined and
+    # rendered; from all of them when too few of those have text
     sample = conn.exec_driver_sql(import_sql.sample(entry.spec, entry.id),
-                                  {"limit": check}).all()
+                                  {"limit": check, "draw": check * 4}).all()
+    if len(sample) < check and staged > check * 4:
+        sample = conn.exec_driver_sql(import_sql.sample(entry.spec, entry.id),
+                                      {"limit": check, "draw": None}).all()
+    return list(sample)
+
+
+def _compare(entry: catalog.CatalogEntry, sample: list[sa.Row[Any]],
+             min_cosine: float) -> tuple[int, float | None]:
+    """Re-encode ``sample`` with the column's model: (rows checked, lowest cosine), or
+    :class:`ImportRefused` naming the rows that disagree. Touches no connection."""
     if not sample:
         return 0, None
     spec = entry.spec
     embedder = load_embedder(spec.model, spec.encode, spec.dimensions)
     catalog.check_model(entry, embedder.identity)
     fresh = embedder.embed_documents([row.text for row in sample])
-    imported = np.array([np.asarray(row.vector.to_numpy() if hasattr(row.vector, "to_numpy")
-                                    else row.vector, dtype=np.float32) for row in sample])
+    imported = np.array([row.vector for row in sample], dtype=np.float32)
     cosines = (imported * fresh).sum(axis=1) / np.maximum(
         np.linalg.norm(imported, axis=1) * np.linalg.norm(fresh, axis=1), 1e-12)
     bad = [f"{json.dumps(row.row_key)} (cosine {c:.3f})"

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import catalog, chunk_sql, column_sql, verbatim
 from .catalog import CatalogEntry
+from .embedders import shown_backend
 from .errors import PrivilegeError, first_line
 from .privileges import is_permission_error
 from .sql import queries
@@ -42,11 +43,12 @@ class QueueStatus:
 
     A column's keys: ``table_schema``, ``table_name``, ``column_name``, ``pending``,
     ``in_flight``, ``parked``, ``lag_seconds``, ``rows_per_second`` (over 5 minutes), the model
-    (``model_name``, ``model_fingerprint``, ``dimensions``), ``fault`` / ``fault_since`` /
-    ``fault_retry_seconds`` when the column is failing, ``parked_reason`` (the latest), and for
-    a chunked column ``documents`` and ``chunks``. A worker's: ``worker_id``, ``state``
-    (``running``, ``idle``, ``stopped``, or ``gone`` once its heartbeat is overdue),
-    ``rows_embedded``, ``heartbeat_age_seconds``.
+    (``model_name``, ``model_fingerprint``, ``dimensions``), ``backend`` (what runs a local
+    model: ``torch``, ``onnx``, ``openvino``, ``onnx-int8``; None for an HTTP one),
+    ``fault`` / ``fault_since`` / ``fault_retry_seconds`` when the column is failing,
+    ``parked_reason`` (the latest), and for a chunked column ``documents`` and ``chunks``.
+    A worker's: ``worker_id``, ``state`` (``running``, ``idle``, ``stopped``, or ``gone`` once
+    its heartbeat is overdue), ``rows_embedded``, ``heartbeat_age_seconds``.
     """
 
     columns: list[dict[str, Any]] = field(default_factory=list)
@@ -65,6 +67,7 @@ def status(bind: Engine | Connection) -> QueueStatus:
         workers = [dict(row._mapping) for row in conn.execute(sa.text(queries["workers"]))]
         chunked = {e.id: e for e in catalog.list_entries(conn) if e.spec.chunking is not None}
         for row in columns:
+            row["backend"] = shown_backend(row["model_name"], row["backend"])
             entry = chunked.get(row["id"])
             if entry is not None:
                 counts = verbatim.execute(conn, chunk_sql.count_chunks(entry.spec)).one()

@@ -51,7 +51,13 @@ from ._bm25 import (
 from ._checks import check_k, check_query_text, check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
-from ._search import Explanation, SearchResult, connection_for, vector_off_loop
+from ._search import (
+    Explanation,
+    SearchResult,
+    connection_for,
+    returns_objects,
+    vector_off_loop,
+)
 from ._target import (
     QueryVector,
     Target,
@@ -476,7 +482,7 @@ def _run(session: Session | Connection, conn: Connection, target: Target, params
                               planner.pgvector_version(conn))
     with local_settings.scoped(conn, values):
         rows = session.execute(stmt, bound).all()
-    entity_only = not isinstance(target.entity, sa.Table)
+    entity_only = returns_objects(session, target)
     hits = [
         HybridHit(row[0] if entity_only else row, float(row.score), row.vector_rank,
                   row.text_rank)

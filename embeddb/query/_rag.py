@@ -20,7 +20,7 @@ from . import _planner as planner
 from ._checks import check_where
 from ._planner import Choice, Filter, Plan
 from ._query_vectors import query_vector
-from ._search import Query, SearchResult, connection_for, vector_off_loop
+from ._search import Query, SearchResult, connection_for, returns_objects, vector_off_loop
 from ._target import Target, resolve, similarity
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def search_chunks(
     if within is not None:
         where = sa.and_(*([] if where is None else [where]), chunked.documents_in(target, within))
     rows, ran = _find(session, conn, target, vector, k, where, per_document, choice)
-    single = not isinstance(target.entity, sa.Table)
+    single = returns_objects(session, target)
     width = len(target.key_columns)
     hits = [ChunkHit(row[0] if single else row, row.chunk_no, row.char_start, row.char_end,
                      row.text, float(row.similarity))

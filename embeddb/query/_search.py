@@ -68,8 +68,9 @@ _SIMILARITY = operator.itemgetter(1)  # a Hit's similarity
 class Hit(NamedTuple):
     """One result: the row and its similarity to the query (higher is more similar).
 
-    ``row`` is the ORM object when one entity is selected, else the whole ``Row`` (for a Core
-    table, or a ``within`` select of several columns), whose last column is the similarity.
+    ``row`` is the ORM object when a Session selects one entity, else the whole ``Row`` (for a
+    Core table, a search through a Connection, or a ``within`` select of several columns),
+    whose last column is the similarity.
 
     Example::
 
@@ -223,7 +224,7 @@ def _search_chunked(
     if within is not None:
         where = sa.and_(*([] if where is None else [where]), chunked.documents_in(target, within))
     rows, ran = chunked.search_documents(session, conn, target, vector, k, where, choice)
-    single = not isinstance(target.entity, sa.Table)
+    single = returns_objects(session, target)
     pairs = [(Hit(row[0] if single else row, float(row[-4])), chunked.ChunkSpan(*row[-3:]))
              for row in rows
              if min_similarity is None or float(row[-4]) >= min_similarity]
@@ -327,6 +328,13 @@ async def aexplain(
     )
 
 
+def returns_objects(session: Session | Connection, target: Target) -> bool:
+    """Whether a hit's row is an ORM object: a Session searching a mapped class. A Connection
+    gets a mapped class's columns as a ``Row`` (``row.id``, ``row.subject``), as for a table,
+    and that ``Row`` is the hit's row."""
+    return isinstance(session, Session) and not isinstance(target.entity, sa.Table)
+
+
 def connection_for(session: Session | Connection, target: Target) -> Connection:
     """The connection ``session`` uses for the target's table (its transaction, its settings)."""
     if isinstance(session, Session):
@@ -414,10 +422,10 @@ def _run(session: Session | Connection, conn: Connection, target: Target, vector
     if within is None:
         stmt, values = reuse.prepare(conn.dialect, (target.column, target.entity, exact), where,
                                      lambda: _statement(target, where, None, exact))
-        single = not isinstance(target.entity, sa.Table)
+        single = returns_objects(session, target)
     else:
         stmt, values = _statement(target, where, within, exact), {}
-        single = _selects_one_entity(stmt)
+        single = isinstance(session, Session) and _selects_one_entity(stmt)
     parameters = {**values, **_parameters(vector, k)}
     if exact:  # the exact plan needs no setting (see embeddb.query._planner)
         rows = session.execute(stmt, parameters).all()

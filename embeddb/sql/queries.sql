@@ -122,7 +122,7 @@ WHERE parked_at IS NOT NULL AND (CAST(:column_id AS integer) IS NULL OR column_i
 -- Per column: the queue's state, its lag, and rows stored per second over the last 5 minutes.
 -- Keys waiting in the inbox (bulk INSERTs not yet expanded by a worker) count as pending.
 SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_fingerprint,
-       c.dimensions, c.normalize,
+       c.dimensions, c.normalize, c.backend,
        (SELECT coalesce(sum(t.rows), 0)::float8 / 300 FROM embeddb.throughput t
         WHERE t.column_id = c.id AND t.minute > now() - interval '5 minutes') AS rows_per_second,
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL

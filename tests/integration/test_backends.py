@@ -5,6 +5,7 @@ model change); a backend that disagrees is refused, by the library and by `embed
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,35 @@ def test_exported_model_matches_sentence_transformers_batching() -> None:
     texts = [f"text number {i} " * (i % 7 + 1) for i in range(70)]  # three batches, unsorted
     reference = SentenceTransformerEmbedder(MINILM, EncodeOptions()).embed_documents(texts)
     assert backends.row_cosines(reference, model.encode(texts)).min() >= 0.9999
+
+
+def test_status_and_doctor_show_the_backend_each_column_runs_on(
+        engine: sa.Engine, database_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from embeddb.cli import main
+
+    Base, _ = ticket_model(backend="onnx")
+    Base.metadata.create_all(engine)
+    fingerprint = catalog_rows(engine)[0].model_fingerprint
+    line = f"model {MINILM} ({fingerprint}, 384 dims), backend onnx"
+
+    assert main(["status", "--database-url", database_url]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"public.tickets.embedding: 0 pending, 0 in flight, 0 parked, lag -, 0.0 rows/s (5 min);"
+        f" {line}\n")
+    assert main(["status", "--json", "--database-url", database_url]) == 0
+    assert [c["backend"] for c in json.loads(capsys.readouterr().out)["columns"]] == ["onnx"]
+
+    assert main(["doctor", "--database-url", database_url]) == 0
+    assert capsys.readouterr().out == f"column  public.tickets.embedding: {line}\nhealthy\n"
+    assert main(["doctor", "--json", "--database-url", database_url]) == 0
+    assert json.loads(capsys.readouterr().out)["columns"] == [{
+        "column": "public.tickets.embedding", "generation": "live", "model": MINILM,
+        "fingerprint": fingerprint, "dimensions": 384, "backend": "onnx"}]
+
+    # where the backend's package is missing, a worker could not embed the column: doctor says so
+    monkeypatch.setitem(backends.RUNTIMES, "onnx", "onnxruntime_not_installed_here")
+    assert main(["doctor", "--database-url", database_url]) == 0  # info: doctor may run elsewhere
+    assert ("INFO    public.tickets.embedding: the column runs on backend onnx, whose package"
+            " onnxruntime_not_installed_here is not installed here, so a worker here cannot embed"
+            " it [backend_missing]") in capsys.readouterr().out

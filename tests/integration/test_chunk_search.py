@@ -110,6 +110,21 @@ def test_chunk_search_caps_chunks_per_document_and_adds_neighbours(loaded, db) -
         assert f"unrelated{other.row.id}" not in other.text  # ... from the next chunk
 
 
+def test_a_connection_gets_each_hit_as_a_row_of_the_mapped_columns(loaded, db) -> None:  # type: ignore[no-untyped-def]
+    Doc = loaded
+    with Session(db) as session:
+        orm_docs = search(session, Doc.embedding, QUERY, k=5, plan="exact")
+        orm_chunks = search_chunks(session, Doc.embedding, QUERY, k=4, per_document=1,
+                                   neighbours=1)
+    with db.connect() as conn:
+        docs = search(conn, Doc.embedding, QUERY, k=5, plan="exact")
+        chunks = search_chunks(conn, Doc.embedding, QUERY, k=4, per_document=1, neighbours=1)
+    assert all(isinstance(hit.row, sa.Row) for hit in [*docs, *chunks])
+    assert [(h.row.id, h.row.title) for h in docs] == [(h.row.id, h.row.title) for h in orm_docs]
+    assert [(h.row.id, h.text, h.context) for h in chunks] == \
+        [(h.row.id, h.text, h.context) for h in orm_chunks]
+
+
 def test_async_twins(loaded, module_url) -> None:  # type: ignore[no-untyped-def]
     Doc = loaded
 

@@ -72,13 +72,20 @@ def doctor_cli(database_url: str, capsys: pytest.CaptureFixture[str],
     return code, capsys.readouterr().out
 
 
-def test_a_healthy_database_exits_0(healthy: Any, database_url: str,
+def test_a_healthy_database_exits_0(healthy: Any, engine: sa.Engine, database_url: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with engine.connect() as conn:
+        fingerprint = conn.execute(sa.text(
+            "SELECT model_fingerprint FROM embeddb.columns")).scalar_one()
     code, out = doctor_cli(database_url, capsys)
-    assert (code, out.strip()) == (0, "healthy")
+    # the columns checked, with their model (a test model served by no backend), then the verdict
+    assert (code, out) == (0, f"column  public.tickets.embedding: model {HASH_MODEL}"
+                              f" ({fingerprint}, 32 dims)\nhealthy\n")
     code, out = doctor_cli(database_url, capsys, "--json")
     assert code == 0
-    assert json.loads(out) == {"status": "healthy", "exit_code": 0, "findings": []}
+    assert json.loads(out) == {"status": "healthy", "exit_code": 0, "findings": [], "columns": [
+        {"column": "public.tickets.embedding", "generation": "live", "model": HASH_MODEL,
+         "fingerprint": fingerprint, "dimensions": 32, "backend": None}]}
 
 
 def test_missing_index_is_an_error_and_its_fix_rebuilds_it(

@@ -106,6 +106,14 @@ def test_weights_move_the_order_toward_one_leg(db: sa.Engine) -> None:
     assert leaning[0].score == pytest.approx(1 / 5 + 2 / 2)
 
 
+def test_a_connection_gets_each_hit_as_a_row_of_the_mapped_columns(db: sa.Engine) -> None:
+    with db.connect() as conn:
+        hits = hybrid_search(conn, Doc.embedding, "solar panel", fusion="rrf", k=6, vector=QUERY)
+    assert all(isinstance(hit.row, sa.Row) for hit in hits)
+    assert [(hit.row.id, hit.row.body) for hit in hits][:2] == [
+        (1, "solar panel installation guide"), (3, "solar panel solar panel")]
+
+
 def test_the_filter_applies_inside_both_legs(db: sa.Engine) -> None:
     with Session(db) as session:
         hits = hybrid_search(session, Doc.embedding, "solar panel", fusion="rrf", k=5, vector=QUERY,

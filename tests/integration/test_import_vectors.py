@@ -247,3 +247,58 @@ def test_a_partitioned_table_keeps_its_index_through_an_import(engine: sa.Engine
         assert conn.execute(sa.text(
             "SELECT indexrelid::int FROM pg_index WHERE indrelid = 'part_docs'::regclass"
             " AND indexrelid::regclass::text LIKE '%embedding%'")).scalar_one() == index
+
+
+def test_the_check_finds_the_few_rows_that_have_text_among_many_that_have_none(
+        engine: sa.Engine) -> None:
+    # the sample is drawn from a few random staged rows; when those have too little text, it
+    # is drawn again from all of them, so one wrong vector among 200 rows is still found
+    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": i, "subject": None, "body": None}
+                                         for i in range(200)])
+        conn.execute(sa.text("UPDATE tickets SET body = 'the only text' WHERE id = 137"))
+    wrong = load_embedder(HASH_MODEL).embed_documents(["something else entirely"])[0]
+    with pytest.raises(ImportRefused, match=r'\{"id": 137\} \(cosine'):
+        import_vectors(engine, Ticket.embedding, [(i, wrong) for i in range(200)], check=1)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0
+
+
+def test_rows_a_trigger_keeps_from_being_updated_refuse_the_import(engine: sa.Engine) -> None:
+    # the keys are looked at only when the write missed rows: a trigger that skips one is
+    # named too, and nothing is written
+    Ticket, vectors = setup(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION skip_three() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.id = 3 THEN RETURN NULL; END IF;
+                RETURN NEW;
+            END $$"""))
+        conn.execute(sa.text("CREATE TRIGGER skip_three BEFORE UPDATE ON tickets"
+                             " FOR EACH ROW EXECUTE FUNCTION skip_three()"))
+    with pytest.raises(ImportRefused, match=r"40 rows given but 39 updated \(does a trigger on"
+                       r" public.tickets skip updates\?\)"):
+        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), vectors, strict=True))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL")).scalar_one() == 0
+    assert queued(engine) == len(ROWS)
+
+
+def test_a_refusal_by_the_check_after_the_index_was_rebuilt_leaves_everything_as_it_was(
+        engine: sa.Engine) -> None:
+    # the check's verdict comes while (or after) the database writes and builds the index: a
+    # refusal then still undoes the write, the rebuilt index and the cleared queue
+    Ticket, vectors = setup(engine)
+    before, rows_before = index_state(engine), table_state(engine)
+    wrong = vectors.copy()
+    wrong[11] = load_embedder(HASH_MODEL).embed_documents(["something else entirely"])[0]
+    with pytest.raises(ImportRefused, match=r'\{"id": 11\} \(cosine'):
+        import_vectors(engine, Ticket.embedding, zip(range(len(ROWS)), wrong, strict=True),
+                       check=len(ROWS), set_index_aside=True)
+    assert index_state(engine) == before
+    assert table_state(engine) == rows_before and queued(engine) == len(ROWS)

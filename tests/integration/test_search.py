@@ -439,3 +439,23 @@ def test_real_model_finds_the_ticket_by_meaning(engine: sa.Engine, database_url:
                         where=Ticket.status == "closed")
         assert ids(closed) == [4, 3] and closed.plan == "exact"
         assert 0 < closed[0].similarity <= 1
+
+
+# --- through a Connection ------------------------------------------------------------------
+
+
+def test_a_connection_gets_each_hit_as_a_row_of_the_mapped_columns(db: sa.Engine,
+                                                                   tickets: Any) -> None:
+    # a Connection does not make ORM objects: each hit's row is the Row of the class's columns
+    # (before, it was the first column alone: the key)
+    with Session(db) as session:
+        orm = search(session, tickets.embedding, "printer", k=5, where=tickets.status == "rare")
+    with db.connect() as conn:
+        core = search(conn, tickets.embedding, "printer", k=5, where=tickets.status == "rare")
+        joined = search(conn, tickets.embedding, "printer", k=5,
+                        within=sa.select(tickets).where(tickets.status == "rare"))
+    assert [(hit.row.id, hit.row.subject, hit.row.status) for hit in core] == \
+        [(hit.row.id, hit.row.subject, hit.row.status) for hit in orm]
+    assert [hit.similarity for hit in core] == pytest.approx([hit.similarity for hit in orm])
+    assert all(isinstance(hit.row, sa.Row) for hit in core + joined)
+    assert [hit.row.id for hit in joined] == [hit.row.id for hit in orm]

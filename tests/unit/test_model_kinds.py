@@ -105,3 +105,10 @@ def test_limits_come_from_the_environment() -> None:
     assert limits.rpm == 3000 and limits.timeout == 2.5 and limits.max_in_flight == 4
     with pytest.raises(SpecError, match="EMBEDDB_HTTP_TPM='lots' is not a number"):
         HttpLimits.from_environment({"EMBEDDB_HTTP_TPM": "lots"})
+
+
+def test_a_model_served_over_http_shows_no_backend() -> None:
+    from embeddb.embedders import shown_backend
+
+    assert shown_backend("openai/text-embedding-3-small", "torch") is None
+    assert shown_backend("sentence-transformers/all-MiniLM-L6-v2", "openvino") == "openvino"
