@@ -24,7 +24,15 @@ from . import _settings as local_settings
 from ._checks import check_k, check_where
 from ._planner import Filter, Plan
 from ._search import Hit, SearchResult, connection_for, search
-from ._target import Target, distance, distance_bound, hidden_from_index, resolve, similarity
+from ._target import (
+    Target,
+    distance,
+    distance_bound,
+    hidden_from_index,
+    resolve,
+    similarity,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -113,6 +121,8 @@ def near_duplicates(
     check_k(k)
     target = resolve(column)
     check_where(target, where)
+    if unreachable(target, min_similarity):
+        return []  # no statement: a scan of every row's neighbours would find nothing
     conn = connection_for(session, target)
     choice = planner.choose(conn, Filter(target, where), k, plan)
     stmt = _pairs_statement(target, min_similarity, where, k, choice.plan == "exact")

@@ -209,6 +209,16 @@ def similarity(target: Target, distance_expression: sa.ColumnElement[float]) -> 
             return _ONE / (_ONE + distance_expression)
 
 
+#: How far above 1 a cosine or L2 similarity may come out by rounding (identical vectors).
+_ROUNDING = 1e-6
+
+
+def unreachable(target: Target, min_similarity: float) -> bool:
+    """Whether no pair of vectors can be ``min_similarity`` alike: above 1 for cosine and
+    L2 similarities (the inner product has no ceiling)."""
+    return target.distance is not Distance.INNER_PRODUCT and min_similarity > 1.0 + _ROUNDING
+
+
 def distance_bound(target: Target, min_similarity: float) -> float | None:
     """The largest distance whose similarity is at least ``min_similarity`` (None: any)."""
     match target.distance:

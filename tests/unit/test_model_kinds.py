@@ -3,15 +3,13 @@ rate limits (no server needed)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from embeddb import Embedding
 from embeddb.embedders import MINILM, expected_identity, load_embedder, model_kind
 from embeddb.errors import SpecError
-from embeddb.providers.limits import HttpLimits, RateLimiter, parse_retry_after
+from embeddb.providers.limits import HttpLimits, parse_retry_after
 from embeddb.providers.openai import HttpEmbedder, HttpModel, model_name
 from embeddb.spec import EncodeOptions
 from embeddb.testing import MODEL_KIND as TESTING_KIND
@@ -81,15 +79,6 @@ def test_a_call_is_spread_over_the_requests_in_flight_unless_requests_are_rate_l
     counted = HttpEmbedder(name, EncodeOptions(), 8, HttpLimits(rpm=100))
     assert len(counted.batches(texts)) == 1  # under rpm a request is kept whole
     counted.close()
-
-
-def test_the_token_bucket_waits_once_a_minutes_budget_is_spent() -> None:
-    limiter = RateLimiter(rpm=None, tpm=600)  # 10 tokens a second
-    start = time.monotonic()
-    limiter.acquire(600)
-    assert time.monotonic() - start < 0.1
-    limiter.acquire(5)
-    assert time.monotonic() - start >= 0.45
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

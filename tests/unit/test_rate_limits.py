@@ -69,3 +69,15 @@ def test_two_workers_with_half_each_send_no_more_than_the_quota_in_a_minute(
         alone.acquire(tokens=1)
         count += 1
     assert count > 200
+
+
+def test_the_token_bucket_waits_once_a_minutes_budget_is_spent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(limits, "time", clock)
+    limiter = RateLimiter(rpm=None, tpm=600)  # 10 tokens a second
+    start = clock.now
+    limiter.acquire(600)
+    assert clock.now == start  # a full minute's budget is there at once
+    limiter.acquire(5)
+    assert clock.now - start == pytest.approx(0.5)  # 5 tokens refill in half a second
