@@ -209,3 +209,12 @@ def test_explain_hybrid_shows_both_legs(db: sa.Engine) -> None:
     assert "CTE text_bounded" in text and "vector_hits" in text
     assert "actual time" in text  # analyze ran it
     assert "docs.id <> 6" in text or "(id <> 6)" in text
+
+
+def test_the_three_twins_take_one_list_of_options_and_refuse_others(db: sa.Engine) -> None:
+    with Session(db) as session, pytest.raises(TypeError, match="vector_wieght"):
+        hybrid_search(session, Doc.embedding, "solar panel", vector=QUERY,
+                      **{"vector_wieght": 0.5})  # type: ignore[typeddict-unknown-key]
+    with Session(db) as session, pytest.raises(TypeError, match="candidate"):
+        explain_hybrid(session, Doc.embedding, "solar panel", vector=QUERY,
+                       **{"candidate": 5})  # type: ignore[typeddict-unknown-key]
