@@ -448,7 +448,7 @@ def _reused(conn: Connection, target: Target, params: _Params, document: Any, wh
     """The statement to run and the values to run it with.
 
     Building and compiling the statement costs more than running it on a few thousand rows,
-    so a statement is built once per shape (the plan, the number of query lexemes, k, the
+    so a statement is built once per shape (the plan, whether the query has lexemes, k, the
     fusion, the filter's structure); the query vector, the BM25 statistics and the filter's
     values are passed as parameters. A caller's ``fulltext=`` or ``match="all"`` builds afresh.
     """
