@@ -185,7 +185,7 @@ def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = F
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
     spec = entry.spec
-    if not _table_exists(conn, spec):
+    if not table_exists(conn, spec):
         log.warning("%s: its table is gone; triggers left as they were", spec.qualified_column)
         return False
     try:
@@ -490,7 +490,7 @@ def refresh_render_function(conn: Connection, entry: CatalogEntry) -> int:
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
     spec = entry.spec
-    if not _table_exists(conn, spec):
+    if not table_exists(conn, spec):
         log.warning("%s: its table is gone; render function left as it was", spec.qualified_column)
         return 0
     try:
@@ -552,7 +552,7 @@ def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
              spec.column_type)
 
 
-def _table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
+def table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
     return bool(conn.execute(sa.text(queries["table_exists"]),
                              {"qualified_table": column_sql.qualified_table(spec)}).scalar())
 

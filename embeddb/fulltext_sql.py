@@ -150,8 +150,12 @@ BEGIN
 END
 """).format(postings=postings_table(spec), document=document, old_key=old_key,
             keys=_keys(spec), new_postings=_postings_of(spec, "NEW"))
+    # As its owner, with a pinned search_path (every name above is qualified): the worker,
+    # which may update only the vector, hash and tsvector columns, and an application that
+    # deletes rows need no rights on the postings table.
     return _text(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}"
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+        " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
     ).format(postings_function(column_id), sql.Literal(_text(body))))
 
 
@@ -187,14 +191,19 @@ def create_postings_triggers(spec: EmbeddingSpec, column_id: int) -> list[str]:
     return [*drop_postings_triggers(spec), *(_text(s) for s in statements)]
 
 
+def drop_postings(spec: EmbeddingSpec, column_id: int) -> list[str]:
+    """The postings' triggers, function and table."""
+    return [*drop_postings_triggers(spec),
+            _text(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(postings_function(column_id))),
+            _text(sql.SQL("DROP TABLE IF EXISTS {}").format(postings_table(spec)))]
+
+
 def drop_objects(spec: EmbeddingSpec, column_id: int, drop_columns: bool) -> list[str]:
     """Everything above."""
     statements: list[sql.Composable] = [
         sql.SQL("DROP INDEX IF EXISTS {}").format(
             sql.Identifier(spec.schema, spec.fulltext_index_name)),
-        *(sql.SQL(s) for s in drop_postings_triggers(spec)),
-        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(postings_function(column_id)),
-        sql.SQL("DROP TABLE IF EXISTS {}").format(postings_table(spec)),
+        *(sql.SQL(s) for s in drop_postings(spec, column_id)),
     ]
     if drop_columns:
         statements.append(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
