@@ -230,15 +230,15 @@ def bm25_leg(target: Target, corpus: Statistics, filters: list[Any], limit: int,
     score = sa.func.sum(idf * tf * (k1 + 1.0) / (tf + norm), type_=sa.Float)
     scored = (sa.select(*(found.c[name] for name in names), score.label("score"))
               .group_by(*(found.c[name] for name in names)))
+    ranked = scored.subquery("text_scored")
+    ranked_keys = [ranked.c[name] for name in names]
     if filters:
-        within = scored.subquery("text_scored")
-        scored = (sa.select(*(within.c[name] for name in names), within.c.score)
-                  .select_from(within.join(target.table, sa.and_(
-                      *(within.c[key.name] == key for key in keys))))
-                  .where(*filters))
-        ranked = scored.subquery("text_filtered")
-    else:
-        ranked = scored.subquery("text_scored")
+        # the filter's own FROM is the table alone: its unqualified names (a text where=)
+        # mean the table's columns, as in the vector leg
+        matching = sa.select(*keys).where(*filters).correlate(None)
+        ranked = (sa.select(*ranked_keys, ranked.c.score)
+                  .where(sa.tuple_(*ranked_keys).in_(matching))
+                  .subquery("text_filtered"))
     return (
         sa.select(*(ranked.c[name] for name in names), ranked.c.score)
         .order_by(ranked.c.score.desc(), *(ranked.c[name] for name in names))
