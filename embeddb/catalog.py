@@ -185,7 +185,7 @@ def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = F
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
     spec = entry.spec
-    if not _table_exists(conn, spec):
+    if not table_exists(conn, spec):
         log.warning("%s: its table is gone; triggers left as they were", spec.qualified_column)
         return False
     try:
@@ -391,11 +391,46 @@ def _install_fulltext(
         return
     _check_fulltext_config(conn, spec)
     verbatim.execute(conn, fulltext_sql.add_column(spec))
-    if before != spec.fulltext or previous is None or previous.template != spec.template:
-        # new, another configuration or another text: every row's tsvector now
+    refill = before != spec.fulltext or previous is None or previous.template != spec.template
+    if refill:
+        # new, another configuration or another text: every row's tsvector now, and its
+        # postings after it in one statement rather than by trigger, row by row
+        for statement in fulltext_sql.drop_postings_triggers(spec):
+            verbatim.execute(conn, statement)
         verbatim.execute(conn, fulltext_sql.fill(spec, column_id))
     verbatim.execute(conn, fulltext_sql.create_index(spec))
+    install_postings(conn, spec, column_id, refill=refill)
     _set_fulltext(conn, spec, column_id)
+
+
+def install_postings(conn: Connection, spec: EmbeddingSpec, column_id: int, *,
+                     refill: bool = False) -> None:
+    """The column's BM25 postings table, written from the stored ``tsvector`` s if it is new
+    (or ``refill``), and the triggers that keep it in step with them."""
+    assert spec.fulltext is not None
+    clashing = [name for name in spec.key_columns if name in fulltext_sql.POSTINGS_COLUMNS]
+    if clashing:
+        raise SpecError(
+            f"{spec.qualified_column}: the key column {clashing[0]!r} has the name of a column"
+            " of the full-text postings table; fulltext= needs a key with other names"
+        )
+    types = {
+        row.name: row.type
+        for row in conn.execute(
+            sa.text(queries["table_columns"]), {"qualified_table": column_sql.qualified_table(spec)}
+        )
+    }
+    new = conn.execute(sa.select(sa.func.to_regclass(
+        fulltext_sql.qualified_postings_table(spec)))).scalar() is None
+    verbatim.execute(conn, fulltext_sql.create_postings(spec, types))
+    if new or refill:
+        for statement in fulltext_sql.drop_postings_triggers(spec):
+            verbatim.execute(conn, statement)
+        for statement in fulltext_sql.fill_postings(spec):
+            verbatim.execute(conn, statement)
+    for statement in [fulltext_sql.create_postings_function(spec, column_id),
+                      *fulltext_sql.create_postings_triggers(spec, column_id)]:
+        verbatim.execute(conn, statement)
 
 
 def _set_fulltext(conn: Connection, spec: EmbeddingSpec, column_id: int) -> None:
@@ -455,7 +490,7 @@ def refresh_render_function(conn: Connection, entry: CatalogEntry) -> int:
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
     spec = entry.spec
-    if not _table_exists(conn, spec):
+    if not table_exists(conn, spec):
         log.warning("%s: its table is gone; render function left as it was", spec.qualified_column)
         return 0
     try:
@@ -517,7 +552,7 @@ def _retype(conn: Connection, spec: EmbeddingSpec, actual: str) -> None:
              spec.column_type)
 
 
-def _table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
+def table_exists(conn: Connection, spec: EmbeddingSpec) -> bool:
     return bool(conn.execute(sa.text(queries["table_exists"]),
                              {"qualified_table": column_sql.qualified_table(spec)}).scalar())
 

@@ -213,6 +213,11 @@ class EmbeddingSpec:
         return _identifier(f"{self.table}_{self.column}_fulltext_gin")
 
     @property
+    def postings_table(self) -> str:
+        """The BM25 postings of the column's ``tsvector`` (one row per lexeme and row)."""
+        return postings_table_name(self.table, self.column)
+
+    @property
     def trigger_prefix(self) -> str:
         return _identifier(f"embeddb_{self.column}", reserve=7)
 
@@ -223,6 +228,10 @@ def hash_column_name(column: str) -> str:
 
 def fulltext_column_name(column: str) -> str:
     return _identifier(f"{column}_fulltext")
+
+
+def postings_table_name(table: str, column: str) -> str:
+    return _identifier(f"{table}_{column}_postings")
 
 
 def check_fulltext_config(name: str) -> str:

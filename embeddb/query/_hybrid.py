@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSVECTOR
@@ -71,7 +71,8 @@ from ._target import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-__all__ = ["BM25", "HybridHit", "ahybrid_search", "explain_hybrid", "hybrid_search"]
+__all__ = ["BM25", "HybridHit", "HybridOptions", "ahybrid_search", "explain_hybrid",
+           "hybrid_search"]
 
 #: The usual constant of reciprocal rank fusion (Cormack et al., 2009).
 RRF_K = 60
@@ -94,24 +95,33 @@ class HybridHit(NamedTuple):
     text_rank: int | None
 
 
+class HybridOptions(TypedDict, total=False):
+    """:func:`hybrid_search`'s keyword options, which :func:`ahybrid_search` and
+    :func:`explain_hybrid` take as they are (one list of them for the three). The defaults:
+    ``k=10``, ``where=None``, ``fulltext=None``, ``language=None``, ``vector_weight=1.0``,
+    ``text_weight=1.0``, ``fusion="score"``, ``rrf_k=60``, ``bm25=BM25()``,
+    ``candidates=None`` (``max(2k, 20)``), ``plan="auto"``, ``match="any"``, ``vector=None``."""
+
+    k: int
+    where: Any
+    fulltext: Any
+    language: str | None
+    vector_weight: float
+    text_weight: float
+    fusion: Fusion
+    rrf_k: int
+    bm25: BM25
+    candidates: int | None
+    plan: Plan
+    match: Literal["any", "all"]
+    vector: QueryVector | None
+
+
 def hybrid_search(
     session: Session | Connection,
     column: Any,
     text: str,
-    *,
-    k: int = 10,
-    where: Any = None,
-    fulltext: Any = None,
-    language: str | None = None,
-    vector_weight: float = 1.0,
-    text_weight: float = 1.0,
-    fusion: Fusion = "score",
-    rrf_k: int = RRF_K,
-    bm25: BM25 = DEFAULT_BM25,
-    candidates: int | None = None,
-    plan: Plan = "auto",
-    match: Literal["any", "all"] = "any",
-    vector: QueryVector | None = None,
+    **options: Unpack[HybridOptions],
 ) -> SearchResult[HybridHit]:
     """The k best rows for ``text`` by full-text and vector similarity, fused.
 
@@ -126,6 +136,7 @@ def hybrid_search(
     fuses their ranks.
     A query of only stop words leaves the text leg empty; an empty query is refused.
     ``vector`` replaces the embedding of ``text``. ``result.plan`` is the vector leg's plan.
+    The options and their defaults: :class:`HybridOptions`.
 
     Example::
 
@@ -134,11 +145,8 @@ def hybrid_search(
         for ticket, score, vector_rank, text_rank in hits: ...
     """
     started = time.perf_counter()
-    prepared = _prepare(session, column, text, k=k, where=where, fulltext=fulltext,
-                        language=language, vector_weight=vector_weight, text_weight=text_weight,
-                        fusion=fusion, rrf_k=rrf_k, bm25=bm25, candidates=candidates, plan=plan,
-                        match=match, vector=vector)
-    target, conn, params, document, choice = prepared
+    target, conn, params, document, choice = _prepare(session, column, text, options)
+    where = options.get("where")
     # a chunked column's index plan asks for more chunks per wanted document each round
     rounds = chunked.CANDIDATE_ROUNDS if target.declaration.chunking is not None else (1,)
     ran: str = choice.plan
@@ -160,7 +168,7 @@ def explain_hybrid(
     text: str,
     *,
     analyze: bool = False,
-    **options: Any,
+    **options: Unpack[HybridOptions],
 ) -> Explanation:
     """The statement :func:`hybrid_search` would run and PostgreSQL's plan for both its legs.
 
@@ -173,7 +181,7 @@ def explain_hybrid(
         print(explain_hybrid(session, Ticket.embedding, "refund", where=Ticket.status == "open"))
     """
     where = options.get("where")
-    target, conn, params, document, choice = _prepare(session, column, text, **options)
+    target, conn, params, document, choice = _prepare(session, column, text, options)
     stmt = _statement(target, params, document, where, choice.plan == "exact")
     values = planner.settings(choice, params.candidates, planner.pgvector_version(conn))
     explain_options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
@@ -188,22 +196,20 @@ def _prepare(
     session: Session | Connection,
     column: Any,
     text: str,
-    *,
-    k: int = 10,
-    where: Any = None,
-    fulltext: Any = None,
-    language: str | None = None,
-    vector_weight: float = 1.0,
-    text_weight: float = 1.0,
-    fusion: Fusion = "score",
-    rrf_k: int = RRF_K,
-    bm25: BM25 = DEFAULT_BM25,
-    candidates: int | None = None,
-    plan: Plan = "auto",
-    match: Literal["any", "all"] = "any",
-    vector: QueryVector | None = None,
+    options: HybridOptions,
 ) -> tuple[Target, Connection, _Params, Any, Choice]:
-    """The options checked, the query embedded and the vector leg's plan chosen."""
+    """The options checked (their defaults are here), the query embedded and the vector
+    leg's plan chosen."""
+    unknown = sorted(set(options) - set(HybridOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"hybrid_search() got unexpected keyword arguments: {unknown}")
+    k = options.get("k", 10)
+    where = options.get("where")
+    fulltext = options.get("fulltext")
+    match = options.get("match", "any")
+    fusion = options.get("fusion", "score")
+    candidates = options.get("candidates")
+    vector = options.get("vector")
     check_k(k)
     check_query_text(text)
     if match not in ("any", "all"):
@@ -214,16 +220,19 @@ def _prepare(
     check_where(target, where)
     conn = connection_for(session, target)
     wanted = candidates if candidates is not None else max(2 * k, 20)
-    language = _language(conn, target, fulltext, language)
+    language = _language(conn, target, fulltext, options.get("language"))
     params = _Params(
         vector=query_vector(conn, target, vector if vector is not None else text),
-        text=text, language=language, weights=(vector_weight, text_weight), rrf_k=rrf_k,
-        candidates=max(wanted, k), k=k, match=match, fusion=fusion, bm25=BM25(*bm25),
+        text=text, language=language,
+        weights=(options.get("vector_weight", 1.0), options.get("text_weight", 1.0)),
+        rrf_k=options.get("rrf_k", RRF_K), candidates=max(wanted, k), k=k, match=match,
+        fusion=fusion, bm25=BM25(*options.get("bm25", DEFAULT_BM25)),
     )
     document = _document(target, fulltext, params.config)
     if document is None:
         params = params._replace(corpus=statistics(conn, target, text, params.bm25))
-    choice = planner.choose(conn, Filter(target, where), params.candidates, plan)
+    choice = planner.choose(conn, Filter(target, where), params.candidates,
+                            options.get("plan", "auto"))
     return target, conn, params, document, choice
 
 
@@ -231,7 +240,7 @@ async def ahybrid_search(
     session: AsyncSession | AsyncConnection,
     column: Any,
     text: str,
-    **options: Any,
+    **options: Unpack[HybridOptions],
 ) -> SearchResult[HybridHit]:
     """:func:`hybrid_search` for an ``AsyncSession``; the query is embedded off the event loop.
 
@@ -239,11 +248,9 @@ async def ahybrid_search(
 
         hits = await ahybrid_search(session, Ticket.embedding, "refund", k=5)
     """
-    vector = options.pop("vector", None)
-    if vector is None:
-        vector = await vector_off_loop(session, column, text)
-    return await session.run_sync(
-        lambda sync: hybrid_search(sync, column, text, vector=vector, **options))
+    if options.get("vector") is None:
+        options = {**options, "vector": await vector_off_loop(session, column, text)}
+    return await session.run_sync(lambda sync: hybrid_search(sync, column, text, **options))
 
 
 class _Params(NamedTuple):
@@ -447,7 +454,7 @@ def _reused(conn: Connection, target: Target, params: _Params, document: Any, wh
     """The statement to run and the values to run it with.
 
     Building and compiling the statement costs more than running it on a few thousand rows,
-    so a statement is built once per shape (the plan, the number of query lexemes, k, the
+    so a statement is built once per shape (the plan, whether the query has lexemes, k, the
     fusion, the filter's structure); the query vector, the BM25 statistics and the filter's
     values are passed as parameters. A caller's ``fulltext=`` or ``match="all"`` builds afresh.
     """

@@ -29,7 +29,7 @@ def test_0014_deletes_old_calibrations_and_a_new_one_can_be_made(
         calibration.calibrate(conn, entry, samples=10)
     assert calibrations(engine) == 1
 
-    assert migrate.migrate(engine) == ["0014"]
+    assert "0014" in migrate.migrate(engine)
     assert calibrations(engine) == 0
     with engine.begin() as conn:
         assert calibration.needs_calibration(conn, entry)  # the worker's next pass redoes it

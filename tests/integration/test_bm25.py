@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import embeddb
-from embeddb import QueryError, SpecError
+from embeddb import QueryError, SpecError, catalog
 from embeddb.query._bm25 import BM25, bm25_leg, sample_percent, statistics, totals
 from embeddb.query._hybrid import hybrid_search
 from embeddb.query._target import resolve
@@ -85,6 +85,19 @@ def text_leg(conn: sa.Connection, column: Any, query: str, **options: Any) -> di
     return {row.id: row.score for row in conn.execute(sa.select(leg))}
 
 
+def postings(conn: sa.Connection, table: str = "tickets") -> list[tuple[Any, ...]]:
+    """The column's postings table, sorted."""
+    return sorted(tuple(row) for row in conn.execute(sa.text(
+        f"SELECT id, lexeme, tf, doc_length FROM {table}_embedding_postings")))
+
+
+def postings_of_the_tsvectors(conn: sa.Connection, table: str = "tickets") -> list[tuple[Any, ...]]:
+    """What the postings should hold: each stored tsvector's lexemes, positions and length."""
+    return sorted(tuple(row) for row in conn.execute(sa.text(
+        f"SELECT t.id, u.lexeme, cardinality(u.positions), length(t.embedding_fulltext)"
+        f" FROM {table} AS t, unnest(t.embedding_fulltext) AS u")))
+
+
 def current_bodies(conn: sa.Connection) -> dict[int, str]:
     found = conn.execute(sa.text("SELECT id, body FROM tickets WHERE body IS NOT NULL")).all()
     return dict(found)  # type: ignore[arg-type]
@@ -127,6 +140,9 @@ def test_statistics_follow_inserts_updates_deletes_and_truncate(
         with engine.connect() as conn:
             expected = direct_bm25(conn, current_bodies(conn), query)
             assert text_leg(conn, tickets.embedding, query) == pytest.approx(expected), step
+            # the postings mirror the stored tsvectors after every kind of write
+            assert postings(conn) == postings_of_the_tsvectors(conn), step
+            assert (len(postings(conn)) == 0) == (not current_bodies(conn)), step
 
 
 def test_a_filter_chooses_the_rows_not_the_statistics(engine: sa.Engine, tickets: Any) -> None:
@@ -184,6 +200,17 @@ def test_installing_on_a_table_with_rows_indexes_and_counts_them(engine: sa.Engi
     with engine.connect() as conn:
         assert text_leg(conn, Indexed.embedding, "printer") == pytest.approx(
             direct_bm25(conn, BODIES, "printer"))
+        assert postings(conn) == postings_of_the_tsvectors(conn) and postings(conn)
+    embeddb.install(engine, Indexed)  # again: nothing written twice
+    with engine.connect() as conn:
+        assert postings(conn) == postings_of_the_tsvectors(conn)
+    with engine.begin() as conn:  # uninstalling takes the postings, their function, triggers
+        entry = catalog.get_entry(conn, "public", "tickets", "embedding")
+        assert entry is not None and catalog.uninstall(conn, entry.spec)
+        assert conn.scalar(sa.text("SELECT to_regclass('tickets_embedding_postings')")) is None
+        assert conn.scalar(sa.text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE"
+                                   " 'embeddb_embedding_p%'")) == 0
+        conn.execute(sa.text("DELETE FROM tickets"))  # no trigger left to fail
 
 
 def test_empty_and_stop_word_queries(engine: sa.Engine, database_url: str,

@@ -129,4 +129,4 @@ def test_explain_hybrid_prints_both_legs(url: str, capsys: pytest.CaptureFixture
                        "--analyze", "--where", "status = 'open'")
     assert code == 0
     assert out.startswith("-- embeddb plan: hybrid (vector leg: ")
-    assert "CTE text_bounded" in out and "vector_hits" in out and "actual time" in out
+    assert "tickets_embedding_postings" in out and "vector_hits" in out and "actual time" in out

@@ -134,7 +134,7 @@ def test_both_legs_and_the_fusion_are_one_statement(db: sa.Engine) -> None:
                                  plan="exact")
     assert len(hits) == 3 and hits.plan == "exact"
     assert len(statements) == 1
-    assert "ts_filter" in statements[0] and "<=>" in statements[0]
+    assert "docs_embedding_postings" in statements[0] and "<=>" in statements[0]
 
 
 def test_match_all_and_the_template_text(db: sa.Engine) -> None:
@@ -212,8 +212,17 @@ def test_explain_hybrid_shows_both_legs(db: sa.Engine) -> None:
                                    where=Doc.id != 6, plan="exact", analyze=True)
     text = str(explained)
     assert explained.plan == "hybrid (vector leg: exact)"
-    assert "<=>" in explained.sql and "ts_filter" in explained.sql
-    # the text leg's matching rows and the vector leg's candidates, each in PostgreSQL's plan
-    assert "CTE text_bounded" in text and "vector_hits" in text
+    assert "<=>" in explained.sql and "docs_embedding_postings" in explained.sql
+    # the text leg's postings and the vector leg's candidates, each in PostgreSQL's plan
+    assert "on docs_embedding_postings" in text and "vector_hits" in text
     assert "actual time" in text  # analyze ran it
     assert "docs.id <> 6" in text or "(id <> 6)" in text
+
+
+def test_the_three_twins_take_one_list_of_options_and_refuse_others(db: sa.Engine) -> None:
+    with Session(db) as session, pytest.raises(TypeError, match="vector_wieght"):
+        hybrid_search(session, Doc.embedding, "solar panel", vector=QUERY,
+                      **{"vector_wieght": 0.5})  # type: ignore[typeddict-unknown-key]
+    with Session(db) as session, pytest.raises(TypeError, match="candidate"):
+        explain_hybrid(session, Doc.embedding, "solar panel", vector=QUERY,
+                       **{"candidate": 5})  # type: ignore[typeddict-unknown-key]
