@@ -123,11 +123,19 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
     catalog._install_chunks(conn, spec, column_id, with_index=False)
     entry = CatalogEntry(column_id, spec, identity, NEXT, target.column)
     queued = catalog.reconcile(conn, entry)
+    differences = live.identity.differences(identity)
+    if catalog.rechunks(live.spec, target):  # e.g. Chunking()'s default changed in an upgrade
+        differences.append(f"chunks {_chunk_settings(live.spec)} vs {_chunk_settings(target)}")
     log.warning("%s: model change to %s started (%s); %d rows queued for %s, searches use %s"
                 " until it is complete", live.spec.qualified_column, identity.describe(),
-                "; ".join(live.identity.differences(identity)) or "same model", queued,
-                spec.column, live.spec.column)
+                "; ".join(differences) or "same model", queued, spec.column, live.spec.column)
     return entry
+
+
+def _chunk_settings(spec: EmbeddingSpec) -> str:
+    chunking = spec.chunking
+    return "none" if chunking is None else (
+        f"max_tokens={chunking.max_tokens}, overlap={chunking.overlap}")
 
 
 def refuse_if_changing(live: CatalogEntry, others: dict[str, CatalogEntry]) -> None:

@@ -4,10 +4,12 @@ finish / rollback work as for a model change."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -175,3 +177,15 @@ def test_rollback_after_the_swap_brings_the_old_chunks_back(
         for row in stored:
             by_document.setdefault(row.id, set()).add((row.chunk_no, row.char_start, row.char_end))
     assert by_document == old_spans
+
+
+def test_a_chunk_change_says_which_settings_change(
+        engine: sa.Engine, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A new default of ``Chunking()`` in an upgrade re-chunks columns declared with it: the
+    warning names the old and new settings, so the re-embedding is not a surprise."""
+    make_docs(engine)
+    drain(database_url)
+    with caplog.at_level(logging.WARNING, logger="embeddb.generations"):
+        start_change(engine)
+    assert ("started (chunks max_tokens=12, overlap=3 vs max_tokens=20, overlap=5); 24 rows"
+            in caplog.text)

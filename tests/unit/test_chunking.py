@@ -44,3 +44,18 @@ def test_whitespace_has_no_chunks_and_bad_settings_are_refused() -> None:
         Chunking(max_tokens=512).check_window(MINILM)
     with pytest.raises(SpecError, match="101 characters, more than"):
         Splitter(MINILM, Chunking(max_chars=100)).split("x" * 101)
+
+
+def test_the_default_chunk_fits_the_window_and_its_chunks_stay_within_it() -> None:
+    Chunking().check_window(MINILM)  # MiniLM reads 256 word pieces
+    from tokenizers import Tokenizer
+
+    from embeddb.embedders import resolve_model_path
+
+    path = resolve_model_path(MINILM)
+    assert path is not None
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_truncation()
+    chunks = Splitter(MINILM, Chunking()).split(" ".join([TEXT] * 6))
+    assert len(chunks) > 3
+    assert max(len(tokenizer.encode(c.text).ids) for c in chunks) <= Chunking().max_tokens
