@@ -124,10 +124,12 @@ def prefill(texts: list[str]) -> Callable[[psycopg.Connection[Any], sql.Identifi
 
 
 def clear_queue(conn: psycopg.Connection[Any]) -> None:
-    """Empty the queue: embeddb.pending, and the inbox of bulk INSERTs (revision 0012 on)."""
+    """Empty the queue: embeddb.pending, and the inbox of bulk INSERTs (revision 0012 on) and
+    its key ranges (revision 0017 on)."""
     conn.execute("DELETE FROM embeddb.pending")
-    if conn.execute("SELECT to_regclass('embeddb.inbox') IS NOT NULL").fetchone() == (True,):
-        conn.execute("DELETE FROM embeddb.inbox")
+    for inbox in ("embeddb.inbox", "embeddb.inbox_ranges"):
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (inbox,)).fetchone() == (True,):
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(*inbox.split("."))))
 
 
 def reset(conn: psycopg.Connection[Any], table: sql.Identifier) -> None:

@@ -14,8 +14,11 @@ Variants, from the row triggers of embeddb before issue 14 to this version's:
   statement, which is why embeddb does not do it;
 * ``... no claim index``: without the queue's partial index for claiming (the worker needs it:
   this only shows what it costs a write);
-* ``inbox (now)``: what embeddb installs since revision 0012: an INSERT of 100 rows or more
-  adds one ``embeddb.inbox`` row per 10,000 keys instead of a queue entry per row;
+* ``inbox, jsonb keys (0012)``: revisions 0012-0014: an INSERT of 100 rows or more adds one
+  ``embeddb.inbox`` row per 10,000 keys (a jsonb array) instead of a queue entry per row;
+* ``key ranges (now)``: what embeddb installs since revision 0017: such an INSERT of fresh rows
+  whose integer keys have no gaps adds only its first and last key (``embeddb.inbox_ranges``),
+  reading the statement's rows once;
 * floors: ``trigger that only NOTIFYs`` (the cheapest trigger that still wakes a worker) and
   ``no triggers`` (the embedded table's own shape: vector and hash columns, HNSW index).
 
@@ -100,7 +103,7 @@ def _notify_only(column_id: int) -> str:
 
 def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
           claim_index: bool = True, plain_insert: bool = False, inbox: bool = False,
-          floor: str | None = None) -> list[str]:
+          ranges: bool = False, floor: str | None = None) -> list[str]:
     """The statements that give the embedded table's column this variant."""
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -108,9 +111,11 @@ def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
     engine.dispose()
     if md5:
         with md5_always():
-            function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox)
+            function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox,
+                                                          ranges=ranges)
     else:
-        function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox)
+        function = column_sql.create_enqueue_function(entry.spec, entry.id, inbox=inbox,
+                                                      ranges=ranges)
     if plain_insert:
         function = _plain_insert_first(function)
     if floor == "notify only":
@@ -137,7 +142,9 @@ VARIANTS: list[tuple[str, dict[str, bool]]] = [
                                                 "plain_insert": True}),
     ("statement triggers, no claim index", {"per_row": False, "foreign_key": False,
                                             "claim_index": False}),
-    ("inbox (now)", {"per_row": False, "foreign_key": False, "inbox": True}),
+    ("inbox, jsonb keys (0012)", {"per_row": False, "foreign_key": False, "inbox": True}),
+    ("key ranges (now)", {"per_row": False, "foreign_key": False, "inbox": True,
+                          "ranges": True}),
     ("floor: trigger that only NOTIFYs", {"per_row": False, "foreign_key": False,
                                           "floor": "notify only"}),
     ("floor: no triggers", {"per_row": False, "foreign_key": False, "floor": "no triggers"}),

@@ -175,12 +175,13 @@ def _partitioned(conn: Connection, spec: EmbeddingSpec) -> bool:
 
 
 def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = False,
-                     inbox: bool = True) -> bool:
+                     inbox: bool = True, ranges: bool = True) -> bool:
     """Re-create the column's trigger function and triggers as this embeddb writes them; for
     migrations that change them. Returns whether it did.
 
     ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010;
-    ``inbox=False`` queues every row in embeddb.pending, as before revision 0012.
+    ``inbox=False`` queues every row in embeddb.pending, as before revision 0012;
+    ``ranges=False`` writes no key ranges (embeddb.inbox_ranges), as before revision 0017.
     A column whose table is gone, or lacks a column the triggers watch, is left as it was with
     a warning that says why: one broken column must not stop the upgrade of the others.
     """
@@ -192,7 +193,8 @@ def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = F
         with conn.begin_nested():
             _check_table(conn, spec, check_vector_type=False)
             partitioned = per_row or _partitioned(conn, spec)
-            for statement in [column_sql.create_enqueue_function(spec, entry.id, inbox=inbox),
+            for statement in [column_sql.create_enqueue_function(spec, entry.id, inbox=inbox,
+                                                                 ranges=ranges),
                               *column_sql.create_triggers(spec, entry.id,
                                                           partitioned=partitioned)]:
                 verbatim.execute(conn, statement)

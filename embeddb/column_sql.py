@@ -173,7 +173,8 @@ def _may_need_vector(column_id: int, spec: EmbeddingSpec, row: str) -> sql.Compo
         stored=stored, current=_source_hash(column_id, sql.Identifier(row)))
 
 
-def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool = True) -> str:
+def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool = True,
+                            ranges: bool = True) -> str:
     """``embeddb.enqueue_N()``, the function behind every trigger of the column.
 
     Fired per statement (INSERT and DELETE on a plain table), it reads the statement's
@@ -184,18 +185,34 @@ def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool 
     With ``inbox`` (revision 0012 on), an INSERT of :data:`INBOX_MIN_ROWS` rows or more adds
     one ``embeddb.inbox`` entry with their keys instead of a queue entry per row: no render,
     no md5 and no index probe per row on the application's side; the worker expands it
-    (:func:`expand_inbox`), checking each row then.
+    (:func:`expand_inbox`), checking each row then. With ``ranges`` too (revision 0017 on),
+    such an INSERT of fresh rows whose key is one integer column without gaps (ids from a
+    sequence, or a COPY of 1..n) adds only its first and last key to ``embeddb.inbox_ranges``:
+    the statement's rows are read once, for a count, a minimum and a maximum.
     """
     key_changed = sql.SQL(" OR ").join(
         sql.SQL("OLD.{0} IS DISTINCT FROM NEW.{0}").format(sql.Identifier(key))
         for key in spec.key_columns
     )
     body = sql.SQL("""
+DECLARE
+    arrived_rows bigint;
+    hashed_rows bigint;
+    lowest_key bigint;
+    highest_key bigint;
 BEGIN
     IF TG_LEVEL = 'STATEMENT' THEN
         IF TG_OP = 'DELETE' THEN
             DELETE FROM embeddb.pending AS p USING {deleted} AS gone
             WHERE p.column_id = {column_id} AND p.row_key = {gone_key};
+            RETURN NULL;
+        END IF;
+        -- The statement's rows, read once: how many, how many came with a stored hash (copied
+        -- with their vectors), and the span of an integer key.
+        SELECT count(*), count(arrived.{hash_column}), {span}
+        INTO arrived_rows, hashed_rows, lowest_key, highest_key
+        FROM {inserted} AS arrived;
+        IF arrived_rows = 0 THEN
             RETURN NULL;
         END IF;
 {bulk}
@@ -211,7 +228,7 @@ BEGIN
         END IF;
         -- Rows copied with their vectors void what an earlier row of their key left queued;
         -- fresh rows (no stored hash, the common case) need not look.
-        IF EXISTS (SELECT FROM {inserted} AS arrived WHERE arrived.{hash_column} IS NOT NULL) THEN
+        IF hashed_rows > 0 THEN
             DELETE FROM embeddb.pending AS p USING {inserted} AS arrived
             WHERE p.column_id = {column_id} AND p.row_key = {arrived_key}
               AND p.claim_token IS NULL AND arrived.{hash_column} = {arrived_hash};
@@ -242,7 +259,9 @@ BEGIN
     RETURN NULL;
 END
 """).format(
-        bulk=sql.SQL(_INBOX_INSERT if inbox else "").format(
+        span=_key_span(spec, "arrived") if inbox and ranges else sql.SQL("NULL, NULL"),
+        bulk=sql.SQL("        IF " + (_RANGE_INSERT if ranges else "") + _INBOX_INSERT
+                     if inbox else "").format(
             column_id=sql.Literal(column_id), arrived_key=_key_object(spec, "arrived"),
             inserted=sql.Identifier(INSERTED_ROWS), min_rows=sql.Literal(INBOX_MIN_ROWS),
             max_rows=sql.Literal(INBOX_MAX_ROWS),
@@ -272,14 +291,38 @@ END
     ).format(enqueue_function(column_id), sql.Literal(_text(body))))
 
 
+def _key_span(spec: EmbeddingSpec, row: str) -> sql.Composable:
+    """``min(...), max(...)`` of the key, as bigint, or NULLs when it is not one integer column.
+
+    ``embeddb.integer_key`` (revision 0017) is the key itself for smallint, integer and bigint
+    and NULL for any other type, so the function stays valid if the key's type is changed.
+    """
+    if len(spec.key_columns) != 1:
+        return sql.SQL("NULL, NULL")
+    key = sql.SQL("embeddb.integer_key({})").format(sql.Identifier(row, spec.key_columns[0]))
+    return sql.SQL("min({0}), max({0})").format(key)
+
+
 # An inbox entry holds at most this many keys: a huge COPY stays far below jsonb's size limit,
 # and the worker expands it in pieces that fit its statement timeout.
 INBOX_MAX_ROWS = 10_000
 
+# Fresh rows whose integer keys have no gaps: first and last key are all there is to say, one
+# embeddb.inbox_ranges entry per INBOX_MAX_ROWS of them. The keys are distinct (a key names
+# one row), so count = last - first + 1 means every key between is one of the statement's.
+_RANGE_INSERT = """arrived_rows >= {min_rows} AND hashed_rows = 0
+           AND highest_key::numeric - lowest_key = arrived_rows - 1 THEN
+            INSERT INTO embeddb.inbox_ranges (column_id, rows, first_key, last_key)
+            SELECT {column_id}, span.last_key - span.first_key + 1, span.first_key,
+                   span.last_key
+            FROM (SELECT s AS first_key,
+                         CASE WHEN highest_key - s < {max_rows} THEN highest_key
+                              ELSE s + ({max_rows} - 1) END AS last_key
+                  FROM generate_series(lowest_key, highest_key, {max_rows}) AS s) AS span;
+        ELSIF """
+
 # Many rows: their keys in inbox entries (nothing per row but the key); else the per-row path.
-_INBOX_INSERT = """
-        IF (SELECT count(*) FROM (SELECT FROM {inserted} LIMIT {min_rows}) AS enough)
-           >= {min_rows} THEN
+_INBOX_INSERT = """arrived_rows >= {min_rows} THEN
             INSERT INTO embeddb.inbox (column_id, rows, keys)
             SELECT {column_id}, count(*), jsonb_agg(numbered.row_key)
             FROM (SELECT {arrived_key} AS row_key, row_number() OVER () AS n
@@ -289,8 +332,9 @@ _INBOX_INSERT = """
 
 
 def expand_inbox(spec: EmbeddingSpec, column_id: int, *, keep_unseen: bool) -> str:
-    """Turn up to ``%(limit)s`` inbox entries of the column into queue entries, in one
-    statement: the entries are deleted and their rows queued together, or neither.
+    """Turn up to ``%(limit)s`` inbox entries of the column, and as many key ranges, into queue
+    entries, in one statement: the entries are deleted and their rows queued together, or
+    neither.
 
     A key whose row is gone (deleted since), or whose stored vector is already that text's,
     or whose text is empty, is dropped, as the per-row trigger would have. ``keep_unseen``
@@ -302,15 +346,30 @@ def expand_inbox(spec: EmbeddingSpec, column_id: int, *, keep_unseen: bool) -> s
     condition = _needs_vector(column_id, spec, _ROW)
     if keep_unseen:
         condition = sql.SQL("{} IS NULL OR {}").format(first_key, condition)
+    # only a key of one integer column is ever written as a range (see _key_span)
+    ranged = sql.SQL("") if len(spec.key_columns) != 1 else sql.SQL("""
+), spans AS (
+    DELETE FROM embeddb.inbox_ranges
+    WHERE id IN (SELECT id FROM embeddb.inbox_ranges WHERE column_id = {column_id}
+                 ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING first_key, last_key, enqueued_at""").format(column_id=sql.Literal(column_id))
+    ranged_keys = sql.SQL("") if len(spec.key_columns) != 1 else sql.SQL("""
+        UNION ALL
+        SELECT jsonb_build_object({key}, k), spans.enqueued_at
+        FROM spans, generate_series(spans.first_key, spans.last_key) AS k""").format(
+        key=sql.Literal(spec.key_columns[0]))
     return _with_parameters(sql.SQL("""
 WITH taken AS (
     DELETE FROM embeddb.inbox
     WHERE id IN (SELECT id FROM embeddb.inbox WHERE column_id = {column_id}
                  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-    RETURNING keys, enqueued_at
+    RETURNING keys, enqueued_at{ranged}
 ), arrived AS (
-    SELECT k.row_key, min(taken.enqueued_at) AS enqueued_at
-    FROM taken, jsonb_array_elements(taken.keys) AS k(row_key)
+    SELECT k.row_key, min(k.enqueued_at) AS enqueued_at
+    FROM (
+        SELECT k.row_key, taken.enqueued_at
+        FROM taken, jsonb_array_elements(taken.keys) AS k(row_key){ranged_keys}
+    ) AS k(row_key, enqueued_at)
     GROUP BY k.row_key
 )
 INSERT INTO embeddb.pending AS p (column_id, row_key, enqueued_at)
@@ -322,6 +381,7 @@ ON CONFLICT (column_id, row_key) DO UPDATE
     SET attempts = 0, run_after = now(), last_error = NULL, parked_at = NULL
     WHERE p.attempts > 0 OR p.parked_at IS NOT NULL""").format(
         column_id=sql.Literal(column_id), table=table(spec), row=sql.Identifier(_ROW),
+        ranged=ranged, ranged_keys=ranged_keys,
         join=sql.SQL("LEFT JOIN" if keep_unseen else "JOIN"),
         match=_key_matches(spec, _ROW, sql.SQL("a.row_key")), condition=condition,
     ))

@@ -222,7 +222,8 @@ def _pending_count(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(  # bulk INSERTs' keys wait in the inbox
             "SELECT (SELECT count(*) FROM embeddb.pending)"
-            " + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox)")).scalar_one())
+            " + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox)"
+            " + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox_ranges)")).scalar_one())
 
 
 def _raw_model_run(engine: sa.Engine, count: int) -> RawRun:

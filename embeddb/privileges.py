@@ -25,6 +25,7 @@ WORKER_CATALOG_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "embeddb.columns": ("SELECT", "UPDATE"),
     "embeddb.pending": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "embeddb.inbox": ("SELECT", "UPDATE", "DELETE"),  # UPDATE: FOR UPDATE SKIP LOCKED
+    "embeddb.inbox_ranges": ("SELECT", "UPDATE", "DELETE"),
     "embeddb.throughput": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "embeddb.workers": ("SELECT", "INSERT", "UPDATE"),
     "embeddb.worker_compatibility": ("SELECT",),

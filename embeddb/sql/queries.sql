@@ -107,6 +107,7 @@ WHERE p.column_id = :column_id AND p.claim_token = :token AND p.row_key = f.row_
 
 -- inbox_has_entries --
 SELECT EXISTS (SELECT FROM embeddb.inbox WHERE column_id = :column_id)
+    OR EXISTS (SELECT FROM embeddb.inbox_ranges WHERE column_id = :column_id)
 
 -- release_worker_claims --
 UPDATE embeddb.pending
@@ -120,7 +121,8 @@ WHERE parked_at IS NOT NULL AND (CAST(:column_id AS integer) IS NULL OR column_i
 
 -- status --
 -- Per column: the queue's state, its lag, and rows stored per second over the last 5 minutes.
--- Keys waiting in the inbox (bulk INSERTs not yet expanded by a worker) count as pending.
+-- Keys waiting in the inbox and its key ranges (bulk INSERTs not yet expanded by a worker)
+-- count as pending.
 SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_fingerprint,
        c.dimensions, c.normalize, c.backend,
        (SELECT coalesce(sum(t.rows), 0)::float8 / 300 FROM embeddb.throughput t
@@ -128,12 +130,16 @@ SELECT c.id, c.table_schema, c.table_name, c.column_name, c.model_name, c.model_
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
                                    OR p.claim_expires_at < now()))
            + (SELECT coalesce(sum(i.rows), 0) FROM embeddb.inbox i WHERE i.column_id = c.id)
+           + (SELECT coalesce(sum(r.rows), 0) FROM embeddb.inbox_ranges r
+              WHERE r.column_id = c.id)
            AS pending,
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
        extract(epoch FROM now() - least(
            min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL),
-           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id)))::float8
+           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id),
+           (SELECT min(r.enqueued_at) FROM embeddb.inbox_ranges r
+            WHERE r.column_id = c.id)))::float8
            AS lag_seconds,
        (array_agg(p.last_error ORDER BY p.parked_at DESC)
             FILTER (WHERE p.parked_at IS NOT NULL))[1] AS parked_reason,
@@ -171,7 +177,8 @@ SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id AND parked_at 
 
 -- inbox_backlog --
 -- Keys of bulk INSERTs waiting in the inbox for a worker to queue them.
-SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id
+SELECT (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id)
+       + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox_ranges WHERE column_id = :column_id)
 
 -- table_row_estimate --
 -- The planner's row count of a table: -1 before its first VACUUM or ANALYZE.
@@ -241,7 +248,8 @@ UPDATE embeddb.columns SET
 WHERE id = :id
 
 -- forget_pending --
-WITH inbox AS (DELETE FROM embeddb.inbox WHERE column_id = :id)
+WITH inbox AS (DELETE FROM embeddb.inbox WHERE column_id = :id),
+     ranges AS (DELETE FROM embeddb.inbox_ranges WHERE column_id = :id)
 DELETE FROM embeddb.pending WHERE column_id = :id
 
 -- index_state --
@@ -285,12 +293,15 @@ SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name AS qualifie
        count(p.row_key) FILTER (WHERE p.parked_at IS NULL AND (p.claim_expires_at IS NULL
                                    OR p.claim_expires_at < now()))
            + (SELECT coalesce(sum(i.rows), 0) FROM embeddb.inbox i WHERE i.column_id = c.id)
+           + (SELECT coalesce(sum(r.rows), 0) FROM embeddb.inbox_ranges r
+              WHERE r.column_id = c.id)
            AS pending,
        count(p.row_key) FILTER (WHERE p.claim_expires_at >= now()) AS in_flight,
        count(p.row_key) FILTER (WHERE p.parked_at IS NOT NULL) AS parked,
        coalesce(extract(epoch FROM now() - least(
            min(p.enqueued_at) FILTER (WHERE p.parked_at IS NULL),
-           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id))),
+           (SELECT min(i.enqueued_at) FROM embeddb.inbox i WHERE i.column_id = c.id),
+           (SELECT min(r.enqueued_at) FROM embeddb.inbox_ranges r WHERE r.column_id = c.id))),
            0)::float8 AS lag_seconds
 FROM embeddb.columns c
 LEFT JOIN embeddb.pending p ON p.column_id = c.id
@@ -479,6 +490,7 @@ WHERE id = :id
 -- for all of them.
 SELECT (SELECT count(*) FROM embeddb.pending WHERE column_id = :column_id)
        + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox WHERE column_id = :column_id)
+       + (SELECT coalesce(sum(rows), 0) FROM embeddb.inbox_ranges WHERE column_id = :column_id)
 
 -- lock_generation --
 -- One worker swaps; NO KEY: a worker storing vectors meanwhile (throughput's foreign key

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from embeddb import Embedding, catalog, queue
+from embeddb.sql import queries
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 HASH_MODEL = "embeddb-testing/hash-32"
@@ -45,8 +46,7 @@ def pending(conn: sa.Connection) -> list[sa.Row[Any]]:
     """The queue entries, once the inbox (bulk INSERTs) is expanded as a worker would, in the
     caller's transaction (rolled back with it when the caller does not commit)."""
     for entry in catalog.list_entries(conn):
-        while conn.execute(sa.text("SELECT EXISTS (SELECT FROM embeddb.inbox"
-                                   " WHERE column_id = :id)"), {"id": entry.id}).scalar():
+        while conn.execute(sa.text(queries["inbox_has_entries"]), {"column_id": entry.id}).scalar():
             queue.expand_inbox(conn, entry, lock_timeout=None)
     return list(conn.execute(sa.text(
         "SELECT row_key, attempts, last_error, parked_at FROM embeddb.pending ORDER BY row_key")))

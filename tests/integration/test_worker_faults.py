@@ -294,15 +294,21 @@ def test_several_single_thread_processes_share_the_work_and_stop_together(
 def test_kill_9_while_expanding_the_inbox_loses_nothing(
         engine: sa.Engine, database_url: str, spawn_worker: SpawnWorker) -> None:
     make_tickets(engine, 0)
-    execute(engine, "INSERT INTO tickets (id, subject, body, status) SELECT g, 'ticket ' || g,"
-                    " 'body ' || g, 'open' FROM generate_series(1, 500) g")
-    assert scalar(engine, "SELECT array_agg(rows) FROM embeddb.inbox") == [500]
+    # ids 1..500 leave a key range; 1001, 1003, ... 1999 (gaps) an inbox entry of their keys
+    for ids in ("generate_series(1, 500)", "generate_series(1001, 1999, 2)"):
+        execute(engine, "INSERT INTO tickets (id, subject, body, status) SELECT g, 'ticket ' || g,"
+                        f" 'body ' || g, 'open' FROM {ids} g")
+    waiting = ("SELECT (SELECT array_agg(rows) FROM embeddb.inbox),"
+               " (SELECT array_agg(rows) FROM embeddb.inbox_ranges)")
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.text(waiting)).one()) == ([500], [500])
     doomed = spawn_worker(env={FAILPOINT_VARIABLE: "expanded"})
     assert doomed.wait() == -signal.SIGKILL
-    # it died after queueing the rows and deleting the entry, before committing: neither stuck
-    assert scalar(engine, "SELECT array_agg(rows) FROM embeddb.inbox") == [500]
+    # it died after queueing the rows and deleting the entries, before committing: none stuck
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.text(waiting)).one()) == ([500], [500])
     assert scalar(engine, "SELECT count(*) FROM embeddb.pending") == 0
     rescuer = spawn_worker()
     wait_until(lambda: nothing_pending(engine), 60, "the rescuer to finish")
     assert rescuer.stop() == 0
-    assert assert_in_step(engine, HASH_MODEL) == 500
+    assert assert_in_step(engine, HASH_MODEL) == 1000

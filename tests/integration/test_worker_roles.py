@@ -53,24 +53,26 @@ def test_rows_row_level_security_hides_from_the_worker_are_parked_with_the_reaso
         assert pending(conn) == []
 
 
+@pytest.mark.parametrize(("stride", "inbox"), [(1, "embeddb.inbox_ranges"), (3, "embeddb.inbox")])
 def test_rows_of_a_bulk_insert_hidden_from_the_worker_are_parked_not_forgotten(
-        engine: sa.Engine, database_url: str, roles: Roles) -> None:
-    rows = 2 * column_sql.INBOX_MIN_ROWS  # one inbox entry, which the worker expands
+        engine: sa.Engine, database_url: str, roles: Roles, stride: int, inbox: str) -> None:
+    # one key range (ids without gaps) or one inbox entry of keys, which the worker expands
+    ids = list(range(1, 2 * column_sql.INBOX_MIN_ROWS * stride + 1, stride))
     make_tickets(engine, [])
     with engine.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO tickets (id, subject, body, status) SELECT i, 's', i::text,"
-            " CASE WHEN i % 2 = 1 THEN 'open' ELSE 'closed' END FROM generate_series(1, :n) i"),
-            {"n": rows})
-        assert conn.execute(sa.text("SELECT sum(rows) FROM embeddb.inbox")).scalar() == rows
+            " CASE WHEN i % 2 = 1 THEN 'open' ELSE 'closed' END FROM unnest(:ids) i"),
+            {"ids": ids})
+        assert conn.execute(sa.text(f"SELECT sum(rows) FROM {inbox}")).scalar() == len(ids)
     worker = roles.create("rls_bulk", *WORKER_GRANTS, *TABLE_GRANTS)
     roles.run("ALTER TABLE tickets ENABLE ROW LEVEL SECURITY",
               f"CREATE POLICY open_only ON tickets TO {worker} USING (status = 'open')")
     drain(roles.url(worker))
-    assert embedded(engine) == {i: bool(i % 2) for i in range(1, rows + 1)}
+    assert embedded(engine) == {i: bool(i % 2) for i in ids}
     with engine.connect() as conn:
         hidden = pending(conn)
-    assert [entry.row_key["id"] for entry in hidden] == list(range(2, rows + 1, 2))
+    assert [entry.row_key["id"] for entry in hidden] == [i for i in ids if i % 2 == 0]
     assert all(e.parked_at is not None and worker in e.last_error for e in hidden)
 
 

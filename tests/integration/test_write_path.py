@@ -187,9 +187,16 @@ def test_dropping_the_table_forgets_its_queue(engine: sa.Engine) -> None:
 
 
 def inbox(engine: sa.Engine) -> list[int]:
-    """The number of keys in each inbox entry, oldest first."""
+    """The number of keys in each inbox entry (jsonb arrays of keys), oldest first."""
     with engine.connect() as conn:
         return list(conn.execute(sa.text("SELECT rows FROM embeddb.inbox ORDER BY id")).scalars())
+
+
+def ranges(engine: sa.Engine) -> list[tuple[int, int]]:
+    """The first and last key of each key range in the inbox, oldest first."""
+    with engine.connect() as conn:
+        return [(r.first_key, r.last_key) for r in conn.execute(sa.text(
+            "SELECT first_key, last_key FROM embeddb.inbox_ranges ORDER BY id"))]
 
 
 def queued_rows(engine: sa.Engine) -> int:
@@ -205,18 +212,18 @@ def copy_tickets(database_url: str, ids: range) -> None:
         conn.commit()
 
 
-def test_a_copy_leaves_one_inbox_entry_that_status_counts_and_the_worker_embeds_in_full(
+def test_a_copy_leaves_one_key_range_that_status_counts_and_the_worker_embeds_in_full(
         engine: sa.Engine, database_url: str) -> None:
     Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     copy_tickets(database_url, range(1, 1201))
-    assert inbox(engine) == [1200]  # one entry: nothing per row in embeddb.pending
-    assert queued_rows(engine) == 0
+    assert ranges(engine) == [(1, 1200)]  # one entry: nothing per row in embeddb.pending
+    assert inbox(engine) == [] and queued_rows(engine) == 0
     (column,) = embeddb_queue.status(engine).columns
     assert column["pending"] == 1200 and column["lag_seconds"] >= 0
     stats = drain(database_url, batch_size=100)
     assert stats.embedded == 1200
-    assert inbox(engine) == [] and queued_rows(engine) == 0
+    assert ranges(engine) == [] and queued_rows(engine) == 0
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT count(*) FROM tickets WHERE embedding IS NOT NULL AND embedding_source_hash"
@@ -228,23 +235,33 @@ def test_a_small_insert_queues_its_rows_at_once_and_a_big_one_is_split(
     Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     copy_tickets(database_url, range(1, column_sql.INBOX_MIN_ROWS))  # one short of the inbox
-    assert inbox(engine) == [] and queued_rows(engine) == column_sql.INBOX_MIN_ROWS - 1
+    assert inbox(engine) == [] and ranges(engine) == []
+    assert queued_rows(engine) == column_sql.INBOX_MIN_ROWS - 1
     big = column_sql.INBOX_MAX_ROWS + 5
     copy_tickets(database_url, range(1000, 1000 + big))
+    assert ranges(engine) == [(1000, 1000 + column_sql.INBOX_MAX_ROWS - 1),
+                              (1000 + column_sql.INBOX_MAX_ROWS, 1000 + big - 1)]
+    copy_tickets(database_url, range(20_000, 20_000 + 2 * big, 2))  # gaps: the keys themselves
     assert sorted(inbox(engine)) == [5, column_sql.INBOX_MAX_ROWS]
+    (column,) = embeddb_queue.status(engine).columns
+    assert column["pending"] == column_sql.INBOX_MIN_ROWS - 1 + 2 * big
+    assert drain(database_url, batch_size=500).embedded == column_sql.INBOX_MIN_ROWS - 1 + 2 * big
+    assert inbox(engine) == [] and ranges(engine) == [] and queued_rows(engine) == 0
 
 
 def test_truncate_and_uninstall_forget_the_inbox(engine: sa.Engine, database_url: str) -> None:
     Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     copy_tickets(database_url, range(1, 301))
-    assert inbox(engine) == [300]
+    copy_tickets(database_url, range(1001, 1601, 2))
+    assert ranges(engine) == [(1, 300)] and inbox(engine) == [300]
     with engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE tickets"))
-    assert inbox(engine) == []
+    assert ranges(engine) == [] and inbox(engine) == []
     copy_tickets(database_url, range(1, 301))
+    copy_tickets(database_url, range(1001, 1601, 2))
     Base.metadata.drop_all(engine)
-    assert inbox(engine) == []
+    assert ranges(engine) == [] and inbox(engine) == []
 
 
 def test_the_expansion_queues_only_rows_that_still_need_a_vector_and_resets_failed_ones(
@@ -283,4 +300,51 @@ def test_a_bulk_copy_of_rows_with_their_vectors_leaves_nothing_in_the_inbox(
         with conn.cursor().copy("COPY tickets FROM STDIN") as copy:
             copy.write(dump)  # all 200 back, each with the vector of its text
         conn.commit()
-    assert inbox(engine) == [] and queued_rows(engine) == 0
+    assert inbox(engine) == [] and ranges(engine) == [] and queued_rows(engine) == 0
+
+
+def keyed_docs(key_type: sa.types.TypeEngine[Any]) -> tuple[type[DeclarativeBase], Any]:
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = "keyed_docs"
+        id: Mapped[Any] = mapped_column(key_type, primary_key=True)
+        body: Mapped[str]
+        embedding = Embedding("{body}", model=HASH_MODEL)
+
+    return Base, Doc
+
+
+def test_a_bulk_insert_keyed_by_text_or_uuid_leaves_its_keys_not_a_range(
+        engine: sa.Engine, database_url: str) -> None:
+    for key_type, key in ((sa.Text(), "doc {}"), (sa.Uuid(), "00000000-0000-0000-0000-{:012d}")):
+        Base, _ = keyed_docs(key_type)
+        Base.metadata.create_all(engine)  # PostgreSQL has no min(uuid): the trigger needs none
+        with connect(database_url) as conn:
+            with conn.cursor().copy("COPY keyed_docs (id, body) FROM STDIN") as copy:
+                for i in range(1, 201):
+                    copy.write_row((key.format(i), f"body {i}"))
+            conn.commit()
+        assert inbox(engine) == [200] and ranges(engine) == []
+        with engine.connect() as conn:
+            assert len(pending(conn)) == 200
+        assert drain(database_url).embedded == 200
+        Base.metadata.drop_all(engine)
+
+
+def test_an_insert_of_ids_from_a_sequence_leaves_a_range_that_only_covers_its_rows(
+        engine: sa.Engine, database_url: str) -> None:
+    Base, _ = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE ticket_ids START 500"))
+        conn.execute(sa.text("INSERT INTO tickets (id, subject, body, status) SELECT"
+                             " nextval('ticket_ids'), 's', 'b' || g, 'open'"
+                             " FROM generate_series(1, 300) AS g"))
+        # a row inside the range that was there before, with its vector, and one without text
+        conn.execute(sa.text("UPDATE tickets SET subject = NULL, body = NULL WHERE id = 600"))
+    assert ranges(engine) == [(500, 799)]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tickets WHERE id = 700"))
+        assert keys(conn) == [k for k in range(500, 800) if k not in (600, 700)]

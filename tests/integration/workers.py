@@ -75,7 +75,8 @@ def scalar(engine: sa.Engine, statement: str) -> Any:
 
 def nothing_pending(engine: sa.Engine) -> bool:
     return scalar(engine, "SELECT (SELECT count(*) FROM embeddb.pending)"
-                          " + (SELECT count(*) FROM embeddb.inbox)") == 0
+                          " + (SELECT count(*) FROM embeddb.inbox)"
+                          " + (SELECT count(*) FROM embeddb.inbox_ranges)") == 0
 
 
 def claims(engine: sa.Engine) -> int:
@@ -96,6 +97,8 @@ def assert_in_step(engine: sa.Engine, model: str, table: str = "tickets") -> int
         leftovers = conn.execute(sa.text(
             "SELECT row_key, attempts, parked_at, last_error FROM embeddb.pending")).all()
         leftovers += conn.execute(sa.text("SELECT keys, rows, enqueued_at, id FROM embeddb.inbox")).all()
+        leftovers += conn.execute(sa.text(
+            "SELECT first_key, last_key, enqueued_at, id FROM embeddb.inbox_ranges")).all()
     assert leftovers == [], f"left pending: {leftovers[:5]}"
     for row in rows:
         if row.text is None:
