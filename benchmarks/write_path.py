@@ -125,7 +125,7 @@ def prefill(texts: list[str]) -> Callable[[psycopg.Connection[Any], sql.Identifi
 
 def clear_queue(conn: psycopg.Connection[Any]) -> None:
     """Empty the queue: embeddb.pending, and the inbox of bulk INSERTs (revision 0012 on) and
-    its key ranges (revision 0017 on)."""
+    its key ranges (revision 0016 on)."""
     conn.execute("DELETE FROM embeddb.pending")
     for inbox in ("embeddb.inbox", "embeddb.inbox_ranges"):
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (inbox,)).fetchone() == (True,):

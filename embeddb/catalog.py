@@ -181,7 +181,7 @@ def refresh_triggers(conn: Connection, entry: CatalogEntry, *, per_row: bool = F
 
     ``per_row`` makes every trigger a row trigger, as embeddb made them before revision 0010;
     ``inbox=False`` queues every row in embeddb.pending, as before revision 0012;
-    ``ranges=False`` writes no key ranges (embeddb.inbox_ranges), as before revision 0017.
+    ``ranges=False`` writes no key ranges (embeddb.inbox_ranges), as before revision 0016.
     A column whose table is gone, or lacks a column the triggers watch, is left as it was with
     a warning that says why: one broken column must not stop the upgrade of the others.
     """

@@ -185,7 +185,7 @@ def create_enqueue_function(spec: EmbeddingSpec, column_id: int, *, inbox: bool 
     With ``inbox`` (revision 0012 on), an INSERT of :data:`INBOX_MIN_ROWS` rows or more adds
     one ``embeddb.inbox`` entry with their keys instead of a queue entry per row: no render,
     no md5 and no index probe per row on the application's side; the worker expands it
-    (:func:`expand_inbox`), checking each row then. With ``ranges`` too (revision 0017 on),
+    (:func:`expand_inbox`), checking each row then. With ``ranges`` too (revision 0016 on),
     such an INSERT of fresh rows whose key is one integer column without gaps (ids from a
     sequence, or a COPY of 1..n) adds only its first and last key to ``embeddb.inbox_ranges``:
     the statement's rows are read once, for a count, a minimum and a maximum.
@@ -294,7 +294,7 @@ END
 def _key_span(spec: EmbeddingSpec, row: str) -> sql.Composable:
     """``min(...), max(...)`` of the key, as bigint, or NULLs when it is not one integer column.
 
-    ``embeddb.integer_key`` (revision 0017) is the key itself for smallint, integer and bigint
+    ``embeddb.integer_key`` (revision 0016) is the key itself for smallint, integer and bigint
     and NULL for any other type, so the function stays valid if the key's type is changed.
     """
     if len(spec.key_columns) != 1:

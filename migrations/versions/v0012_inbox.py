@@ -73,7 +73,7 @@ def upgrade_on(conn: Connection) -> None:
     verbatim.execute(conn, FORGET_TRUNCATED.replace(
         "{inbox}", "DELETE FROM embeddb.inbox WHERE column_id = TG_ARGV[0]::integer;"))
     for entry in catalog.list_entries(conn):
-        # no key ranges yet (revision 0017 adds them and refreshes the triggers again)
+        # no key ranges yet (revision 0016 adds them and refreshes the triggers again)
         catalog.refresh_triggers(conn, entry, ranges=False)  # says why when it leaves a column
 
 

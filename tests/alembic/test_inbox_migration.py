@@ -1,5 +1,5 @@
 """Revision 0012 gives installed columns the inbox for bulk INSERTs; its downgrade queues what
-the inbox holds in embeddb.pending and goes back to a queue entry per row. Revision 0017 adds
+the inbox holds in embeddb.pending and goes back to a queue entry per row. Revision 0016 adds
 key ranges; its downgrade turns them into inbox entries."""
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ def test_0012_adds_the_inbox_to_an_installed_column_and_its_downgrade_keeps_ever
     assert count(engine, "SELECT count(*) FROM embeddb.inbox") == 0
 
 
-def test_0017_downgrade_turns_key_ranges_into_inbox_entries_and_loses_no_row(
+def test_0016_downgrade_turns_key_ranges_into_inbox_entries_and_loses_no_row(
         engine: sa.Engine, database_url: str) -> None:
     Base, _ = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     roles = Roles(database_url)
     try:
-        # a worker role granted before 0017 gets the same rights on the ranges
+        # a worker role granted before 0016 gets the same rights on the ranges
         worker = roles.create("inbox_reader", "GRANT SELECT, DELETE ON embeddb.inbox TO {role}")
         downgrade_and_upgrade_again(engine, database_url, worker)
     finally:
@@ -74,7 +74,7 @@ def downgrade_and_upgrade_again(engine: sa.Engine, database_url: str, worker: st
     copy_tickets(database_url, range(1, 301))  # a range
     assert count(engine, "SELECT count(*) FROM embeddb.inbox_ranges") == 1
 
-    assert migrate.migrate(engine, downgrade_to="0014")[-1] == "0017"
+    assert migrate.migrate(engine, downgrade_to="0015") == ["0016"]
     assert count(engine, "SELECT count(*) FROM pg_class"
                          " WHERE oid = to_regclass('embeddb.inbox_ranges')") == 0
     assert count(engine, "SELECT coalesce(sum(rows), 0) FROM embeddb.inbox") == 300
@@ -83,7 +83,7 @@ def downgrade_and_upgrade_again(engine: sa.Engine, database_url: str, worker: st
     copy_tickets(database_url, range(301, 601))  # as in 0012-0014: an array of keys
     assert count(engine, "SELECT coalesce(sum(rows), 0) FROM embeddb.inbox") == 600
 
-    assert migrate.migrate(engine)[0] == "0017"
+    assert migrate.migrate(engine)[0] == "0016"
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT array_agg(privilege_type::text ORDER BY privilege_type)"

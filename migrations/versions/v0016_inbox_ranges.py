@@ -1,7 +1,7 @@
 """Cheaper bulk writes still: a COPY of fresh rows with integer keys leaves its first and last key.
 
-Revision ID: 0017
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-02
 
 * ``embeddb.inbox_ranges`` holds, per INSERT statement of at least
@@ -30,8 +30,8 @@ from sqlalchemy.engine import Connection
 
 from embeddb import catalog, verbatim
 
-revision = "0017"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
