@@ -35,9 +35,19 @@ def select_on(spec: EmbeddingSpec, role: str) -> str:
         sql.Identifier(spec.schema, spec.table), sql.Identifier(role)))
 
 
+def on_managed_table(spec: EmbeddingSpec, name: str, privileges: Sequence[str],
+                     role: str) -> str:
+    """``privileges`` on a table embeddb keeps beside ``spec``'s (chunks, postings)."""
+    return _text(sql.SQL("GRANT {} ON {} TO {}").format(
+        _privileges(privileges), sql.Identifier(spec.schema, name), sql.Identifier(role)))
+
+
 def update_columns(specs: Sequence[EmbeddingSpec], role: str) -> str:
-    """UPDATE on the vector and hash columns of ``specs`` (all of one table), nothing else."""
-    columns = [name for spec in specs for name in (spec.column, spec.hash_column)]
+    """UPDATE on the columns the worker writes for ``specs`` (all of one table): the vector,
+    the hash of its text and, for a full-text column, its ``tsvector``; nothing else."""
+    columns = [name for spec in specs
+               for name in (spec.column, spec.hash_column,
+                            *([spec.fulltext_column] if spec.fulltext else []))]
     first = specs[0]
     return _text(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in columns),

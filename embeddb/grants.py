@@ -96,7 +96,7 @@ def _grants(conn: Connection, worker: str | None, app: str | None, owner: str | 
     if worker is not None:
         statements += worker_grants([entry.spec for entry in catalog.list_entries(conn)], worker)
     if app is not None:
-        statements += app_grants(app)
+        statements += app_grants([entry.spec for entry in catalog.list_entries(conn)], app)
     if apply:
         _apply(conn, statements)
     return statements
@@ -147,15 +147,28 @@ def worker_grants(specs: list[EmbeddingSpec], worker: str) -> list[Grant]:
                                 "read the rows (the render function takes the whole row)"))
         statements.append(Grant("worker", grant_sql.update_columns(table_specs, worker),
                                 "store vectors and the hashes of their text"))
+    statements += [Grant("worker", grant_sql.on_managed_table(
+                       spec, spec.chunk_table, ("SELECT", "INSERT", "UPDATE", "DELETE"), worker),
+                         "write each document's chunks")
+                   for spec in specs if spec.chunking is not None]
     return statements
 
 
-def app_grants(app: str) -> list[Grant]:
+def app_grants(specs: list[EmbeddingSpec], app: str) -> list[Grant]:
+    """What the application's role needs beyond its own rights on its tables: embeddb's
+    catalog, and reading the chunk and postings tables embeddb keeps beside them."""
     return [Grant("app", grant_sql.usage_on_schema(migrate.SCHEMA, app),
                   "name embeddb.columns (writes need nothing: the triggers run as the owner)"),
             *[Grant("app", grant_sql.on_table(table, privileges, app),
                     "search reads the column's model and query prompt")
-              for table, privileges in APP_CATALOG_PRIVILEGES.items()]]
+              for table, privileges in APP_CATALOG_PRIVILEGES.items()],
+            *[Grant("app", grant_sql.on_managed_table(spec, spec.chunk_table, ("SELECT",), app),
+                    "search a chunked column's chunks")
+              for spec in specs if spec.chunking is not None],
+            *[Grant("app", grant_sql.on_managed_table(spec, spec.postings_table, ("SELECT",),
+                                                      app),
+                    "hybrid search's BM25 leg reads the postings")
+              for spec in specs if spec.fulltext is not None]]
 
 
 def render(statements: list[Grant]) -> str:

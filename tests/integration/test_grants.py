@@ -7,11 +7,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from embeddb import grants, search
+from embeddb import grants, hybrid_search, search, search_chunks
 from embeddb.cli import main
 from embeddb.errors import PrivilegeError
 
-from .models import drain, pending
+from .chunked import doc_model
+from .models import HASH_MODEL, drain, pending, ticket_model
 from .roles import Roles, embedded, make_tickets
 
 APP_TABLE_RIGHTS = "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON tickets TO {role}"
@@ -145,3 +146,33 @@ def test_grants_apply_from_the_shell_and_a_role_that_cannot_grant_is_told_who_ca
     with engine.connect() as conn:  # and nothing was granted
         assert not conn.execute(sa.text("SELECT has_schema_privilege(:role, 'embeddb', 'USAGE')"),
                                 {"role": other}).scalar()
+
+
+def test_the_printed_grants_cover_full_text_and_chunked_columns(
+        engine: sa.Engine, database_url: str, roles: Roles) -> None:
+    TicketBase, Ticket = ticket_model(model=HASH_MODEL, fulltext=True)
+    DocBase, Doc = doc_model()
+    TicketBase.metadata.create_all(engine)
+    DocBase.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": i, "subject": "printer", "body": f"jam {i}"}
+                                         for i in range(1, 4)])
+        conn.execute(sa.insert(Doc), [{"id": i, "title": "manual", "body": "toner " * 40 * i}
+                                      for i in range(1, 4)])
+    worker = roles.create("worker")
+    app = roles.create("app")
+    grants(engine, worker=worker, app=app, apply=True)
+    roles.run(f"GRANT SELECT ON tickets, docs TO {app}")
+
+    drain(roles.url(worker))  # stores vectors, tsvectors and chunks with only its grants
+    with engine.connect() as conn:
+        assert pending(conn) == []
+        assert conn.execute(sa.text("SELECT count(*) FROM tickets WHERE embedding IS NOT NULL"
+                                    " AND embedding_fulltext IS NOT NULL")).scalar() == 3
+    with Session(roles.engine(app)) as session:  # the text leg and the chunks, as the app
+        hybrid = hybrid_search(session, Ticket.embedding, "printer jam", k=3)
+        assert len(hybrid) == 3
+        documents = search(session, Doc.embedding, "toner", k=3)
+        chunks = search_chunks(session, Doc.embedding, "toner", k=2)
+    assert sorted(doc.id for doc, _ in documents) == [1, 2, 3]
+    assert len(chunks) == 2
