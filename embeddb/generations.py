@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from psycopg import errors as pg_errors
 from sqlalchemy.engine import Connection, Engine
 
-from . import alter_sql, catalog, chunk_sql, column_sql, verbatim
+from . import alter_sql, catalog, chunk_sql, column_sql, grants, verbatim
 from .catalog import CatalogEntry
 from .embedders import ModelIdentity
 from .errors import ModelChangeInProgress, SchemaError
@@ -121,6 +121,7 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
         verbatim.execute(conn, statement)
     # a chunked column: its own chunk table, indexed by the worker with the rest
     catalog._install_chunks(conn, spec, column_id, with_index=False)
+    grants.carry_to_next_generation(conn, live.spec, spec)  # a least-privilege worker fills it
     entry = CatalogEntry(column_id, spec, identity, NEXT, target.column)
     queued = catalog.reconcile(conn, entry)
     differences = live.identity.differences(identity)

@@ -27,17 +27,18 @@ Example::
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import catalog, grant_sql, migrate
+from . import catalog, column_sql, grant_sql, migrate, verbatim
 from .database import create_engine
 from .errors import PrivilegeError, SchemaNotReady
 from .privileges import WORKER_CATALOG_PRIVILEGES
 from .spec import EmbeddingSpec
+from .sql import queries
 
 # PostgreSQL's warning_privilege_not_granted: "no privileges" or "not all privileges were granted"
 _NOT_GRANTED = "01007"
@@ -178,3 +179,21 @@ def render(statements: list[Grant]) -> str:
         lines.append(f"-- {grant.role}: {grant.why}")
         lines.append(f"{grant.statement};")
     return "\n".join(lines)
+
+
+def carry_to_next_generation(conn: Connection, live: EmbeddingSpec,
+                             upcoming: EmbeddingSpec) -> None:
+    """Give every role that may write ``live``'s columns (and chunk table) the same rights on
+    ``upcoming``'s, the next generation a model or chunk change adds: a worker holding only
+    the printed grants fills it as it fills the live one. Run by the owner, in the change's
+    transaction; the rights follow the columns and tables through the swap's renames."""
+    grantees = conn.execute(sa.text(queries["column_update_grantees"]), {
+        "table": column_sql.qualified_table(live), "column": live.column}).scalars().all()
+    for role in grantees:  # its vector and hash (the tsvector stays the live column's)
+        verbatim.execute(conn, grant_sql.update_columns([replace(upcoming, fulltext=None)], role))
+    if live.chunking is None or upcoming.chunking is None:
+        return
+    live_chunks = column_sql.qualified_name(live.schema, live.chunk_table)
+    for row in conn.execute(sa.text(queries["table_grantees"]), {"table": live_chunks}):
+        verbatim.execute(conn, grant_sql.on_managed_table(
+            upcoming, upcoming.chunk_table, row.privileges.split(", "), row.grantee))

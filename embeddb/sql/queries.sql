@@ -556,3 +556,24 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE i.indrelid = to_regclass(:table) AND am.amname = 'hnsw' AND a.attname = :column
   AND i.indisvalid AND i.indpred IS NOT NULL
 ORDER BY c.relname
+
+-- column_update_grantees --
+-- The roles other than the owner that hold UPDATE on a column by a column-level grant (a
+-- table-level UPDATE already covers the columns added later).
+SELECT DISTINCT pg_get_userbyid(acl.grantee) AS grantee
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+CROSS JOIN LATERAL aclexplode(a.attacl) AS acl
+WHERE a.attrelid = to_regclass(:table) AND a.attname = :column
+  AND acl.privilege_type = 'UPDATE' AND acl.grantee NOT IN (0, c.relowner)
+ORDER BY 1
+
+-- table_grantees --
+-- The roles other than the owner holding privileges on a table, with those privileges.
+SELECT pg_get_userbyid(acl.grantee) AS grantee,
+       string_agg(acl.privilege_type, ', ' ORDER BY acl.privilege_type) AS privileges
+FROM pg_class c
+CROSS JOIN LATERAL aclexplode(c.relacl) AS acl
+WHERE c.oid = to_regclass(:table) AND acl.grantee NOT IN (0, c.relowner)
+GROUP BY acl.grantee
+ORDER BY 1

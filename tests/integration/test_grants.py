@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+import embeddb
 from embeddb import grants, hybrid_search, search, search_chunks
 from embeddb.cli import main
 from embeddb.errors import PrivilegeError
@@ -176,3 +177,30 @@ def test_the_printed_grants_cover_full_text_and_chunked_columns(
         chunks = search_chunks(session, Doc.embedding, "toner", k=2)
     assert sorted(doc.id for doc, _ in documents) == [1, 2, 3]
     assert len(chunks) == 2
+
+
+def test_a_model_change_is_filled_by_a_worker_with_the_printed_grants(
+        engine: sa.Engine, database_url: str, roles: Roles) -> None:
+    Base, Ticket = ticket_model(model=HASH_MODEL)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Ticket), [{"id": i, "subject": "s", "body": f"row {i}"}
+                                         for i in range(1, 6)])
+    worker = roles.create("worker")
+    grants(engine, worker=worker, apply=True)
+    drain(roles.url(worker))
+    _, Changed = ticket_model(model="embeddb-testing/hash-16")
+    embeddb.install(engine, Changed)  # the next generation's columns carry the worker's grants
+
+    # the worker fills the next generation; building its index and the swap are DDL, the
+    # owner's (README: 'Roles: embeddb grants')
+    with pytest.raises(PrivilegeError):
+        drain(roles.url(worker))
+    with engine.connect() as conn:
+        assert pending(conn) == []
+        assert conn.execute(sa.text("SELECT count(*) FROM tickets"
+                                    " WHERE embedding__next IS NOT NULL")).scalar() == 5
+    drain(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT DISTINCT vector_dims(embedding) FROM tickets")
+                            ).scalars().all() == [16]
