@@ -270,6 +270,8 @@ def _managed_names(specs: list[EmbeddingSpec]) -> dict[TableKey, set[str]]:
              *((spec.fulltext_column, spec.fulltext_index_name) if spec.fulltext else ())])
         if spec.chunking is not None:  # the chunk table is embeddb's as a whole
             managed.setdefault((spec.schema, spec.chunk_table), set()).add(_WHOLE_TABLE)
+        # so are the BM25 postings, also while a migration that drops fulltext= has yet to run
+        managed.setdefault((spec.schema, spec.postings_table), set()).add(_WHOLE_TABLE)
     return managed
 
 
