@@ -369,7 +369,10 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
                                  env=environment)
                 for number in range(args.processes)]
 
+    forwarded: set[int] = set()
+
     def forward(signum: int, _frame: Any) -> None:
+        forwarded.add(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -377,8 +380,14 @@ def _run_processes(args: argparse.Namespace, url: str) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log.info("started %d worker processes", len(children))
-    codes = [child.wait() for child in children]
-    return next((code for code in codes if code != 0), 0)
+    return children_exit_code([child.wait() for child in children], forwarded)
+
+
+def children_exit_code(codes: list[int], forwarded: set[int]) -> int:
+    """The first failing child's exit code, else 0. A child that a forwarded stop signal
+    killed before it had installed its handler (still starting) held nothing: a clean stop."""
+    failing = [code for code in codes if code != 0 and -code not in forwarded]
+    return failing[0] if failing else 0
 
 
 def _child_metrics_port(port: int | None, number: int) -> list[str]:

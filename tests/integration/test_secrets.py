@@ -22,7 +22,7 @@ from embeddb.cli import main
 from embeddb.database import URL_VARIABLE, libpq_conninfo
 
 from .models import HASH_MODEL, run_worker, ticket_model
-from .workers import wait_until
+from .workers import children_of, wait_until
 
 SECRET = "hunter2secret"
 UNREACHABLE = [
@@ -78,20 +78,6 @@ def test_the_worker_logs_the_url_it_works_on_without_the_password(
     assert SECRET not in done.stdout + done.stderr
     with engine.connect() as conn:  # the URL worked: the row was embedded
         assert conn.execute(sa.text("SELECT embedding IS NOT NULL FROM tickets")).scalar()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            # the field after the parenthesised command name: state, then the parent's pid
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def test_worker_processes_get_the_url_in_their_environment_not_their_command_line(

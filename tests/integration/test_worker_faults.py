@@ -21,6 +21,7 @@ from .conftest import SpawnWorker
 from .models import HASH_MODEL, pending, run_worker, ticket_model
 from .workers import (
     assert_in_step,
+    children_of,
     claims,
     nothing_pending,
     scalar,
@@ -312,3 +313,14 @@ def test_kill_9_while_expanding_the_inbox_loses_nothing(
     wait_until(lambda: nothing_pending(engine), 60, "the rescuer to finish")
     assert rescuer.stop() == 0
     assert assert_in_step(engine, HASH_MODEL) == 1000
+
+
+def test_a_stop_signal_while_the_worker_processes_start_is_a_clean_stop(
+        engine: sa.Engine, spawn_worker: SpawnWorker) -> None:
+    make_tickets(engine, 0)
+    parent = spawn_worker("--processes", "2")
+    # the children exist but are still importing: the SIGTERM passed on kills them before
+    # their handler is installed, which stops them as cleanly (they held nothing)
+    wait_until(lambda: len(children_of(parent.process.pid)) == 2, 30, "two child processes")
+    parent.signal(signal.SIGTERM)
+    assert parent.wait(60) == 0

@@ -110,3 +110,18 @@ def assert_in_step(engine: sa.Engine, model: str, table: str = "tickets") -> int
         assert np.allclose(stored, expected, atol=1e-6), f"row {row.id} has a stale vector"
         assert row.hash.hex == hashlib.md5(row.text.encode()).hexdigest(), f"row {row.id} hash"
     return len(rows)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of the processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            # the field after the parenthesised command name: state, then the parent's pid
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
