@@ -14,7 +14,7 @@ Variants, from the row triggers of embeddb before issue 14 to this version's:
   statement, which is why embeddb does not do it;
 * ``... no claim index``: without the queue's partial index for claiming (the worker needs it:
   this only shows what it costs a write);
-* ``inbox, jsonb keys (0012)``: revisions 0012-0014: an INSERT of 100 rows or more adds one
+* ``inbox, jsonb keys (0012)``: revisions 0012-0015: an INSERT of 100 rows or more adds one
   ``embeddb.inbox`` row per 10,000 keys (a jsonb array) instead of a queue entry per row;
 * ``key ranges (now)``: what embeddb installs since revision 0016: such an INSERT of fresh rows
   whose integer keys have no gaps adds only its first and last key (``embeddb.inbox_ranges``),

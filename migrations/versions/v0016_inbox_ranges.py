@@ -17,7 +17,7 @@ Create Date: 2026-12-02
   ``forget_truncated()`` clears the column's ranges too. Roles get on the new table the
   privileges they hold on ``embeddb.inbox``, so a worker granted before keeps expanding.
 
-Other INSERTs are queued as before. Workers of revisions 0012-0014 never read the new table
+Other INSERTs are queued as before. Workers of revisions 0012-0015 never read the new table
 (a range waits there for the first worker of this revision), so they keep working during a
 rolling upgrade. Downgrading turns each range into an ``embeddb.inbox`` entry with its keys,
 drops the table and the function, and restores the trigger functions.

@@ -80,7 +80,7 @@ def downgrade_and_upgrade_again(engine: sa.Engine, database_url: str, worker: st
     assert count(engine, "SELECT coalesce(sum(rows), 0) FROM embeddb.inbox") == 300
     assert count(engine, "SELECT count(*) FROM embeddb.inbox,"
                          " jsonb_array_elements(keys) AS k WHERE k->'id' IS NOT NULL") == 300
-    copy_tickets(database_url, range(301, 601))  # as in 0012-0014: an array of keys
+    copy_tickets(database_url, range(301, 601))  # as in 0012-0015: an array of keys
     assert count(engine, "SELECT coalesce(sum(rows), 0) FROM embeddb.inbox") == 600
 
     assert migrate.migrate(engine)[0] == "0016"
