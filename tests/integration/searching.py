@@ -6,10 +6,11 @@ database of its own (``CREATE DATABASE ... TEMPLATE``, like the per-test ``datab
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -20,6 +21,8 @@ from sqlalchemy.engine import make_url
 from embeddb.database import libpq_conninfo
 
 from ..conftest import TEMPLATE
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -63,3 +66,33 @@ def recall(hits: Any, exact: Any) -> float:
         return 1.0
     floor = min(hit.similarity for hit in exact)
     return sum(hit.similarity >= floor - 1e-6 for hit in hits) / len(exact)
+
+
+class SearchesWithoutPause(Generic[T]):
+    """``search_once(turn)`` called in a thread, turn after turn, while the ``with`` block runs:
+    what it returned, in order, and the exception that stopped it (a thread's is lost else)."""
+
+    def __init__(self, search_once: Callable[[int], T]) -> None:
+        self.answers: list[T] = []
+        self.errors: list[BaseException] = []
+        self._search_once = search_once
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="searches")
+
+    def _run(self) -> None:
+        turn = 0
+        while not self._stop.is_set():
+            turn += 1
+            try:
+                self.answers.append(self._search_once(turn))
+            except BaseException as exc:  # reported by the test
+                self.errors.append(exc)
+                return
+
+    def __enter__(self) -> SearchesWithoutPause[T]:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(60)

@@ -8,7 +8,6 @@ Once the change is done, the chunk invariant holds for the new settings."""
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from embeddb.embedders import load_embedder
 
 from .chunked import CHUNKS, HASH_MODEL, check_chunk_invariant, doc_model
 from .conftest import SpawnWorker
+from .searching import SearchesWithoutPause
 from .workers import nothing_pending, scalar, wait_until
 
 DOCS, K = 100, 10
@@ -104,34 +104,24 @@ def test_searches_never_short_nor_mixed_through_a_chunk_change_with_a_killed_wor
     assert live_chunking(engine) == OLD
     assert scalar(engine, f"SELECT count(*) FROM {NEXT_CHUNKS}") == 0
 
-    answers: list[Answer] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
+    def search_once(turn: int) -> Answer:
+        text = QUERIES[(turn - 1) % len(QUERIES)]
+        with Session(engine) as session:
+            declared = (Doc, Changed)[turn % 2]  # either declaration reads what is live
+            hits = search(session, declared.embedding, text, k=K)
+            assert hits.best_chunks is not None
+            return Answer(text, [
+                (doc.id, similarity, (span.chunk_no, span.start, span.end))
+                for (doc, similarity), span in zip(hits, hits.best_chunks, strict=True)
+            ], time.monotonic())
 
-    def query_without_pause() -> None:
-        turn = 0
-        while not stop.is_set():
-            text = QUERIES[turn % len(QUERIES)]
-            turn += 1
-            try:
-                with Session(engine) as session:
-                    declared = (Doc, Changed)[turn % 2]  # either declaration reads what is live
-                    hits = search(session, declared.embedding, text, k=K)
-                    assert hits.best_chunks is not None
-                    answers.append(Answer(text, [
-                        (doc.id, similarity, (span.chunk_no, span.start, span.end))
-                        for (doc, similarity), span in zip(hits, hits.best_chunks, strict=True)
-                    ], time.monotonic()))
-            except BaseException as exc:  # reported below: a thread's exception is lost
-                errors.append(exc)
-                return
+    searches = SearchesWithoutPause(search_once)
+    answers, errors = searches.answers, searches.errors
 
     def built() -> int:
         return int(scalar(engine, f"SELECT count(DISTINCT id) FROM {NEXT_CHUNKS}"))
 
-    reader = threading.Thread(target=query_without_pause, name="searches")
-    reader.start()
-    try:
+    with searches:
         doomed = spawn_worker("--lease-seconds", "2", "--batch-size", "5")
         wait_until(lambda: built() >= 20, 120, "the first worker to get going")
         doomed.signal(signal.SIGKILL)
@@ -148,9 +138,6 @@ def test_searches_never_short_nor_mixed_through_a_chunk_change_with_a_killed_wor
         wait_until(lambda: sum(a.finished_at > swapped_at for a in answers) >= 12 or bool(errors),
                    60, "searches after the swap")
         assert second.stop() == 0
-    finally:
-        stop.set()
-        reader.join(60)
     assert not errors, repr(errors[0])
     assert killed_at > 0 and len(answers) > killed_at + 12  # searches ran on both sides
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from embeddb.spec import EncodeOptions
 
 from .conftest import SpawnWorker
 from .models import MINILM, drain, ticket_model
+from .searching import SearchesWithoutPause
 from .workers import wait_until
 
 ROWS, K = 300, 10
@@ -84,27 +84,17 @@ def test_searches_never_empty_nor_mixed_through_a_model_change_with_a_killed_wor
     _, Cut = ticket_model(model=MINILM, dimensions=256)
     embeddb.install(engine, Cut)  # the change begins: 384 stays live while 256 is built
 
-    answers: list[Answer] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
+    def search_once(turn: int) -> Answer:
+        text = QUERIES[(turn - 1) % len(QUERIES)]
+        with Session(engine) as session:
+            declared = (Ticket, Cut)[turn % 2]  # either declaration reads what is live
+            hits = search(session, declared.embedding, text, k=K)
+            return Answer(text, [(t.id, s) for t, s in hits], time.monotonic())
 
-    def query_without_pause() -> None:
-        turn = 0
-        while not stop.is_set():
-            text = QUERIES[turn % len(QUERIES)]
-            turn += 1
-            try:
-                with Session(engine) as session:
-                    declared = (Ticket, Cut)[turn % 2]  # either declaration reads what is live
-                    hits = search(session, declared.embedding, text, k=K)
-                    answers.append(Answer(text, [(t.id, s) for t, s in hits], time.monotonic()))
-            except BaseException as exc:
-                errors.append(exc)
-                return
+    searches = SearchesWithoutPause(search_once)
+    answers, errors = searches.answers, searches.errors
 
-    reader = threading.Thread(target=query_without_pause, name="searches")
-    reader.start()
-    try:
+    with searches:
         built = "SELECT count(embedding__next) FROM tickets"
         first = spawn_worker("--lease-seconds", "5", "--batch-size", "25")
         wait_until(lambda: count(engine, built) >= 75, 180, "the first worker to get going")
@@ -119,9 +109,6 @@ def test_searches_never_empty_nor_mixed_through_a_model_change_with_a_killed_wor
         wait_until(lambda: sum(a.finished_at > swapped_at for a in answers) >= 12 or bool(errors),
                    60, "searches after the swap")
         assert second.stop() == 0
-    finally:
-        stop.set()
-        reader.join(60)
     assert not errors, errors[0]
 
     # Both generations hold every row's current vector, the rows written meanwhile included.
