@@ -127,8 +127,11 @@ def begin(conn: Connection, live: CatalogEntry, target: EmbeddingSpec,
     differences = live.identity.differences(identity)
     if catalog.rechunks(live.spec, target):  # e.g. Chunking()'s default changed in an upgrade
         differences.append(f"chunks {_chunk_settings(live.spec)} vs {_chunk_settings(target)}")
-    log.warning("%s: model change to %s started (%s); %d rows queued for %s, searches use %s"
-                " until it is complete", live.spec.qualified_column, identity.describe(),
+    # a change of chunk settings alone keeps the model: say what changes, not "model change"
+    change = (f"model change to {identity.describe()}" if live.identity != identity
+              else "change of chunk settings")
+    log.warning("%s: %s started (%s); %d rows queued for %s, searches use %s until it is"
+                " complete", live.spec.qualified_column, change,
                 "; ".join(differences) or "same model", queued, spec.column, live.spec.column)
     return entry
 

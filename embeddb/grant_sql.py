@@ -45,9 +45,7 @@ def on_managed_table(spec: EmbeddingSpec, name: str, privileges: Sequence[str],
 def update_columns(specs: Sequence[EmbeddingSpec], role: str) -> str:
     """UPDATE on the columns the worker writes for ``specs`` (all of one table): the vector,
     the hash of its text and, for a full-text column, its ``tsvector``; nothing else."""
-    columns = [name for spec in specs
-               for name in (spec.column, spec.hash_column,
-                            *([spec.fulltext_column] if spec.fulltext else []))]
+    columns = [name for spec in specs for name in spec.written_columns]
     first = specs[0]
     return _text(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in columns),

@@ -30,8 +30,11 @@ WORKER_CATALOG_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "embeddb.workers": ("SELECT", "INSERT", "UPDATE"),
     "embeddb.worker_compatibility": ("SELECT",),
 }
-#: What a worker needs on an embedded table: read its rows, write the vector and hash.
-WORKER_TABLE_PRIVILEGES = ("SELECT", "UPDATE")
+#: What a worker needs on an embedded table as a whole: read its rows (it writes only some
+#: columns: :func:`worker_column_needs`).
+WORKER_TABLE_PRIVILEGES = ("SELECT",)
+#: What a worker needs on a chunked column's chunk table: it replaces a document's chunks.
+WORKER_CHUNK_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 #: What ``reconcile`` needs: read the table, add queue entries.
 RECONCILE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {"embeddb.pending": ("SELECT", "INSERT")}
 
@@ -43,19 +46,33 @@ def is_permission_error(exc: BaseException) -> bool:
 
 
 def worker_needs(spec: EmbeddingSpec | None = None) -> dict[str, tuple[str, ...]]:
-    """The privileges a worker needs, per table; with ``spec``, on its table too."""
+    """The table privileges a worker needs, per table; with ``spec``, on its tables too (the
+    column-level UPDATE it needs there is :func:`worker_column_needs`)."""
     needs = dict(WORKER_CATALOG_PRIVILEGES)
     if spec is not None:
         needs[column_sql.qualified_table(spec)] = WORKER_TABLE_PRIVILEGES
+        if spec.chunking is not None:
+            needs[column_sql.qualified_name(spec.schema, spec.chunk_table)] = (
+                WORKER_CHUNK_PRIVILEGES)
     return needs
+
+
+def worker_column_needs(spec: EmbeddingSpec) -> dict[str, tuple[str, ...]]:
+    """``{column: ("UPDATE",)}``: what the worker writes in ``spec``'s table, which a column
+    grant (``embeddb grants``) gives as well as a table one."""
+    return {column: ("UPDATE",) for column in spec.written_columns}
 
 
 def reconcile_needs(spec: EmbeddingSpec) -> dict[str, tuple[str, ...]]:
     return {column_sql.qualified_table(spec): ("SELECT",), **RECONCILE_PRIVILEGES}
 
 
-def missing_privileges(conn: sa.Connection, needs: Mapping[str, Sequence[str]]) -> list[str]:
-    """``["INSERT on embeddb.workers", ...]``: what the connection's role lacks of ``needs``.
+def missing_privileges(conn: sa.Connection, needs: Mapping[str, Sequence[str]],
+                       column_needs: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                       ) -> list[str]:
+    """``["INSERT on embeddb.workers", "UPDATE (embedding) on public.docs", ...]``: what the
+    connection's role lacks of ``needs`` (per table) and ``column_needs`` (per table, per
+    column; a table-wide grant covers them too).
 
     Without USAGE on schema embeddb nothing in it can even be named, so that alone is reported.
     """
@@ -65,25 +82,46 @@ def missing_privileges(conn: sa.Connection, needs: Mapping[str, Sequence[str]]) 
     rows = conn.execute(sa.text(queries["missing_table_privileges"]), {
         "tables": [table for table, _ in pairs], "privileges": [p for _, p in pairs],
     })
-    return [f"{row.privilege} on {row.table_name}" for row in rows]
+    gaps = [f"{row.privilege} on {row.table_name}" for row in rows]
+    triples = [(table, column, privilege) for table, columns in (column_needs or {}).items()
+               for column, wanted in columns.items() for privilege in wanted]
+    if triples:
+        rows = conn.execute(sa.text(queries["missing_column_privileges"]), {
+            "tables": [t for t, _, _ in triples], "columns": [c for _, c, _ in triples],
+            "privileges": [p for _, _, p in triples],
+        })
+        lacking: dict[tuple[str, str], list[str]] = {}
+        for row in rows:
+            lacking.setdefault((row.table_name, row.privilege), []).append(row.column_name)
+        gaps += [f"{privilege} ({', '.join(columns)}) on {table}"
+                 for (table, privilege), columns in lacking.items()]
+    return gaps
 
 
 def privilege_error(conn: sa.Connection, exc: BaseException | None,
-                    needs: Mapping[str, Sequence[str]], doing: str) -> PrivilegeError | None:
-    """A :class:`PrivilegeError` for ``exc``, naming what the role lacks of ``needs``; without
-    ``exc``, None when it lacks nothing (a check before starting).
+                    needs: Mapping[str, Sequence[str]], doing: str,
+                    column_needs: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                    ) -> PrivilegeError | None:
+    """A :class:`PrivilegeError` for ``exc``, naming what the role lacks of ``needs`` and
+    ``column_needs`` (see :func:`missing_privileges`); without ``exc``, None when it lacks
+    nothing (a check before starting). A role that lacks none of them but is refused what only
+    a table's owner may do (build an index, rename a column) is told so.
 
     ``conn`` must not be in the transaction ``exc`` aborted (a fresh connection, or a
     savepoint rolled back).
     """
     role = conn.execute(sa.text("SELECT current_user")).scalar_one()
-    gaps = missing_privileges(conn, needs)
+    gaps = missing_privileges(conn, needs, column_needs)
     if gaps:
         grant = "them" if len(gaps) > 1 else "it"
         return PrivilegeError(f"{doing}: role {role} lacks {', '.join(gaps)}; grant {grant}"
                               " (README: 'Roles and privileges')")
     if exc is None:
         return None
-    return PrivilegeError(f"{doing}: role {role}: {first_line(exc)}")
-
-
+    reason = first_line(exc)
+    if "must be owner of" in reason:
+        return PrivilegeError(
+            f"{doing}: role {role} is not the owner ({reason}): building an HNSW index and"
+            " swapping in a model change need the table's owner; run `embeddb worker --once`"
+            " as the owner to finish them (README: 'Roles and privileges')")
+    return PrivilegeError(f"{doing}: role {role}: {reason}")

@@ -191,6 +191,12 @@ class EmbeddingSpec:
         return hash_column_name(self.column)
 
     @property
+    def written_columns(self) -> tuple[str, ...]:
+        """The parent table's columns the worker writes: the vector, the hash of its text and,
+        for a full-text column, its ``tsvector``."""
+        return (self.column, self.hash_column, *([self.fulltext_column] if self.fulltext else []))
+
+    @property
     def index_name(self) -> str:
         return _identifier(f"{self.table}_{self.column}_hnsw")
 

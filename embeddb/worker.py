@@ -64,7 +64,12 @@ from .errors import (
     first_line,
 )
 from .faults import Faults, confined_to_column, jittered_backoff
-from .privileges import is_permission_error, privilege_error, worker_needs
+from .privileges import (
+    is_permission_error,
+    privilege_error,
+    worker_column_needs,
+    worker_needs,
+)
 from .scrub import describe_failure
 
 log = logging.getLogger(__name__)
@@ -699,8 +704,11 @@ class Worker:
         if is_permission_error(exc):
             try:
                 with self.engine.connect() as conn:
-                    error = privilege_error(conn, exc, worker_needs(
-                        entry.spec if entry is not None else None), doing)
+                    error = privilege_error(
+                        conn, exc, worker_needs(entry.spec if entry is not None else None),
+                        doing, column_needs=None if entry is None else {
+                            column_sql.qualified_table(entry.spec):
+                                worker_column_needs(entry.spec)})
                 if error is not None:
                     return error
             except sa.exc.DBAPIError:

@@ -397,6 +397,19 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE NOT has_table_privilege(c.oid, t.privilege)
 ORDER BY t.n
 
+-- missing_column_privileges --
+-- Of the (table, column, privilege) triples asked, those the current role lacks on the column
+-- and on the whole table; absent tables and columns are skipped.
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table_name,
+       t.column_name, t.privilege
+FROM unnest(CAST(:tables AS text[]), CAST(:columns AS text[]), CAST(:privileges AS text[]))
+         WITH ORDINALITY AS t(table_name, column_name, privilege, n)
+JOIN pg_class c ON c.oid = to_regclass(t.table_name)
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.column_name AND NOT a.attisdropped
+WHERE NOT has_column_privilege(c.oid, a.attnum, t.privilege)
+ORDER BY t.n
+
 -- park --
 -- Set rows aside at once with a reason that no retry would change (rows hidden by row-level
 -- security); `embeddb retry` brings them back.

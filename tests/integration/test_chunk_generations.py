@@ -187,5 +187,6 @@ def test_a_chunk_change_says_which_settings_change(
     drain(database_url)
     with caplog.at_level(logging.WARNING, logger="embeddb.generations"):
         start_change(engine)
-    assert ("started (chunks max_tokens=12, overlap=3 vs max_tokens=20, overlap=5); 24 rows"
-            in caplog.text)
+    assert ("public.docs.embedding: change of chunk settings started (chunks max_tokens=12,"
+            " overlap=3 vs max_tokens=20, overlap=5); 24 rows" in caplog.text)
+    assert "model change" not in caplog.text  # the model stays

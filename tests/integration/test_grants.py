@@ -193,9 +193,13 @@ def test_a_model_change_is_filled_by_a_worker_with_the_printed_grants(
     embeddb.install(engine, Changed)  # the next generation's columns carry the worker's grants
 
     # the worker fills the next generation; building its index and the swap are DDL, the
-    # owner's (README: 'Roles: embeddb grants')
-    with pytest.raises(PrivilegeError):
+    # owner's (README: 'Roles: embeddb grants'), and the error says so, not that a grant
+    # it has is missing
+    with pytest.raises(PrivilegeError, match=f"role {worker} is not the owner .*must be owner"
+                                             r".*run `embeddb worker --once` as the owner"
+                       ) as refused:
         drain(roles.url(worker))
+    assert "lacks" not in str(refused.value)
     with engine.connect() as conn:
         assert pending(conn) == []
         assert conn.execute(sa.text("SELECT count(*) FROM tickets"
@@ -204,3 +208,15 @@ def test_a_model_change_is_filled_by_a_worker_with_the_printed_grants(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT DISTINCT vector_dims(embedding) FROM tickets")
                             ).scalars().all() == [16]
+
+
+def test_a_worker_without_its_column_grant_is_told_which_columns_it_cannot_write(
+        engine: sa.Engine, roles: Roles) -> None:
+    make_tickets(engine, [{"id": 1, "subject": "a", "body": "b"}])
+    worker = roles.create("worker")
+    grants(engine, worker=worker, apply=True)
+    roles.run(f"REVOKE UPDATE (embedding_source_hash) ON tickets FROM {worker}")
+    with pytest.raises(PrivilegeError, match=f"public.tickets.embedding: role {worker} lacks"
+                                             r" UPDATE \(embedding_source_hash\) on"
+                                             r" public.tickets; grant it"):
+        drain(roles.url(worker))
