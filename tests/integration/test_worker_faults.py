@@ -82,9 +82,8 @@ def test_second_sigterm_exits_at_once_and_hands_back_its_claims(
     worker.signal(signal.SIGTERM)
     wait_until(lambda: "stopping after the current batch" in worker.log, 10, "the first SIGTERM")
     worker.signal(signal.SIGTERM)
-    started = time.monotonic()
+    # gone within 10 s, while the batch in hand needs 20: it did not finish the batch
     assert worker.wait(10) == 128 + signal.SIGTERM
-    assert time.monotonic() - started < 5
     assert claims(engine) == 0  # claimable at once by the next worker, not orphaned
     assert len(pending_rows(engine)) == 10
 
@@ -212,7 +211,7 @@ def test_rows_updated_many_times_or_deleted_while_being_embedded(
         execute(engine, "UPDATE tickets SET body = :body WHERE id = 1", body=f"version {version}")
         if version == 5:
             execute(engine, "DELETE FROM tickets WHERE id = 2")
-        time.sleep(0.05)
+        time.sleep(0.05)  # pacing: spreads the edits over the batches in flight, waits on nothing
     wait_until(lambda: nothing_pending(engine), 30, "the last version")
     assert worker.stop() == 0
     assert assert_in_step(engine, HASH_MODEL) == 2
