@@ -105,8 +105,10 @@ def test_a_broken_column_is_isolated_retried_and_shown_while_the_other_flows(
         # 2. UPDATE revoked: the vectors cannot be stored
         roles.run(f"REVOKE UPDATE ON bad FROM {role}")
         insert(engine, "bad", range(next_id, next_id + 5))
-        next_id = broken_then_healed(engine, worker, f"role {role} lacks UPDATE on public.bad",
-                                     database_url, capsys, next_id)
+        next_id = broken_then_healed(  # the columns it writes, which a column grant gives too
+            engine, worker,
+            f"role {role} lacks UPDATE (embedding, embedding_source_hash) on public.bad",
+            database_url, capsys, next_id)
         with engine.connect() as conn:  # nothing parked, no attempt spent
             assert conn.execute(sa.text("SELECT count(*) FROM embeddb.pending WHERE attempts > 0"
                                         " OR parked_at IS NOT NULL")).scalar() == 0
