@@ -57,10 +57,11 @@ def worker_needs(spec: EmbeddingSpec | None = None) -> dict[str, tuple[str, ...]
     return needs
 
 
-def worker_column_needs(spec: EmbeddingSpec) -> dict[str, tuple[str, ...]]:
-    """``{column: ("UPDATE",)}``: what the worker writes in ``spec``'s table, which a column
-    grant (``embeddb grants``) gives as well as a table one."""
-    return {column: ("UPDATE",) for column in spec.written_columns}
+def worker_column_needs(spec: EmbeddingSpec) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{table: {column: ("UPDATE",)}}``: the columns the worker writes in ``spec``'s table,
+    which a column grant (``embeddb grants``) gives as well as a table one."""
+    return {column_sql.qualified_table(spec):
+            {column: ("UPDATE",) for column in spec.written_columns}}
 
 
 def reconcile_needs(spec: EmbeddingSpec) -> dict[str, tuple[str, ...]]:
@@ -121,7 +122,8 @@ def privilege_error(conn: sa.Connection, exc: BaseException | None,
     reason = first_line(exc)
     if "must be owner of" in reason:
         return PrivilegeError(
-            f"{doing}: role {role} is not the owner ({reason}): building an HNSW index and"
-            " swapping in a model change need the table's owner; run `embeddb worker --once`"
-            " as the owner to finish them (README: 'Roles and privileges')")
+            f"{doing}: role {role} is not the owner ({reason}): this step is DDL that only"
+            " the table's owner may run (building or setting aside an HNSW index, swapping in"
+            " a model change); run `embeddb worker --once` as the owner to finish it (README:"
+            " 'Roles and privileges')")
     return PrivilegeError(f"{doing}: role {role}: {reason}")

@@ -706,9 +706,7 @@ class Worker:
                 with self.engine.connect() as conn:
                     error = privilege_error(
                         conn, exc, worker_needs(entry.spec if entry is not None else None),
-                        doing, column_needs=None if entry is None else {
-                            column_sql.qualified_table(entry.spec):
-                                worker_column_needs(entry.spec)})
+                        doing, None if entry is None else worker_column_needs(entry.spec))
                 if error is not None:
                     return error
             except sa.exc.DBAPIError:
