@@ -2,8 +2,9 @@
 that name the missing ones.
 
 PostgreSQL says ``permission denied for table pending`` without saying which privilege the
-statement wanted; :func:`privilege_error` asks ``has_table_privilege`` for each one the job
-needs and names those the role lacks, so one grant fixes it instead of one per attempt.
+statement wanted; :func:`privilege_error` asks ``has_table_privilege`` (and, for the columns
+the worker writes, ``has_column_privilege``, which a column grant satisfies) for each one the
+job needs and names those the role lacks, so one grant fixes it instead of one per attempt.
 """
 
 from __future__ import annotations
