@@ -106,8 +106,9 @@ def privilege_error(conn: sa.Connection, exc: BaseException | None,
                     ) -> PrivilegeError | None:
     """A :class:`PrivilegeError` for ``exc``, naming what the role lacks of ``needs`` and
     ``column_needs`` (see :func:`missing_privileges`); without ``exc``, None when it lacks
-    nothing (a check before starting). A role that lacks none of them but is refused what only
-    a table's owner may do (build an index, rename a column) is told so.
+    nothing (a check before starting). A role that lacks none of them and does not own the
+    tables of ``column_needs`` is told that the step it was refused is the owner's (building an
+    index, renaming a column): PostgreSQL reports both with the same SQLSTATE.
 
     ``conn`` must not be in the transaction ``exc`` aborted (a fresh connection, or a
     savepoint rolled back).
@@ -121,7 +122,8 @@ def privilege_error(conn: sa.Connection, exc: BaseException | None,
     if exc is None:
         return None
     reason = first_line(exc)
-    if "must be owner of" in reason:
+    if any(conn.execute(sa.text(queries["owns_table"]), {"qualified_table": table}).scalar()
+           is False for table in column_needs or {}):  # a table gone is not an owner's matter
         return PrivilegeError(
             f"{doing}: role {role} is not the owner ({reason}): this step is DDL that only"
             " the table's owner may run (building or setting aside an HNSW index, swapping in"

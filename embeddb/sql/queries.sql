@@ -410,6 +410,10 @@ JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.column_name AND NOT 
 WHERE NOT has_column_privilege(c.oid, a.attnum, t.privilege)
 ORDER BY t.n
 
+-- owns_table --
+-- Whether the current role may act as the table's owner (owns it, or is a member of its owner).
+SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass(:qualified_table)
+
 -- park --
 -- Set rows aside at once with a reason that no retry would change (rows hidden by row-level
 -- security); `embeddb retry` brings them back.
