@@ -49,6 +49,8 @@ EXIT_HEALTHY = 0
 EXIT_WARNING = 1
 EXIT_ERROR = 2
 EXIT_UNKNOWN = 3
+#: PostgreSQL's SQLSTATE for a statement cancelled (by statement_timeout, among others).
+QUERY_CANCELED = "57014"
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,9 @@ class _Doctor:
                     column_sql.count_unqueued_stale_rows(spec, entry.id), {"limit": limit}
                 ).scalar_one())
         except sa.exc.OperationalError as exc:
-            if "statement timeout" not in str(exc.orig):
+            # query_canceled, not the message: when the budget cancels a parallel scan, the
+            # error can come from a parallel worker as "canceling statement due to user request"
+            if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
                 raise
             self._add("stale_rows", "info", name,
                       f"counting stale rows took longer than {self.limits.stale_seconds:g}s,"
