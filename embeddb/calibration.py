@@ -16,8 +16,20 @@ the answer. On 3,900 WordNet synsets, stored vectors as queries measured recall@
 0.924. A midpoint is no node and its neighbours lie in two neighbourhoods: it measured 0.897,
 a little harder than a real query, so a target it meets is met with a margin.
 
+A filter changes the walk: the iterative scan must visit about k / selectivity rows, and many
+more when the rows a filter keeps lie away from the query's neighbourhood, as real categories
+do (on 117k WordNet glosses ``pos IN ('verb', 'adverb')``, 14.8% of the rows, took the index
+plan 35 ms at p95 where ``pos = 'adjective'``, 15.4%, took 12). So the curve is also measured
+under filters (:data:`SELECTIVITIES`): for each sample query, a random stored vector is a
+pivot and the filter keeps the given share of rows nearest to it, a cluster in vector space
+that most queries lie outside, the hard case. Those points are measured at the ``ef_search``
+values the recall targets of :data:`FILTER_TARGETS` pick, over :data:`FILTERED_SAMPLES`
+queries.
+
 :mod:`embeddb.query._planner` then picks, for a requested recall, the smallest ``ef_search``
-whose recall meets it, or the exact scan when no point does or the exact scan is faster.
+whose recall meets it, or the exact scan when no point does or the exact scan is faster; under
+a filter, the index plan only where its filtered points meet the recall and beat the exact
+scan's time for the rows the filter keeps.
 
 Recalibrate when the index changes: after the worker rebuilds an index set aside for a
 backfill (:func:`embeddb.backfill.rebuild_index` calls :func:`calibrate_quietly`), with
@@ -61,6 +73,11 @@ DEFAULT_K = 10
 GROWTH = 1.5
 #: A curve point stops the walk up :data:`EF_GRID` once its recall reaches this.
 PERFECT = 0.9995
+#: The shares of the rows the filtered points keep, and the recall targets whose
+#: ``ef_search`` they are measured at, over at most this many of the sample queries.
+SELECTIVITIES = (0.5, 0.25, 0.12, 0.06)
+FILTER_TARGETS = (0.9, 0.95, 0.99)
+FILTERED_SAMPLES = 50
 
 
 class CalibrationError(EmbeddbError):
@@ -77,14 +94,29 @@ class Point:
 
 
 @dataclass(frozen=True)
+class FilteredPoint:
+    """The index plan at one ``ef_search`` under a filter keeping ``selectivity`` of the rows,
+    clustered around a pivot: mean recall@k and mean milliseconds per query."""
+
+    selectivity: float
+    ef_search: int
+    recall: float
+    ms: float
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """A column's measured curve, as recorded in ``embeddb.calibrations``."""
+    """A column's measured curve, as recorded in ``embeddb.calibrations``.
+
+    ``filtered`` is empty for a calibration made before revision 0017, or of a table too
+    small to filter."""
 
     k: int
     samples: int
     exact_ms: float
     points: tuple[Point, ...]
     table_rows: float
+    filtered: tuple[FilteredPoint, ...] = ()
 
     def describe(self) -> str:
         """The curve as lines of text, for ``embeddb tune``."""
@@ -92,15 +124,26 @@ class Calibration:
                  f" {self.table_rows:,.0f} rows; exact scan {self.exact_ms:.2f} ms"]
         lines += [f"  ef_search {p.ef_search:4d}: recall {p.recall:.4f}, {p.ms:.2f} ms"
                   for p in self.points]
+        if self.filtered:
+            lines.append("under filters keeping rows clustered around a pivot"
+                         " (exact scan: its share of the time above):")
+        lines += [f"  {p.selectivity:4.0%} of rows, ef_search {p.ef_search:4d}:"
+                  f" recall {p.recall:.4f}, {p.ms:.2f} ms" for p in self.filtered]
         return "\n".join(lines)
 
     @classmethod
     def from_row(cls, row: Any) -> Calibration:
-        curve = row.curve if isinstance(row.curve, list) else json.loads(row.curve)
         points = tuple(Point(int(p["ef_search"]), float(p["recall"]), float(p["ms"]))
-                       for p in curve)
+                       for p in _json_list(row.curve))
+        filtered = tuple(FilteredPoint(float(p["selectivity"]), int(p["ef_search"]),
+                                       float(p["recall"]), float(p["ms"]))
+                         for p in _json_list(getattr(row, "filtered", None) or []))
         return cls(int(row.k), int(row.samples), float(row.exact_ms), points,
-                   float(row.table_rows))
+                   float(row.table_rows), filtered)
+
+
+def _json_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else list(json.loads(value))
 
 
 def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_SAMPLES,
@@ -151,17 +194,61 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
         points.append(Point(ef, statistics.fmean(recalls), statistics.fmean(times)))
         if points[-1].recall >= PERFECT:
             break  # higher ef_search only costs more
+    filtered = _filtered_points(conn, entry, asked[:FILTERED_SAMPLES], points, k) \
+        if table_rows >= k / min(SELECTIVITIES) else []
     conn.execute(sa.text("SELECT set_config('enable_sort', 'on', true),"
                          " set_config('hnsw.iterative_scan', 'off', true)"))
-    result = Calibration(k, len(asked), statistics.fmean(exact_times), tuple(points), table_rows)
+    result = Calibration(k, len(asked), statistics.fmean(exact_times), tuple(points), table_rows,
+                         tuple(filtered))
     conn.execute(sa.text(queries["save_calibration"]), {
         "column_id": entry.id, "table_rows": table_rows, "index": column_sql.qualified_index(spec),
         "k": k, "samples": len(asked), "exact_ms": result.exact_ms,
         "curve": json.dumps([p.__dict__ for p in points]),
+        "filtered": json.dumps([p.__dict__ for p in filtered]),
     })
     log.info("%s calibrated: %s", spec.qualified_column, "; ".join(
         f"ef_search {p.ef_search} recall {p.recall:.3f}" for p in points))
     return result
+
+
+def _filtered_points(conn: Connection, entry: CatalogEntry, asked: list[str],
+                     points: list[Point], k: int) -> list[FilteredPoint]:
+    """The index plan's recall and time under filters clustered around pivots, at each
+    :data:`SELECTIVITIES` and at the ``ef_search`` each of :data:`FILTER_TARGETS` picks from
+    ``points`` (settings as the caller left them: iterative scan, no sort)."""
+    efs = sorted({meeting.ef_search for target in FILTER_TARGETS
+                  if (meeting := first_meeting(points, target)) is not None})
+    pivots = [_vector_text(json.loads(text)) for text in conn.exec_driver_sql(
+        calibration_sql.sample_vectors(entry.spec), {"limit": len(asked)}).scalars()]
+    truth_sql = calibration_sql.filtered_truth(entry.spec)
+    cases = []  # (query, pivot, [(radius, exact distances)] per selectivity)
+    for vector, pivot in zip(asked, pivots, strict=False):
+        rows = conn.exec_driver_sql(truth_sql, {
+            "q": vector, "pivot": pivot, "fractions": list(SELECTIVITIES), "k": k}).all()
+        cases.append((vector, pivot, [(float(r), [float(d) for d in best]) for r, best in rows]))
+    index_sql = calibration_sql.filtered_neighbours(entry.spec)
+    measured = []
+    for ef in efs:
+        conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+        for i, selectivity in enumerate(SELECTIVITIES):
+            recalls, times = [], []
+            for vector, pivot, shares in cases:
+                radius, best = shares[i]
+                started = time.perf_counter()
+                found = conn.exec_driver_sql(index_sql, {
+                    "q": vector, "pivot": pivot, "radius": radius, "k": k}).scalars().all()
+                times.append((time.perf_counter() - started) * 1000)
+                recalls.append(_recall([float(d) for d in found], best, k))
+            if recalls:
+                measured.append(FilteredPoint(selectivity, ef, statistics.fmean(recalls),
+                                              statistics.fmean(times)))
+    return measured
+
+
+def first_meeting(points: Sequence[Point], recall: float) -> Point | None:
+    """The point of smallest ``ef_search`` whose recall reaches ``recall``, if any."""
+    meeting = [p for p in points if p.recall >= recall]
+    return min(meeting, key=lambda p: p.ef_search) if meeting else None
 
 
 def calibrate_quietly(engine: Engine, entry: CatalogEntry) -> Calibration | None:

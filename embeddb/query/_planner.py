@@ -21,8 +21,11 @@ answer the ``index`` plan with a sequential scan, so :func:`choose` then runs, a
 
 ``auto`` asks the planner (one ``EXPLAIN``, remembered per filter for a minute) how many rows
 match the filter (R) and how many the table has (N). An exact scan visits the R rows; the index
-visits about k / selectivity = k * N / R tuples, each much dearer. :func:`prefers_exact` picks
-the cheaper one.
+visits about k / selectivity = k * N / R tuples, each much dearer, and many more when the rows
+the filter keeps lie away from the query. A calibrated column answers that from its own
+measurements (:func:`filtered_ef`): the index plan's time and recall under filters that keep
+a cluster of rows, interpolated at R / N, against the exact scan's time for R of the N rows.
+Without them :func:`prefers_exact` picks by a rule of thumb.
 
 The index plan's ``ef_search`` comes from the column's calibration (:mod:`embeddb.calibration`):
 the smallest measured ``ef_search`` whose recall@k meets the ``recall`` asked for (default
@@ -44,6 +47,7 @@ before anything else runs in the caller's transaction.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -61,7 +65,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from ..calibration import Calibration, is_stale
+from ..calibration import Calibration, FilteredPoint, Point, first_meeting, is_stale
 from ..database import parse_version
 from ..errors import QueryError
 from ..sql import queries
@@ -232,6 +236,9 @@ def choose(conn: Connection, rows: Filter, k: int, plan: Plan,
     if partial_index_serves(conn, rows, k):  # its graph holds only the matching rows
         return Choice("index", ef_search=ef or _calibrated_ef(conn, target, k, wanted))
     matching, table_rows = estimate(conn, rows)
+    if calibration is not None and calibration.filtered and matching > EXACT_ROWS_FLOOR:
+        ef = filtered_ef(calibration, wanted, k, matching / max(table_rows, 1.0))
+        return Choice("exact" if ef is None else "index", matching, table_rows, ef)
     if prefers_exact(matching, table_rows, k):
         return Choice("exact", matching, table_rows)
     return Choice("index", matching, table_rows, ef)
@@ -288,13 +295,65 @@ def calibrated_ef(calibration: Calibration, recall: float, k: int) -> int | None
     A point measured at ``calibration.k`` is scaled by ``k / calibration.k``: the iterative
     scan's recall follows the candidates it keeps per result.
     """
-    meeting = [p for p in calibration.points if p.recall >= recall]
-    if not meeting:
-        return None
-    point = min(meeting, key=lambda p: p.ef_search)
-    if calibration.exact_ms <= point.ms:
+    point = _meeting_point(calibration, recall)
+    if point is None:
         return None
     return min(EF_SEARCH_MAX, max(1, math.ceil(point.ef_search * k / calibration.k)))
+
+
+def filtered_ef(calibration: Calibration, recall: float, k: int,
+                selectivity: float) -> int | None:
+    """The ``ef_search`` for the index plan under a filter keeping ``selectivity`` of the rows,
+    or None when the exact scan is the plan there.
+
+    From the smallest ``ef_search`` the unfiltered curve picks for ``recall`` upwards, each one
+    the filtered points were measured at is tried: its recall and time are interpolated at
+    ``selectivity`` (between measured selectivities, and the unfiltered point at 1); the first
+    whose recall meets the target is the index plan's if its time beats the exact scan's for
+    that share of the rows (``exact_ms * selectivity``), else the exact scan is. A k above
+    the calibration's scales the index plan's time with it (the walk visits ~k / selectivity
+    rows); the exact scan's stays.
+    """
+    wanted = _meeting_point(calibration, recall)
+    if wanted is None:
+        return None
+    by_ef: dict[int, list[FilteredPoint]] = {}
+    for point in calibration.filtered:
+        by_ef.setdefault(point.ef_search, []).append(point)
+    unfiltered = {p.ef_search: p for p in calibration.points}
+    share = min(1.0, max(selectivity, 0.0))
+    for ef in sorted(e for e in by_ef if e >= wanted.ef_search and e in unfiltered):
+        measured = sorted(by_ef[ef], key=lambda p: p.selectivity)
+        top = unfiltered[ef]
+        found, ms = _interpolated([*measured, FilteredPoint(1.0, ef, top.recall, top.ms)], share)
+        if found >= recall:
+            if ms * max(1.0, k / calibration.k) >= calibration.exact_ms * share:
+                return None
+            return min(EF_SEARCH_MAX, max(1, math.ceil(ef * k / calibration.k)))
+    return None
+
+
+def _interpolated(points: list[FilteredPoint], share: float) -> tuple[float, float]:
+    """Recall and milliseconds at ``share``, from points sorted by selectivity: linear in
+    log(selectivity) between two points; below the lowest, its recall and a time growing as
+    1 / share (the walk visits about k / share rows)."""
+    low = points[0]
+    if share <= low.selectivity:
+        return low.recall, low.ms * low.selectivity / max(share, 1e-9)
+    for below, above in itertools.pairwise(points):
+        if share <= above.selectivity:
+            span = math.log(above.selectivity) - math.log(below.selectivity)
+            t = (math.log(share) - math.log(below.selectivity)) / span if span > 0 else 1.0
+            return (below.recall + t * (above.recall - below.recall),
+                    below.ms + t * (above.ms - below.ms))
+    return points[-1].recall, points[-1].ms
+
+
+def _meeting_point(calibration: Calibration, recall: float) -> Point | None:
+    """The unfiltered point of smallest ``ef_search`` meeting ``recall``; None when none does
+    or the exact scan measured faster than it."""
+    point = first_meeting(calibration.points, recall)
+    return None if point is None or calibration.exact_ms <= point.ms else point
 
 
 def _calibrated_ef(conn: Connection, target: Target, k: int, recall: float) -> int | None:

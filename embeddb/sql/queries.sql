@@ -543,7 +543,11 @@ SELECT coalesce((
 
 -- column_calibration --
 -- A column's calibration, whether its index is still the one measured, and the table's rows now.
+-- The filtered points count only if measured with this curve (filtered_at = calibrated_at): a
+-- worker from before revision 0017 recalibrates without them.
 SELECT cal.k, cal.samples, cal.exact_ms, cal.curve, cal.table_rows, cal.calibrated_at,
+       CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.filtered
+            ELSE '[]'::jsonb END AS filtered,
        cal.index_oid IS NOT DISTINCT FROM
            to_regclass(format('%I.%I', col.table_schema, col.index_name))::oid AS same_index,
        greatest(coalesce(t.reltuples, 0), 0)::float8 AS rows_now
@@ -555,13 +559,13 @@ WHERE col.table_schema = coalesce(:schema, current_schema()) AND col.table_name 
 
 -- save_calibration --
 INSERT INTO embeddb.calibrations
-    (column_id, table_rows, index_oid, k, samples, exact_ms, curve)
+    (column_id, table_rows, index_oid, k, samples, exact_ms, curve, filtered, filtered_at)
 VALUES (:column_id, :table_rows, to_regclass(:index)::oid, :k, :samples, :exact_ms,
-        CAST(:curve AS jsonb))
+        CAST(:curve AS jsonb), CAST(:filtered AS jsonb), now())
 ON CONFLICT (column_id) DO UPDATE
 SET calibrated_at = now(), table_rows = excluded.table_rows, index_oid = excluded.index_oid,
     k = excluded.k, samples = excluded.samples, exact_ms = excluded.exact_ms,
-    curve = excluded.curve
+    curve = excluded.curve, filtered = excluded.filtered, filtered_at = now()
 
 -- partial_hnsw_indexes --
 -- The valid partial HNSW indexes on the column (CREATE INDEX ... USING hnsw ... WHERE ...).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from embeddb import Embedding, nearest
-from embeddb.calibration import Calibration, Point
+from embeddb.calibration import Calibration, FilteredPoint, Point
 from embeddb.errors import QueryError
 from embeddb.query import _planner as planner
 from embeddb.query._neighbours import DuplicatePair, duplicate_groups
@@ -146,3 +148,63 @@ def test_the_index_plan_runs_with_the_calibrated_ef_search() -> None:
     values = planner.settings(Choice("index", ef_search=24), 10, (0, 8, 0))
     assert values["hnsw.ef_search"] == "24"
     assert planner.settings(Choice("index"), 10, (0, 8, 0))["hnsw.ef_search"] == "64"
+
+
+def _filtered(exact_ms: float, points: list[tuple[int, float, float]],
+              filtered: list[tuple[float, int, float, float]]) -> Calibration:
+    return Calibration(10, 100, exact_ms, tuple(Point(*p) for p in points), 117_000,
+                       tuple(FilteredPoint(*f) for f in filtered))
+
+
+# WordNet-like: exact scan 100 ms; the walk at ef 250 takes 8 ms unfiltered, and far longer
+# under a filter keeping a cluster of rows away from the query
+_WORDNET = _filtered(100.0, [(160, 0.93, 6.0), (250, 0.97, 8.0), (640, 0.991, 18.0)], [
+    (0.5, 250, 0.97, 12.0), (0.25, 250, 0.96, 20.0), (0.12, 250, 0.95, 35.0),
+    (0.06, 250, 0.93, 60.0),
+    (0.5, 640, 0.99, 25.0), (0.25, 640, 0.985, 40.0), (0.12, 640, 0.98, 60.0),
+    (0.06, 640, 0.97, 90.0),
+])
+
+
+@pytest.mark.parametrize(("selectivity", "ef"), [
+    (0.7, 250),    # most rows kept: the walk costs about what it costs unfiltered
+    (0.4, 250),    # ~15 ms interpolated against 40 ms to scan 40% exactly
+    (0.15, None),  # the band: ~30 ms walking against 15 ms scanning
+    (0.03, None),  # below the lowest measured share the walk only grows
+])
+def test_under_a_filter_the_measured_walk_is_weighed_against_scanning_its_rows(
+        selectivity: float, ef: int | None) -> None:
+    assert planner.filtered_ef(_WORDNET, 0.95, 10, selectivity) == ef
+
+
+def test_under_a_filter_a_recall_the_walk_misses_there_is_the_exact_scan() -> None:
+    # unfiltered, ef 640 meets 0.99; at 50% its recall 0.99 just meets it, at 25% it is 0.985
+    assert planner.filtered_ef(_WORDNET, 0.99, 10, 0.8) == 640
+    assert planner.filtered_ef(_WORDNET, 0.99, 10, 0.25) is None
+    # 0.96 is met unfiltered by ef 250 but not at 12% (0.95) and not cheaply by 640: exact
+    assert planner.filtered_ef(_WORDNET, 0.96, 10, 0.12) is None
+    assert planner.filtered_ef(_WORDNET, 0.999, 10, 0.9) is None  # no point meets it at all
+
+
+def test_under_a_filter_a_higher_ef_search_is_tried_when_the_lower_misses() -> None:
+    curve = _filtered(1000.0, [(100, 0.95, 4.0), (400, 0.99, 9.0)], [
+        (0.5, 100, 0.90, 6.0), (0.25, 100, 0.85, 8.0),
+        (0.5, 400, 0.97, 12.0), (0.25, 400, 0.96, 16.0)])
+    assert planner.filtered_ef(curve, 0.95, 10, 0.3) == 400  # 100 misses under the filter
+    assert planner.filtered_ef(curve, 0.95, 20, 0.3) == 800  # scaled with k, like unfiltered
+
+
+def test_a_larger_k_makes_the_filtered_walk_dearer_not_the_exact_scan() -> None:
+    # 40% of the rows: 15 ms walking against 40 ms scanning at k=10; at k=40 the walk is 60 ms
+    assert planner.filtered_ef(_WORDNET, 0.95, 10, 0.4) == 250
+    assert planner.filtered_ef(_WORDNET, 0.95, 40, 0.4) is None
+
+
+def test_filtered_points_are_read_back_and_described() -> None:
+    row = SimpleNamespace(
+        k=10, samples=50, exact_ms=100.0, table_rows=117_000.0,
+        curve=[{"ef_search": 250, "recall": 0.97, "ms": 8.0}],
+        filtered='[{"selectivity": 0.25, "ef_search": 250, "recall": 0.96, "ms": 20.0}]')
+    measured = Calibration.from_row(row)
+    assert measured.filtered == (FilteredPoint(0.25, 250, 0.96, 20.0),)
+    assert "25% of rows, ef_search  250: recall 0.9600, 20.00 ms" in measured.describe()
