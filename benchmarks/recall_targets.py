@@ -317,7 +317,8 @@ def measure(engine: sa.Engine, corpus: Corpus, samples: int
                       f" recall {run['recall']:.3f} {run['plans']}")
     return results, {"seconds": seconds, "k": measured.k, "samples": measured.samples,
                      "exact_ms": measured.exact_ms,
-                     "curve": [p.__dict__ for p in measured.points]}, truths
+                     "curve": [p.__dict__ for p in measured.points],
+                     "filtered": [p.__dict__ for p in measured.filtered]}, truths
 
 
 def _estimate(measured: calibration.Calibration, ef: int | None) -> float | None:

@@ -265,13 +265,15 @@ def calibrate_quietly(engine: Engine, entry: CatalogEntry) -> Calibration | None
 
 def needs_calibration(conn: Connection, entry: CatalogEntry) -> bool:
     """Whether the column has a valid index and no calibration of it, one made before the
-    index was rebuilt, or one made when the table had less than 1 / :data:`GROWTH` its rows."""
+    index was rebuilt, one made when the table had less than 1 / :data:`GROWTH` its rows, or
+    one without its filtered points (made before revision 0017, or by a worker from before)."""
     spec = entry.spec
     if spec.index is None or spec.index.quantize is not None or not _index_valid(conn, entry):
         return False
     row = conn.execute(sa.text(queries["column_calibration"]), {
         "schema": spec.schema, "table": spec.table, "column": spec.column}).one_or_none()
-    return row is None or is_stale(row.same_index, row.table_rows, row.rows_now)
+    return row is None or is_stale(row.same_index, row.table_rows, row.rows_now) \
+        or not row.filtered_current
 
 
 def is_stale(same_index: bool, table_rows: float, rows_now: float) -> bool:

@@ -548,6 +548,7 @@ SELECT coalesce((
 SELECT cal.k, cal.samples, cal.exact_ms, cal.curve, cal.table_rows, cal.calibrated_at,
        CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.filtered
             ELSE '[]'::jsonb END AS filtered,
+       (cal.filtered_at = cal.calibrated_at) IS TRUE AS filtered_current,
        cal.index_oid IS NOT DISTINCT FROM
            to_regclass(format('%I.%I', col.table_schema, col.index_name))::oid AS same_index,
        greatest(coalesce(t.reltuples, 0), 0)::float8 AS rows_now

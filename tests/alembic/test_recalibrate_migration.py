@@ -67,5 +67,7 @@ def test_0017_adds_filtered_points_that_a_calibration_before_it_lacks(
         row = conn.execute(sa.text(queries["column_calibration"]), {
             "schema": "public", "table": "tickets", "column": "embedding"}).one()
         assert calibration.Calibration.from_row(row).filtered == ()  # none measured for it
+        assert calibration.needs_calibration(conn, entry)  # so the worker's next pass redoes it
     with engine.begin() as conn:
         assert calibration.calibrate(conn, entry, samples=10).filtered
+        assert not calibration.needs_calibration(conn, entry)

@@ -132,6 +132,7 @@ def test_the_calibration_measures_the_walk_under_clustered_filters(
     with db.connect() as conn:
         older = planner.calibration_of(conn, target)
         assert older is not None and older.filtered == () and older.points == measured.points
+        assert calibration.needs_calibration(conn, entry_of(conn))  # the next pass redoes it
 
 
 def test_a_filter_takes_the_plan_its_filtered_points_measured_cheaper(
