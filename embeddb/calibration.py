@@ -86,11 +86,18 @@ class CalibrationError(EmbeddbError):
 
 @dataclass(frozen=True)
 class Point:
-    """The index plan at one ``ef_search``: mean recall@k and mean milliseconds per query."""
+    """The index plan at one ``ef_search``: mean recall@k, mean milliseconds per query, and
+    the 95th percentile of those milliseconds (None in a calibration from before 0017)."""
 
     ef_search: int
     recall: float
     ms: float
+    p95_ms: float | None = None
+
+    @property
+    def tail_ms(self) -> float:
+        """The 95th percentile of the time per query, else its mean."""
+        return self.ms if self.p95_ms is None else self.p95_ms
 
 
 @dataclass(frozen=True)
@@ -102,14 +109,20 @@ class FilteredPoint:
     ef_search: int
     recall: float
     ms: float
+    p95_ms: float | None = None
+
+    @property
+    def tail_ms(self) -> float:
+        """The 95th percentile of the time per query, else its mean."""
+        return self.ms if self.p95_ms is None else self.p95_ms
 
 
 @dataclass(frozen=True)
 class Calibration:
     """A column's measured curve, as recorded in ``embeddb.calibrations``.
 
-    ``filtered`` is empty for a calibration made before revision 0017, or of a table too
-    small to filter."""
+    ``filtered`` is empty, and ``exact_p95_ms`` None, for a calibration made before revision
+    0017; ``filtered`` is empty too for a table too small to filter."""
 
     k: int
     samples: int
@@ -117,33 +130,53 @@ class Calibration:
     points: tuple[Point, ...]
     table_rows: float
     filtered: tuple[FilteredPoint, ...] = ()
+    exact_p95_ms: float | None = None
+
+    @property
+    def exact_tail_ms(self) -> float:
+        """The exact scan's 95th percentile time per query, else its mean."""
+        return self.exact_ms if self.exact_p95_ms is None else self.exact_p95_ms
 
     def describe(self) -> str:
         """The curve as lines of text, for ``embeddb tune``."""
         lines = [f"recall@{self.k} over {self.samples} queries,"
-                 f" {self.table_rows:,.0f} rows; exact scan {self.exact_ms:.2f} ms"]
+                 f" {self.table_rows:,.0f} rows; exact scan {self.exact_ms:.2f} ms"
+                 f" (p95 {self.exact_tail_ms:.2f})"]
         lines += [f"  ef_search {p.ef_search:4d}: recall {p.recall:.4f}, {p.ms:.2f} ms"
                   for p in self.points]
         if self.filtered:
             lines.append("under filters keeping rows clustered around a pivot"
                          " (exact scan: its share of the time above):")
         lines += [f"  {p.selectivity:4.0%} of rows, ef_search {p.ef_search:4d}:"
-                  f" recall {p.recall:.4f}, {p.ms:.2f} ms" for p in self.filtered]
+                  f" recall {p.recall:.4f}, {p.ms:.2f} ms (p95 {p.tail_ms:.2f})"
+                  for p in self.filtered]
         return "\n".join(lines)
 
     @classmethod
     def from_row(cls, row: Any) -> Calibration:
-        points = tuple(Point(int(p["ef_search"]), float(p["recall"]), float(p["ms"]))
+        points = tuple(Point(int(p["ef_search"]), float(p["recall"]), float(p["ms"]),
+                             _optional(p.get("p95_ms")))
                        for p in _json_list(row.curve))
         filtered = tuple(FilteredPoint(float(p["selectivity"]), int(p["ef_search"]),
-                                       float(p["recall"]), float(p["ms"]))
+                                       float(p["recall"]), float(p["ms"]),
+                                       _optional(p.get("p95_ms")))
                          for p in _json_list(getattr(row, "filtered", None) or []))
         return cls(int(row.k), int(row.samples), float(row.exact_ms), points,
-                   float(row.table_rows), filtered)
+                   float(row.table_rows), filtered,
+                   _optional(getattr(row, "exact_p95_ms", None)))
 
 
 def _json_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else list(json.loads(value))
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _p95(times: Sequence[float]) -> float:
+    """The 95th percentile of ``times`` (the one time if there is one)."""
+    return statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
 
 
 def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_SAMPLES,
@@ -191,7 +224,8 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
             found, ms = _timed(conn, index_sql, vector, k)
             recalls.append(_recall(found, best, k))
             times.append(ms)
-        points.append(Point(ef, statistics.fmean(recalls), statistics.fmean(times)))
+        points.append(Point(ef, statistics.fmean(recalls), statistics.fmean(times),
+                            _p95(times)))
         if points[-1].recall >= PERFECT:
             break  # higher ef_search only costs more
     filtered = _filtered_points(conn, entry, asked[:FILTERED_SAMPLES], points, k) \
@@ -199,10 +233,11 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
     conn.execute(sa.text("SELECT set_config('enable_sort', 'on', true),"
                          " set_config('hnsw.iterative_scan', 'off', true)"))
     result = Calibration(k, len(asked), statistics.fmean(exact_times), tuple(points), table_rows,
-                         tuple(filtered))
+                         tuple(filtered), _p95(exact_times))
     conn.execute(sa.text(queries["save_calibration"]), {
         "column_id": entry.id, "table_rows": table_rows, "index": column_sql.qualified_index(spec),
         "k": k, "samples": len(asked), "exact_ms": result.exact_ms,
+        "exact_p95_ms": result.exact_p95_ms,
         "curve": json.dumps([p.__dict__ for p in points]),
         "filtered": json.dumps([p.__dict__ for p in filtered]),
     })
@@ -241,7 +276,7 @@ def _filtered_points(conn: Connection, entry: CatalogEntry, asked: list[str],
                 recalls.append(_recall([float(d) for d in found], best, k))
             if recalls:
                 measured.append(FilteredPoint(selectivity, ef, statistics.fmean(recalls),
-                                              statistics.fmean(times)))
+                                              statistics.fmean(times), _p95(times)))
     return measured
 
 

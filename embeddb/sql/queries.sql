@@ -548,6 +548,7 @@ SELECT coalesce((
 SELECT cal.k, cal.samples, cal.exact_ms, cal.curve, cal.table_rows, cal.calibrated_at,
        CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.filtered
             ELSE '[]'::jsonb END AS filtered,
+       CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.exact_p95_ms END AS exact_p95_ms,
        (cal.filtered_at = cal.calibrated_at) IS TRUE AS filtered_current,
        cal.index_oid IS NOT DISTINCT FROM
            to_regclass(format('%I.%I', col.table_schema, col.index_name))::oid AS same_index,
@@ -560,13 +561,15 @@ WHERE col.table_schema = coalesce(:schema, current_schema()) AND col.table_name 
 
 -- save_calibration --
 INSERT INTO embeddb.calibrations
-    (column_id, table_rows, index_oid, k, samples, exact_ms, curve, filtered, filtered_at)
+    (column_id, table_rows, index_oid, k, samples, exact_ms, curve, filtered, exact_p95_ms,
+     filtered_at)
 VALUES (:column_id, :table_rows, to_regclass(:index)::oid, :k, :samples, :exact_ms,
-        CAST(:curve AS jsonb), CAST(:filtered AS jsonb), now())
+        CAST(:curve AS jsonb), CAST(:filtered AS jsonb), :exact_p95_ms, now())
 ON CONFLICT (column_id) DO UPDATE
 SET calibrated_at = now(), table_rows = excluded.table_rows, index_oid = excluded.index_oid,
     k = excluded.k, samples = excluded.samples, exact_ms = excluded.exact_ms,
-    curve = excluded.curve, filtered = excluded.filtered, filtered_at = now()
+    curve = excluded.curve, filtered = excluded.filtered,
+    exact_p95_ms = excluded.exact_p95_ms, filtered_at = now()
 
 -- partial_hnsw_indexes --
 -- The valid partial HNSW indexes on the column (CREATE INDEX ... USING hnsw ... WHERE ...).

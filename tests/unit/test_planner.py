@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy.dialects import postgresql
@@ -150,8 +152,8 @@ def test_the_index_plan_runs_with_the_calibrated_ef_search() -> None:
     assert planner.settings(Choice("index"), 10, (0, 8, 0))["hnsw.ef_search"] == "64"
 
 
-def _filtered(exact_ms: float, points: list[tuple[int, float, float]],
-              filtered: list[tuple[float, int, float, float]]) -> Calibration:
+def _filtered(exact_ms: float, points: list[tuple[Any, ...]],
+              filtered: list[tuple[Any, ...]]) -> Calibration:
     return Calibration(10, 100, exact_ms, tuple(Point(*p) for p in points), 117_000,
                        tuple(FilteredPoint(*f) for f in filtered))
 
@@ -208,3 +210,17 @@ def test_filtered_points_are_read_back_and_described() -> None:
     measured = Calibration.from_row(row)
     assert measured.filtered == (FilteredPoint(0.25, 250, 0.96, 20.0),)
     assert "25% of rows, ef_search  250: recall 0.9600, 20.00 ms" in measured.describe()
+
+
+def test_under_a_filter_the_walk_is_judged_by_its_tail() -> None:
+    # at 15% the walk's mean (12 ms) beats scanning 15% (15 ms), its p95 (40 ms) does not
+    points = [(250, 0.97, 8.0, 11.0)]
+    walk = [(share, 250, 0.97, 12.0, p95) for share, p95 in ((0.5, 14.0), (0.25, 30.0),
+                                                            (0.12, 45.0), (0.06, 60.0))]
+    assert planner.filtered_ef(_filtered(100.0, points, walk), 0.95, 10, 0.15) is None
+    means_only = [(share, ef, recall, ms) for share, ef, recall, ms, _ in walk]
+    assert planner.filtered_ef(_filtered(100.0, [(250, 0.97, 8.0)], means_only),
+                               0.95, 10, 0.15) == 250  # a calibration without tails: means
+    # tail against tail: an exact scan whose own p95 is 300 ms takes 45 ms for 15%
+    slow_exact = replace(_filtered(100.0, points, walk), exact_p95_ms=300.0)
+    assert planner.filtered_ef(slow_exact, 0.95, 10, 0.15) == 250
