@@ -18,13 +18,16 @@ a little harder than a real query, so a target it meets is met with a margin.
 
 A filter changes the walk: the iterative scan must visit about k / selectivity rows, and many
 more when the rows a filter keeps lie away from the query's neighbourhood, as real categories
-do (on 117k WordNet glosses ``pos IN ('verb', 'adverb')``, 14.8% of the rows, took the index
-plan 35 ms at p95 where ``pos = 'adjective'``, 15.4%, took 12). So the curve is also measured
-under filters (:data:`SELECTIVITIES`): for each sample query, a random stored vector is a
-pivot and the filter keeps the given share of rows nearest to it, a cluster in vector space
-that most queries lie outside, the hard case. Those points are measured at the ``ef_search``
-values the recall targets of :data:`FILTER_TARGETS` pick, over :data:`FILTERED_SAMPLES`
-queries.
+do (on 117k WordNet glosses, at ``ef_search`` 100, ``pos IN ('verb', 'adverb')``, 14.8% of
+the rows, took the walk 34 ms at p95 where ``pos = 'adjective'``, 15.4%, took 15). So the
+curve is also measured under filters (:data:`SELECTIVITIES`): for each sample query, a random
+stored vector is a pivot and the filter keeps the given share of rows nearest to it, a
+cluster in vector space that most queries lie outside. On WordNet those walks (mean 7-12 ms,
+p95 16-53 ms at 12-25% of the rows) measured among the band's real category filters (mean
+7-16 ms, p95 12-51 ms); pivots picked far from each query (the least similar of 4) measured
+harder than any of them (mean 20 ms at 12%), so the random pivot it is. The points are
+measured at the ``ef_search`` values the recall targets of :data:`FILTER_TARGETS` pick, for
+every sample query (the 95th percentile of 50 swung by 3x between runs).
 
 :mod:`embeddb.query._planner` then picks, for a requested recall, the smallest ``ef_search``
 whose recall meets it, or the exact scan when no point does or the exact scan is faster; under
@@ -74,10 +77,9 @@ GROWTH = 1.5
 #: A curve point stops the walk up :data:`EF_GRID` once its recall reaches this.
 PERFECT = 0.9995
 #: The shares of the rows the filtered points keep, and the recall targets whose
-#: ``ef_search`` they are measured at, over at most this many of the sample queries.
+#: ``ef_search`` they are measured at.
 SELECTIVITIES = (0.5, 0.25, 0.12, 0.06)
 FILTER_TARGETS = (0.9, 0.95, 0.99)
-FILTERED_SAMPLES = 50
 
 
 class CalibrationError(EmbeddbError):
@@ -103,7 +105,8 @@ class Point:
 @dataclass(frozen=True)
 class FilteredPoint:
     """The index plan at one ``ef_search`` under a filter keeping ``selectivity`` of the rows,
-    clustered around a pivot: mean recall@k and mean milliseconds per query."""
+    clustered around a pivot: mean recall@k, mean milliseconds per query and their 95th
+    percentile (None in a calibration from before 0017)."""
 
     selectivity: float
     ef_search: int
@@ -228,7 +231,7 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
                             _p95(times)))
         if points[-1].recall >= PERFECT:
             break  # higher ef_search only costs more
-    filtered = _filtered_points(conn, entry, asked[:FILTERED_SAMPLES], points, k) \
+    filtered = _filtered_points(conn, entry, asked, points, k) \
         if table_rows >= k / min(SELECTIVITIES) else []
     conn.execute(sa.text("SELECT set_config('enable_sort', 'on', true),"
                          " set_config('hnsw.iterative_scan', 'off', true)"))
