@@ -85,6 +85,10 @@ EXACT_ROWS_FLOOR = 1000
 #: and the query's neighbourhood do not overlap, as real filters often do not; its tail is
 #: long too (p95 ~8x p50 at 10% selectivity), so the margin goes to the exact scan.
 CROSSOVER = 200.0
+#: What a row of a filtered exact scan costs against a row of the whole-table scan the
+#: calibration times: its bitmap heap scan visits pages out of order (WordNet's band filters
+#: 1.3-1.8x per row at p95, SciFact's 1.9x).
+FILTERED_EXACT_COST = 1.5
 #: ``hnsw.ef_search`` for the index plan, from k: candidates per round of the iterative scan.
 #: 64 gives recall@10 0.978 on 117k WordNet rows where pgvector's default 40 gives 0.96.
 EF_SEARCH_PER_K = 4
@@ -312,7 +316,8 @@ def filtered_ef(calibration: Calibration, recall: float, k: int,
     the filtered points were measured at is tried: its recall and time are interpolated at
     ``selectivity`` (between measured selectivities, and the unfiltered point at 1); the first
     whose recall meets the target is the index plan's if its time beats the exact scan's for
-    that share of the rows (the whole scan's time * selectivity), else the exact scan is.
+    that share of the rows (the whole scan's time * selectivity * :data:`FILTERED_EXACT_COST`),
+    else the exact scan is.
     Times are 95th percentiles where measured (means in a calibration from before 0017):
     under a filter the walk's tail is long (on WordNet at 15%, p95 4-5x its p50) where the
     exact scan's is short, and a search's latency is judged by its tail. A k above the
@@ -333,7 +338,8 @@ def filtered_ef(calibration: Calibration, recall: float, k: int,
         anchor = FilteredPoint(1.0, ef, top.recall, top.ms, top.p95_ms)
         found, ms = _interpolated([*measured, anchor], share)
         if found >= recall:
-            if ms * max(1.0, k / calibration.k) >= calibration.exact_tail_ms * share:
+            exact_ms = calibration.exact_tail_ms * share * FILTERED_EXACT_COST
+            if ms * max(1.0, k / calibration.k) >= exact_ms:
                 return None
             return min(EF_SEARCH_MAX, max(1, math.ceil(ef * k / calibration.k)))
     return None
