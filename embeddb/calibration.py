@@ -255,7 +255,7 @@ def _filtered_points(conn: Connection, entry: CatalogEntry, asked: list[str],
     :data:`SELECTIVITIES` and at the ``ef_search`` each of :data:`FILTER_TARGETS` picks from
     ``points`` (settings as the caller left them: iterative scan, no sort)."""
     efs = sorted({meeting.ef_search for target in FILTER_TARGETS
-                  if (meeting := first_meeting(points, target)) is not None})
+                  if (meeting := first_meeting(points, target, len(asked) * k)) is not None})
     pivots = [_vector_text(json.loads(text)) for text in conn.exec_driver_sql(
         calibration_sql.sample_vectors(entry.spec), {"limit": len(asked)}).scalars()]
     truth_sql = calibration_sql.filtered_truth(entry.spec)
@@ -283,10 +283,19 @@ def _filtered_points(conn: Connection, entry: CatalogEntry, asked: list[str],
     return measured
 
 
-def first_meeting(points: Sequence[Point], recall: float) -> Point | None:
-    """The point of smallest ``ef_search`` whose recall reaches ``recall``, if any."""
-    meeting = [p for p in points if p.recall >= recall]
+def first_meeting(points: Sequence[Point], recall: float, draws: int) -> Point | None:
+    """The point of smallest ``ef_search`` that :func:`meets` ``recall``, if any."""
+    meeting = [p for p in points if meets(p.recall, recall, draws)]
     return min(meeting, key=lambda p: p.ef_search) if meeting else None
+
+
+def meets(measured: float, recall: float, draws: int) -> bool:
+    """Whether a recall measured over ``draws`` neighbours (sample queries * k) reaches
+    ``recall`` by more than its standard error: a point measured at the target exactly is as
+    likely to miss it for real queries as to meet it (SciFact: 0.990 measured at ef_search 40,
+    0.986 found by the 300 real claims)."""
+    error = math.sqrt(max(measured * (1 - measured), 0.0) / max(draws, 1))
+    return measured - error >= recall
 
 
 def calibrate_quietly(engine: Engine, entry: CatalogEntry) -> Calibration | None:

@@ -65,7 +65,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from ..calibration import Calibration, FilteredPoint, Point, first_meeting, is_stale
+from ..calibration import Calibration, FilteredPoint, Point, first_meeting, is_stale, meets
 from ..database import parse_version
 from ..errors import QueryError
 from ..sql import queries
@@ -337,7 +337,7 @@ def filtered_ef(calibration: Calibration, recall: float, k: int,
         top = unfiltered[ef]
         anchor = FilteredPoint(1.0, ef, top.recall, top.ms, top.p95_ms)
         found, ms = _interpolated([*measured, anchor], share)
-        if found >= recall:
+        if meets(found, recall, calibration.samples * calibration.k):
             exact_ms = calibration.exact_tail_ms * share * FILTERED_EXACT_COST
             if ms * max(1.0, k / calibration.k) >= exact_ms:
                 return None
@@ -364,7 +364,7 @@ def _interpolated(points: list[FilteredPoint], share: float) -> tuple[float, flo
 def _meeting_point(calibration: Calibration, recall: float) -> Point | None:
     """The unfiltered point of smallest ``ef_search`` meeting ``recall``; None when none does
     or the exact scan measured faster than it."""
-    point = first_meeting(calibration.points, recall)
+    point = first_meeting(calibration.points, recall, calibration.samples * calibration.k)
     return None if point is None or calibration.exact_ms <= point.ms else point
 
 

@@ -142,7 +142,7 @@ def test_a_filter_takes_the_plan_its_filtered_points_measured_cheaper(
     kept = tickets.id <= 1600
     with db.begin() as conn:
         measured = calibration.calibrate(conn, entry_of(conn), samples=60)
-    point = calibration.first_meeting(measured.points, 0.9)
+    point = calibration.first_meeting(measured.points, 0.9, measured.samples * measured.k)
     assert point is not None
     vector = query_vectors(1, seed=5)[0]
     for walk_ms, plan in ((measured.exact_ms / 100, "index"), (measured.exact_ms, "exact")):

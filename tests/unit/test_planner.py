@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from embeddb import Embedding, nearest
+from embeddb import Embedding, calibration, nearest
 from embeddb.calibration import Calibration, FilteredPoint, Point
 from embeddb.errors import QueryError
 from embeddb.query import _planner as planner
@@ -117,7 +117,7 @@ def _curve(exact_ms: float, *points: tuple[int, float, float], k: int = 10) -> C
 
 
 def test_the_smallest_ef_search_meeting_the_recall_is_chosen() -> None:
-    curve = _curve(9.0, (10, 0.80, 0.5), (40, 0.95, 0.8), (100, 0.99, 1.5), (400, 0.999, 4.0))
+    curve = _curve(9.0, (10, 0.80, 0.5), (40, 0.96, 0.8), (100, 0.995, 1.5), (400, 0.9995, 4.0))
     assert planner.calibrated_ef(curve, 0.9, 10) == 40
     assert planner.calibrated_ef(curve, 0.95, 10) == 40
     assert planner.calibrated_ef(curve, 0.99, 10) == 100
@@ -125,14 +125,14 @@ def test_the_smallest_ef_search_meeting_the_recall_is_chosen() -> None:
 
 
 def test_exact_when_no_point_meets_the_recall_or_exact_is_faster() -> None:
-    curve = _curve(1.0, (10, 0.80, 0.5), (40, 0.95, 0.8), (100, 0.99, 1.5))
+    curve = _curve(1.0, (10, 0.80, 0.5), (40, 0.96, 0.8), (100, 0.995, 1.5))
     assert planner.calibrated_ef(curve, 0.999, 10) is None  # never measured that high
     assert planner.calibrated_ef(curve, 0.99, 10) is None  # 1.5 ms against exact's 1.0
     assert planner.calibrated_ef(curve, 0.95, 10) == 40
 
 
 def test_ef_search_scales_with_k_within_pgvector_limits() -> None:
-    curve = _curve(50.0, (40, 0.95, 0.8), (100, 0.99, 1.5))
+    curve = _curve(50.0, (40, 0.96, 0.8), (100, 0.995, 1.5))
     assert planner.calibrated_ef(curve, 0.95, 20) == 80
     assert planner.calibrated_ef(curve, 0.99, 500) == 1000
     assert planner.calibrated_ef(curve, 0.95, 1) == 4
@@ -160,10 +160,10 @@ def _filtered(exact_ms: float, points: list[tuple[Any, ...]],
 
 # WordNet-like: exact scan 100 ms; the walk at ef 250 takes 8 ms unfiltered, and far longer
 # under a filter keeping a cluster of rows away from the query
-_WORDNET = _filtered(100.0, [(160, 0.93, 6.0), (250, 0.97, 8.0), (640, 0.991, 18.0)], [
+_WORDNET = _filtered(100.0, [(160, 0.93, 6.0), (250, 0.97, 8.0), (640, 0.995, 18.0)], [
     (0.5, 250, 0.97, 12.0), (0.25, 250, 0.96, 20.0), (0.12, 250, 0.95, 35.0),
     (0.06, 250, 0.93, 60.0),
-    (0.5, 640, 0.99, 25.0), (0.25, 640, 0.985, 40.0), (0.12, 640, 0.98, 60.0),
+    (0.5, 640, 0.995, 25.0), (0.25, 640, 0.985, 40.0), (0.12, 640, 0.98, 60.0),
     (0.06, 640, 0.97, 90.0),
 ])
 
@@ -180,7 +180,7 @@ def test_under_a_filter_the_measured_walk_is_weighed_against_scanning_its_rows(
 
 
 def test_under_a_filter_a_recall_the_walk_misses_there_is_the_exact_scan() -> None:
-    # unfiltered, ef 640 meets 0.99; at 50% its recall 0.99 just meets it, at 25% it is 0.985
+    # unfiltered, ef 640 meets 0.99; at 50% too (0.995), at 25% it does not (0.985)
     assert planner.filtered_ef(_WORDNET, 0.99, 10, 0.8) == 640
     assert planner.filtered_ef(_WORDNET, 0.99, 10, 0.25) is None
     # 0.96 is met unfiltered by ef 250 but not at 12% (0.95) and not cheaply by 640: exact
@@ -225,3 +225,12 @@ def test_under_a_filter_the_walk_is_judged_by_its_tail() -> None:
     # tail against tail: an exact scan whose own p95 is 300 ms takes 67 ms for 15%
     slow_exact = replace(_filtered(100.0, points, walk), exact_p95_ms=300.0)
     assert planner.filtered_ef(slow_exact, 0.95, 10, 0.15) == 250
+
+
+def test_a_recall_measured_at_the_target_does_not_meet_it() -> None:
+    # 100 queries * k=10: the standard error at 0.99 is 0.003; at exactly 0.99 real queries
+    # miss as often as they meet it
+    curve = _curve(50.0, (40, 0.990, 0.8), (64, 0.9935, 1.0))
+    assert planner.calibrated_ef(curve, 0.99, 10) == 64
+    assert calibration.meets(0.9935, 0.99, 1000) and not calibration.meets(0.990, 0.99, 1000)
+    assert calibration.meets(1.0, 1.0, 1000)  # a perfect point meets a perfect target
