@@ -29,7 +29,8 @@ Without them :func:`prefers_exact` picks by a rule of thumb.
 
 The index plan's ``ef_search`` comes from the column's calibration (:mod:`embeddb.calibration`):
 the smallest measured ``ef_search`` whose recall@k meets the ``recall`` asked for (default
-:data:`DEFAULT_RECALL`), scaled by k over the k it was measured at. When no measured point meets
+:data:`DEFAULT_RECALL`) by more than its standard error, scaled by k over the k it was
+measured at. When no measured point meets
 it, or the exact scan measured faster, the plan is ``exact``. A column never calibrated, or
 calibrated before its index was rebuilt or its table grew by half, gets ``ef_search`` from k
 (:func:`ef_search`), as before calibration existed. A recall of 1 is always the exact scan.
