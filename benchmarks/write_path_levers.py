@@ -19,6 +19,9 @@ Variants, from the row triggers of embeddb before issue 14 to this version's:
 * ``key ranges (now)``: what embeddb installs since revision 0016: such an INSERT of fresh rows
   whose integer keys have no gaps adds only its first and last key (``embeddb.inbox_ranges``),
   reading the statement's rows once;
+* ``key ranges, no SET search_path`` and ``key ranges, SECURITY INVOKER``: the same function
+  without its pinned ``search_path`` (a GUC set and restored per call), and without running
+  as its owner either: what those two safety measures cost a write (embeddb keeps both);
 * floors: ``trigger that only NOTIFYs`` (the cheapest trigger that still wakes a worker) and
   ``no triggers`` (the embedded table's own shape: vector and hash columns, HNSW index).
 
@@ -27,6 +30,9 @@ column the text is not made of, the writes whose targets (1.3x, 1.1x) only the f
 judge.
 
     .venv/bin/python benchmarks/write_path_levers.py [--copy-rows 20000] [--repeat 3]
+        [--only LABEL ...]
+
+``--only`` measures the variants whose label contains one of the given texts.
 """
 
 from __future__ import annotations
@@ -101,9 +107,20 @@ def _notify_only(column_id: int) -> str:
         column_sql.enqueue_function(column_id), sql.Literal(body)).as_string(None)
 
 
+_PINNED_PATH = " SET search_path = pg_catalog, pg_temp"
+
+
+def _unpinned(function: str, *, invoker: bool) -> str:
+    """``function`` without its pinned search_path, and as ``invoker`` if asked."""
+    assert _PINNED_PATH in function
+    function = function.replace(_PINNED_PATH, "", 1)
+    return function.replace(" SECURITY DEFINER", "", 1) if invoker else function
+
+
 def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
           claim_index: bool = True, plain_insert: bool = False, inbox: bool = False,
-          ranges: bool = False, floor: str | None = None) -> list[str]:
+          ranges: bool = False, floor: str | None = None,
+          unpinned: str | None = None) -> list[str]:
     """The statements that give the embedded table's column this variant."""
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -118,6 +135,8 @@ def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
                                                       ranges=ranges)
     if plain_insert:
         function = _plain_insert_first(function)
+    if unpinned is not None:
+        function = _unpinned(function, invoker=unpinned == "invoker")
     if floor == "notify only":
         function = _notify_only(entry.id)
     triggers = column_sql.create_triggers(entry.spec, entry.id, partitioned=per_row)
@@ -131,7 +150,7 @@ def setup(url: str, *, per_row: bool, foreign_key: bool, md5: bool = False,
     ]
 
 
-VARIANTS: list[tuple[str, dict[str, bool]]] = [
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("row triggers + FK (before issue 14)", {"per_row": True, "foreign_key": True}),
     ("row triggers", {"per_row": True, "foreign_key": False}),
     ("statement triggers + FK", {"per_row": False, "foreign_key": True}),
@@ -145,6 +164,10 @@ VARIANTS: list[tuple[str, dict[str, bool]]] = [
     ("inbox, jsonb keys (0012)", {"per_row": False, "foreign_key": False, "inbox": True}),
     ("key ranges (now)", {"per_row": False, "foreign_key": False, "inbox": True,
                           "ranges": True}),
+    ("key ranges, no SET search_path", {"per_row": False, "foreign_key": False, "inbox": True,
+                                        "ranges": True, "unpinned": "path"}),
+    ("key ranges, SECURITY INVOKER", {"per_row": False, "foreign_key": False, "inbox": True,
+                                      "ranges": True, "unpinned": "invoker"}),
     ("floor: trigger that only NOTIFYs", {"per_row": False, "foreign_key": False,
                                           "floor": "notify only"}),
     ("floor: no triggers", {"per_row": False, "foreign_key": False, "floor": "no triggers"}),
@@ -159,7 +182,10 @@ def main() -> None:
     parser.add_argument("--single-rows", type=int, default=1_000)
     parser.add_argument("--update-rows", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="+", help="variants whose label contains one of these")
     args = parser.parse_args()
+    variants = [(label, options) for label, options in VARIANTS
+                if not args.only or any(text in label for text in args.only)]
     texts = load_corpus("wordnet", max(args.copy_rows, args.batch_rows, args.update_rows))
     writes: list[tuple[str, Callable[..., int], Any]] = [
         (f"COPY ({args.copy_rows:,})", copy_in(texts[:args.copy_rows]), None),
@@ -178,7 +204,7 @@ def main() -> None:
         with psycopg.connect(libpq_conninfo(url)) as conn:
             with conn.transaction():
                 conn.execute(CREATE_PLAIN)
-            for variant, options in VARIANTS:
+            for variant, options in variants:
                 with conn.transaction():
                     for statement in setup(url, **options):
                         conn.execute(statement.encode())
