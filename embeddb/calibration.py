@@ -86,15 +86,12 @@ class CalibrationError(EmbeddbError):
     """A column cannot be calibrated (no HNSW index, too few vectors)."""
 
 
-@dataclass(frozen=True)
-class Point:
-    """The index plan at one ``ef_search``: mean recall@k, mean milliseconds per query, and
-    the 95th percentile of those milliseconds (None in a calibration from before 0017)."""
+class _Timed:
+    """A measured point's time per query: its mean ``ms`` and 95th percentile ``p95_ms``
+    (None in a calibration from before revision 0017)."""
 
-    ef_search: int
-    recall: float
     ms: float
-    p95_ms: float | None = None
+    p95_ms: float | None
 
     @property
     def tail_ms(self) -> float:
@@ -103,21 +100,25 @@ class Point:
 
 
 @dataclass(frozen=True)
-class FilteredPoint:
+class Point(_Timed):
+    """The index plan at one ``ef_search``: mean recall@k and the time per query."""
+
+    ef_search: int
+    recall: float
+    ms: float
+    p95_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class FilteredPoint(_Timed):
     """The index plan at one ``ef_search`` under a filter keeping ``selectivity`` of the rows,
-    clustered around a pivot: mean recall@k, mean milliseconds per query and their 95th
-    percentile (None in a calibration from before 0017)."""
+    clustered around a pivot: mean recall@k and the time per query."""
 
     selectivity: float
     ef_search: int
     recall: float
     ms: float
     p95_ms: float | None = None
-
-    @property
-    def tail_ms(self) -> float:
-        """The 95th percentile of the time per query, else its mean."""
-        return self.ms if self.p95_ms is None else self.p95_ms
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,25 @@ def calibrations(engine: sa.Engine) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM embeddb.calibrations")).scalar_one())
 
 
-def test_0014_deletes_old_calibrations_and_a_new_one_can_be_made(
-        engine: sa.Engine, database_url: str) -> None:
+def embedded_tickets(engine: sa.Engine, database_url: str, rows: int) -> catalog.CatalogEntry:
+    """``rows`` tickets, embedded by a worker; their column's catalog entry."""
     Base, Ticket = ticket_model(model=HASH_MODEL)
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.insert(Ticket), [{"id": i, "subject": f"s{i}", "body": f"body {i}"}
-                                         for i in range(1, 41)])
+                                         for i in range(1, rows + 1)])
     drain(database_url)
+    with engine.connect() as conn:
+        entry = catalog.get_entry(conn, "public", "tickets", "embedding")
+    assert entry is not None
+    return entry
+
+
+def test_0014_deletes_old_calibrations_and_a_new_one_can_be_made(
+        engine: sa.Engine, database_url: str) -> None:
+    entry = embedded_tickets(engine, database_url, 40)
     migrate.migrate(engine, downgrade_to="0013")
     with engine.begin() as conn:  # as a worker before 0014 recorded it
-        entry = catalog.get_entry(conn, "public", "tickets", "embedding")
-        assert entry is not None
         conn.execute(sa.text(
             "INSERT INTO embeddb.calibrations"
             " (column_id, table_rows, index_oid, k, samples, exact_ms, curve)"
@@ -45,15 +52,8 @@ def test_0014_deletes_old_calibrations_and_a_new_one_can_be_made(
 
 def test_0017_adds_filtered_points_that_a_calibration_before_it_lacks(
         engine: sa.Engine, database_url: str) -> None:
-    Base, Ticket = ticket_model(model=HASH_MODEL)
-    Base.metadata.create_all(engine)
+    entry = embedded_tickets(engine, database_url, 200)
     with engine.begin() as conn:
-        conn.execute(sa.insert(Ticket), [{"id": i, "subject": f"s{i}", "body": f"body {i}"}
-                                         for i in range(1, 201)])
-    drain(database_url)
-    with engine.begin() as conn:
-        entry = catalog.get_entry(conn, "public", "tickets", "embedding")
-        assert entry is not None
         assert calibration.calibrate(conn, entry, samples=10).filtered
     assert migrate.migrate(engine, downgrade_to="0016") == ["0017"]
     with engine.connect() as conn:
