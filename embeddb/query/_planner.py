@@ -30,10 +30,10 @@ Without them :func:`prefers_exact` picks by a rule of thumb.
 The index plan's ``ef_search`` comes from the column's calibration (:mod:`embeddb.calibration`):
 the smallest measured ``ef_search`` whose recall@k meets the ``recall`` asked for (default
 :data:`DEFAULT_RECALL`) by more than its standard error, scaled by k over the k it was
-measured at. When no measured point meets
-it, or the exact scan measured faster, the plan is ``exact``. A column never calibrated, or
-calibrated before its index was rebuilt or its table grew by half, gets ``ef_search`` from k
-(:func:`ef_search`), as before calibration existed. A recall of 1 is always the exact scan.
+measured at. When no measured point meets it, or the exact scan measured faster, the plan is
+``exact``. A column never calibrated, or calibrated before its index was rebuilt or its table
+grew by half, gets ``ef_search`` from k (:func:`ef_search`), as before calibration existed. A
+recall of 1 is always the exact scan.
 
 A filter that a partial HNSW index covers (one the user created, ``CREATE INDEX ... USING hnsw
 (embedding vector_cosine_ops) WHERE pos = 'adjective'``) is best served by walking that index:
@@ -318,7 +318,8 @@ def filtered_ef(calibration: Calibration, recall: float, k: int,
     ``selectivity`` (between measured selectivities, and the unfiltered point at 1); the first
     whose recall meets the target is the index plan's if its time beats the exact scan's for
     that share of the rows (the whole scan's time * selectivity * :data:`FILTERED_EXACT_COST`),
-    else the exact scan is.
+    else the exact scan is. Recall "meets" as :func:`embeddb.calibration.meets` says.
+
     Times are 95th percentiles where measured (means in a calibration from before 0017):
     under a filter the walk's tail is long (on WordNet at 15%, p95 4-5x its p50) where the
     exact scan's is short, and a search's latency is judged by its tail. A k above the

@@ -293,7 +293,7 @@ def explain(
     choice = planner.choose(conn, Filter(target, where, within), k, plan, recall)
     stmt = _statement(target, where, within, choice.plan == "exact")
     params = _parameters(vector, k)
-    candidates = target.candidates(k, filtered=where is not None or within is not None)
+    candidates = target.candidates(k, filtered=_narrowed(where, within))
     values = planner.settings(choice, candidates, planner.pgvector_version(conn))
     options = "ANALYZE, BUFFERS, FORMAT TEXT" if analyze else "FORMAT TEXT"
     with local_settings.scoped(conn, values):
@@ -355,13 +355,18 @@ async def vector_off_loop(
     return await asyncio.to_thread(embed_query, entry, query)
 
 
+def _narrowed(where: Any, within: sa.Select[Any] | None) -> bool:
+    """Whether a filter narrows the rows searched (a binary index then re-ranks more)."""
+    return where is not None or within is not None
+
+
 def _statement(target: Target, where: Any, within: sa.Select[Any] | None,
                exact: bool) -> sa.Select[Any]:
     """The search statement; ``query_vector`` and ``k`` are bound when it runs."""
     if target.quantize == "binary" and not exact:
         # the filter narrows the candidates (and, for a join's sake, the rows re-ranked)
         base = sa.select(*_default_columns(target)) if within is None else within
-        stmt = _build(target, base, exact, where, filtered=where is not None or within is not None)
+        stmt = _build(target, base, exact, where, filtered=_narrowed(where, within))
     elif within is None:
         stmt = _template(target.column, target.entity, exact)
     else:
@@ -432,7 +437,7 @@ def _run(session: Session | Connection, conn: Connection, target: Target, vector
     if exact:  # the exact plan needs no setting (see embeddb.query._planner)
         rows = session.execute(stmt, parameters).all()
     else:
-        candidates = target.candidates(k, filtered=where is not None or within is not None)
+        candidates = target.candidates(k, filtered=_narrowed(where, within))
         settings = planner.settings(choice, candidates, planner.pgvector_version(conn))
         with local_settings.scoped(conn, settings):
             rows = session.execute(stmt, parameters).all()
