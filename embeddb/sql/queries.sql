@@ -544,17 +544,24 @@ SELECT coalesce((
 -- column_calibration --
 -- A column's calibration, whether its index is still the one measured, and the table's rows now.
 -- The filtered points count only if measured with this curve (filtered_at = calibrated_at): a
--- worker from before revision 0017 recalibrates without them.
+-- worker from before revision 0017 recalibrates without them. They are read through the row's
+-- jsonb, so that a search by this embeddb in a database still at revision 0016 (no such
+-- columns yet) finds none instead of failing.
 SELECT cal.k, cal.samples, cal.exact_ms, cal.curve, cal.table_rows, cal.calibrated_at,
-       CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.filtered
+       CASE WHEN measured.current THEN measured.row -> 'filtered'
             ELSE '[]'::jsonb END AS filtered,
-       CASE WHEN cal.filtered_at = cal.calibrated_at THEN cal.exact_p95_ms END AS exact_p95_ms,
-       (cal.filtered_at = cal.calibrated_at) IS TRUE AS filtered_current,
+       CASE WHEN measured.current THEN (measured.row ->> 'exact_p95_ms')::float8
+            END AS exact_p95_ms,
+       measured.current IS TRUE AS filtered_current,
        cal.index_oid IS NOT DISTINCT FROM
            to_regclass(format('%I.%I', col.table_schema, col.index_name))::oid AS same_index,
        greatest(coalesce(t.reltuples, 0), 0)::float8 AS rows_now
 FROM embeddb.columns col
 JOIN embeddb.calibrations cal ON cal.column_id = col.id
+CROSS JOIN LATERAL (
+    SELECT to_jsonb(cal) AS row,
+           (to_jsonb(cal) ->> 'filtered_at')::timestamptz = cal.calibrated_at AS current
+) AS measured
 LEFT JOIN pg_class t ON t.oid = to_regclass(format('%I.%I', col.table_schema, col.table_name))
 WHERE col.table_schema = coalesce(:schema, current_schema()) AND col.table_name = :table
   AND col.column_name = :column

@@ -61,6 +61,13 @@ def test_0017_adds_filtered_points_that_a_calibration_before_it_lacks(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'embeddb'"
             " AND table_name = 'calibrations' AND column_name LIKE 'filtered%'")).scalar()
         assert calibrations(engine) == 1  # the unfiltered curve is kept
+        # this embeddb still reads it in a database not yet migrated (a search before
+        # `embeddb migrate`): its curve, no filtered points, due for a calibration later
+        row = conn.execute(sa.text(queries["column_calibration"]), {
+            "schema": "public", "table": "tickets", "column": "embedding"}).one()
+        older = calibration.Calibration.from_row(row)
+        assert older.points and older.filtered == () and older.exact_p95_ms is None
+        assert not row.filtered_current
 
     assert migrate.migrate(engine)[0] == "0017"
     with engine.connect() as conn:
