@@ -222,7 +222,7 @@ def calibrate(conn: Connection, entry: CatalogEntry, *, samples: int = DEFAULT_S
                          " set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
     points = []
     for ef in sorted(set(grid)):
-        conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+        _set_ef_search(conn, ef)
         recalls, times = [], []
         for vector, best in zip(asked, truth, strict=True):
             found, ms = _timed(conn, index_sql, vector, k)
@@ -268,19 +268,16 @@ def _filtered_points(conn: Connection, entry: CatalogEntry, asked: list[str],
     index_sql = calibration_sql.filtered_neighbours(entry.spec)
     measured = []
     for ef in efs:
-        conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+        _set_ef_search(conn, ef)
         for i, selectivity in enumerate(SELECTIVITIES):
             recalls, times = [], []
             for vector, pivot, shares in cases:
                 radius, best = shares[i]
-                started = time.perf_counter()
-                found = conn.exec_driver_sql(index_sql, {
-                    "q": vector, "pivot": pivot, "radius": radius, "k": k}).scalars().all()
-                times.append((time.perf_counter() - started) * 1000)
-                recalls.append(_recall([float(d) for d in found], best, k))
-            if recalls:
-                measured.append(FilteredPoint(selectivity, ef, statistics.fmean(recalls),
-                                              statistics.fmean(times), _p95(times)))
+                found, ms = _timed(conn, index_sql, vector, k, pivot=pivot, radius=radius)
+                recalls.append(_recall(found, best, k))
+                times.append(ms)
+            measured.append(FilteredPoint(selectivity, ef, statistics.fmean(recalls),
+                                          statistics.fmean(times), _p95(times)))
     return measured
 
 
@@ -350,11 +347,16 @@ def _vector_text(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
 
-def _timed(conn: Connection, statement: str, vector: str,
-           k: int) -> tuple[list[float], float]:
+def _timed(conn: Connection, statement: str, vector: str, k: int,
+           **parameters: Any) -> tuple[list[float], float]:
+    """The distances ``statement`` returns for query ``vector`` at k, and its milliseconds."""
     started = time.perf_counter()
-    rows = conn.exec_driver_sql(statement, {"q": vector, "k": k}).scalars().all()
+    rows = conn.exec_driver_sql(statement, {"q": vector, "k": k, **parameters}).scalars().all()
     return [float(d) for d in rows], (time.perf_counter() - started) * 1000
+
+
+def _set_ef_search(conn: Connection, ef: int) -> None:
+    conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
 
 
 def _recall(found: list[float], best: list[float], k: int) -> float:

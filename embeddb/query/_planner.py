@@ -305,7 +305,7 @@ def calibrated_ef(calibration: Calibration, recall: float, k: int) -> int | None
     point = _meeting_point(calibration, recall)
     if point is None:
         return None
-    return min(EF_SEARCH_MAX, max(1, math.ceil(point.ef_search * k / calibration.k)))
+    return _scaled(point.ef_search, k, calibration)
 
 
 def filtered_ef(calibration: Calibration, recall: float, k: int,
@@ -343,8 +343,14 @@ def filtered_ef(calibration: Calibration, recall: float, k: int,
             exact_ms = calibration.exact_tail_ms * share * FILTERED_EXACT_COST
             if ms * max(1.0, k / calibration.k) >= exact_ms:
                 return None
-            return min(EF_SEARCH_MAX, max(1, math.ceil(ef * k / calibration.k)))
+            return _scaled(ef, k, calibration)
     return None
+
+
+def _scaled(ef: int, k: int, calibration: Calibration) -> int:
+    """A calibrated ``ef_search`` for k: scaled by k over the k it was measured at, within
+    pgvector's limits."""
+    return min(EF_SEARCH_MAX, max(1, math.ceil(ef * k / calibration.k)))
 
 
 def _interpolated(points: list[FilteredPoint], share: float) -> tuple[float, float]:
@@ -379,7 +385,7 @@ def _calibrated_ef(conn: Connection, target: Target, k: int, recall: float) -> i
     ef = calibrated_ef(calibration, recall, k)
     if ef is None:  # exact would be the answer, but the index was asked for: its best
         best = max(p.ef_search for p in calibration.points)
-        ef = min(EF_SEARCH_MAX, max(1, math.ceil(best * k / calibration.k)))
+        ef = _scaled(best, k, calibration)
     return ef
 
 
